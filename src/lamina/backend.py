@@ -1,0 +1,79 @@
+"""Which implementation runs an op: the NumPy reference or the Triton kernels.
+
+``auto`` (the default) runs the Triton kernels on CUDA tensors and the NumPy
+reference on CPU tensors. ``reference`` runs the NumPy reference everywhere
+(CUDA tensors make a round trip through host memory). ``triton`` runs the
+kernels everywhere; on a CPU tensor they run under Triton's interpreter
+(``TRITON_INTERPRET=1``), which is how CI, with no GPU, executes every kernel.
+
+The choice is made by :func:`set_backend` or, before that, by the environment
+variable ``LAMINA_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "reference", "triton")
+
+_backend = os.environ.get("LAMINA_BACKEND", "auto").strip().lower() or "auto"
+if _backend not in BACKENDS:
+    raise ValueError(f"LAMINA_BACKEND must be one of {BACKENDS}, got {_backend!r}")
+
+
+def set_backend(name: str) -> None:
+    """Choose the implementation: ``'auto'``, ``'reference'`` or ``'triton'``."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+def get_backend() -> str:
+    """The backend in force: ``'auto'``, ``'reference'`` or ``'triton'``."""
+    return _backend
+
+
+def use_kernels(x: torch.Tensor) -> bool:
+    """True when the op on ``x`` should run the Triton kernels."""
+    if _backend == "reference":
+        return False
+    if _backend == "triton":
+        return True
+    return x.is_cuda
+
+
+def kernels(family: str):
+    """The module ``lamina.kernels.<family>``, imported on first use.
+
+    Triton decides at decoration time whether a kernel is compiled or
+    interpreted, so on a machine without CUDA the interpreter is switched on
+    before the kernels are imported.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return importlib.import_module(f"lamina.kernels.{family}")
+
+
+# --- the NumPy reference behind torch tensors --------------------------------
+
+def to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    """A NumPy view (or copy) of ``t``; float16/bfloat16 are computed in float32."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t.numpy()
+
+
+def to_torch(a: np.ndarray, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``a`` as a tensor on ``like``'s device, cast to ``dtype`` (default: like's dtype)."""
+    t = torch.from_numpy(np.asarray(a))
+    return t.to(device=like.device, dtype=like.dtype if dtype is None else dtype)

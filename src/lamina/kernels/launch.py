@@ -1,0 +1,61 @@
+"""Shared launch helpers for the Triton kernels: block sizes, warps, layouts.
+
+One place for the heuristics so that every family launches the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+# Elementwise kernels: each program handles ELEMENTWISE_BLOCK elements; 16-byte
+# vector accesses need at least 4 (fp32) or 8 (16-bit) contiguous elements a
+# thread, and a large block keeps enough loads in flight to reach bandwidth.
+ELEMENTWISE_BLOCK = 4096
+ELEMENTWISE_WARPS = 8
+
+
+def elementwise_grid(n: int, block: int = ELEMENTWISE_BLOCK):
+    return (triton.cdiv(n, block),)
+
+
+def row_block(n_cols: int) -> int:
+    """The power of two that holds a whole row (for one-row-per-program norms)."""
+    return triton.next_power_of_2(max(int(n_cols), 1))
+
+
+def warps_for(block: int) -> int:
+    """More warps for wider rows: about 256 elements a warp, 1 to 16 warps."""
+    return max(1, min(16, block // 256))
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """True when ``t`` covers its storage span without gaps or overlaps in some
+    dimension order (contiguous, channels_last, any permutation of them)."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when dense (any dimension order), else a contiguous copy.
+    Elementwise kernels walk a dense tensor's storage in memory order, so the
+    output keeps the input's memory format."""
+    return t if is_dense(t) else t.contiguous()
+
+
+def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` with exactly ``like``'s strides (copied only when they differ), so
+    two tensors can be walked with one flat index."""
+    if t.stride() == like.stride() and is_dense(t):
+        return t
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out
