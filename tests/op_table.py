@@ -51,7 +51,8 @@ class OpCase:
 OPS: list[OpCase] = [
     # ---- activation ----------------------------------------------------------
     OpCase("relu", F.relu, TF.relu, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL),
-    # ---- normalization -------------------------------------------------------
+    # ---- normalization: batch, sync-batch, instance ------------------------
+    # ---- normalization: layer, RMS, group ------------------------------------
     # ---- pooling -------------------------------------------------------------
     # ---- dropout -------------------------------------------------------------
 ]
