@@ -1,5 +1,6 @@
 """Every op in tests/op_table.py, forward and every gradient:
 
+(the table is ``lamina.optable``)
 * against PyTorch autograd on the CPU (the NumPy reference runs), float64 to
   ~1e-10 and float32 to float32 tolerance, contiguous, channels_last and
   non-contiguous inputs;
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import lamina
-from op_table import OPS
+from lamina.optable import OPS
 
 # (rtol, atol) per dtype; reduced gradients scale atol with sqrt(reduction).
 TOLERANCES = {

@@ -1,6 +1,13 @@
 """``torch.nn`` drop-ins: the same constructor signatures, parameters, buffers,
 state_dict keys and ``extra_repr`` as PyTorch's modules, computing through
-:mod:`lamina.functional`."""
+:mod:`lamina.functional`.
+
+Where PyTorch has the layer, lamina's module subclasses PyTorch's and replaces
+only ``forward``: constructor, argument checks, parameters, buffers,
+state_dict (and its loading hooks), ``extra_repr`` and ``isinstance`` are
+PyTorch's own, so checkpoints load either way and code that inspects module
+types keeps working. Layers PyTorch lacks are plain ``nn.Module`` subclasses
+written in the same style."""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ __all__ = ["ReLU"]
 # activation
 # =============================================================================
 
-class ReLU(torch.nn.Module):
+class ReLU(torch.nn.ReLU):
     r"""Applies :math:`\text{ReLU}(x) = \max(0, x)` elementwise.
 
     Args:
@@ -32,17 +39,8 @@ class ReLU(torch.nn.Module):
         >>> y = m(torch.randn(2))
     """
 
-    __constants__ = ["inplace"]
-
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = inplace
-
     def forward(self, input: Tensor) -> Tensor:
         return F.relu(input, inplace=self.inplace)
-
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
 
 
 # =============================================================================

@@ -1,4 +1,5 @@
-"""The one table that drives the op tests (tests/test_ops.py).
+"""The one table of ops: it drives the op tests (tests/test_ops.py) and
+``lamina check``.
 
 Each OpCase names an op, lamina's call, PyTorch's call with the same
 arguments, the shapes to try and the keyword arguments. ``params`` makes the
@@ -17,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as TF
 
-import lamina.functional as F
+from . import functional as F
 
 # Shapes: 1 element, primes, non-powers of two, wider than a kernel block,
 # empty batch, 4-D (also run channels_last and as a non-contiguous view).
