@@ -201,8 +201,14 @@ def dropout(
 
 
 def _dropout_check_p(p) -> None:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+    """torch's checks: ValueError out of [0, 1]; NaN gets past Python's
+    comparison and torch's kernel rejects it with a RuntimeError."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"dropout probability p must be a float, got {type(p).__name__}")
+    if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if p != p:
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
 # --- DropConnect ----------------------------------------------------------------

@@ -212,9 +212,9 @@ def drop_block2d_forward(x: torch.Tensor, p: float, block_size: int, eps: float,
             BLOCK_SIZE=block_size, CHANNELS_LAST=channels_last, BLOCK=MASK_BLOCK, num_warps=MASK_WARPS,
         )
     # the second pass of the count reduction; the division stays on the device
-    kept = counts.sum(dtype=torch.int64).to(compute)
-    scale = torch.div(torch.tensor(float(n), dtype=compute, device=x.device),
-                      torch.tensor(eps, dtype=compute, device=x.device) + kept).reshape(1)
+    # (float32 arithmetic for float32..bfloat16 input, as the reference does)
+    kept = counts.sum(dtype=torch.int64).to(compute) + eps
+    scale = torch.full((1,), float(n), dtype=compute, device=x.device) / kept
     return _masked_scale(x, mask, scale), mask, scale
 
 

@@ -44,7 +44,8 @@ def dropout_forward(x: np.ndarray, p: float, seed: int, offset: int = 0):
     xt, order = _memory_layout(x)
     keep = rng.uniforms(seed, offset, xt.size).reshape(xt.shape) >= np.float32(p)
     m = np.where(keep, dropout_multiplier(p, x.dtype), np.zeros((), x.dtype))
-    y = (xt * m).transpose(np.argsort(order))
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in torch
+        y = (xt * m).transpose(np.argsort(order))
     return y, (p, seed, offset)
 
 
@@ -123,7 +124,8 @@ def drop_block2d_scale(mask: np.ndarray, eps: float, dtype) -> np.ndarray:
 def _masked_scale(x: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """x * (scale where mask else 0), computed in scale's dtype, cast to x's."""
     m = np.where(mask, scale, np.zeros((), scale.dtype))
-    return (x.astype(scale.dtype, copy=False) * m).astype(x.dtype, copy=False)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in torch
+        return (x.astype(scale.dtype, copy=False) * m).astype(x.dtype, copy=False)
 
 
 def drop_block2d_forward(x: np.ndarray, p: float, block_size: int, seed: int, offset: int = 0, eps: float = 1e-6):
