@@ -398,3 +398,18 @@ def test_drop_block_kernel_bit_identical_to_reference(layout, dtype, backend):
     assert torch.equal(out["reference"][1], out["triton"][1])
     if layout == "channels_last":
         assert out["triton"][0].is_contiguous(memory_format=torch.channels_last)
+
+
+# --- torch.library registration: schema, fake (meta) impls, autograd ------------------
+
+@pytest.mark.parametrize("name", ["reference", "triton"])
+def test_opcheck(name, backend):
+    backend(name)
+    cl = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
+    transposed = torch.randn(2, 3, 7, 5).transpose(2, 3)
+    sliced = torch.randn(2, 3, 5, 14)[..., ::2]
+    for x in (cl, transposed, sliced):
+        x = x.requires_grad_(True)
+        torch.library.opcheck(torch.ops.lamina.dropout_forward.default, (x, 0.3, 5, 0))
+        torch.library.opcheck(torch.ops.lamina.dropout_backward.default, (x.detach(), 0.3, 5, 0))
+        torch.library.opcheck(torch.ops.lamina.drop_block2d_forward.default, (x, 0.3, 3, 1e-6, 5, 0))

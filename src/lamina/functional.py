@@ -96,6 +96,7 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 # dropout
 # =============================================================================
 
+from . import rng  # noqa: E402
 from .reference import dropout as ref_dropout  # noqa: E402
 
 __all__ += ["dropout", "drop_connect", "drop_block2d"]
@@ -134,9 +135,18 @@ def _dropout_forward(x: Tensor, p: float, seed: int, offset: int) -> Tensor:
     return to_torch(y, x)
 
 
+def _dropout_like(x: Tensor) -> Tensor:
+    """An empty tensor laid out as dropout's output: x's layout when x is
+    dense (any dimension order), else contiguous (the mask then runs in
+    row-major order)."""
+    if rng.memory_order(x.shape, x.stride()) is not None:
+        return torch.empty_like(x)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
 @_dropout_forward.register_fake
 def _(x, p, seed, offset):
-    return torch.empty_like(x)
+    return _dropout_like(x)
 
 
 @torch.library.custom_op("lamina::dropout_backward", mutates_args=())
@@ -148,7 +158,7 @@ def _dropout_backward(dy: Tensor, p: float, seed: int, offset: int) -> Tensor:
 
 @_dropout_backward.register_fake
 def _(dy, p, seed, offset):
-    return torch.empty_like(dy)
+    return _dropout_like(dy)
 
 
 def _dropout_setup(ctx, inputs, output):
@@ -241,6 +251,14 @@ def _scale_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _drop_block_format(x: Tensor) -> torch.memory_format:
+    """The layout of DropBlock's output and mask: channels_last for a
+    channels_last input, contiguous for everything else (as the kernels)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.library.custom_op("lamina::drop_block2d_forward", mutates_args=())
 def _drop_block2d_forward(
     x: Tensor, p: float, block_size: int, eps: float, seed: int, offset: int
@@ -248,12 +266,16 @@ def _drop_block2d_forward(
     if use_kernels(x):
         return kernels("dropout").drop_block2d_forward(x, p, block_size, eps, seed, offset)
     y, (mask, scale) = ref_dropout.drop_block2d_forward(to_numpy(x), p, block_size, seed, offset, eps)
-    return to_torch(y, x), to_torch(mask, x, torch.uint8), to_torch(scale.reshape(1), x, _scale_dtype(x))
+    fmt = _drop_block_format(x)
+    return (to_torch(y, x).contiguous(memory_format=fmt), to_torch(mask, x, torch.uint8).contiguous(memory_format=fmt),
+            to_torch(scale.reshape(1), x, _scale_dtype(x)))
 
 
 @_drop_block2d_forward.register_fake
 def _(x, p, block_size, eps, seed, offset):
-    return torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8), x.new_empty((1,), dtype=_scale_dtype(x))
+    fmt = _drop_block_format(x)
+    return (torch.empty_like(x, memory_format=fmt), torch.empty_like(x, dtype=torch.uint8, memory_format=fmt),
+            x.new_empty((1,), dtype=_scale_dtype(x)))
 
 
 @torch.library.custom_op("lamina::drop_block2d_backward", mutates_args=())

@@ -173,7 +173,7 @@ def _masked_scale_kernel(
 
 def _drop_block_layout(x: torch.Tensor):
     """x in a layout the mask kernel walks (NCHW or channels_last), and which."""
-    if x.is_contiguous():
+    if x.is_contiguous():  # first: a tensor can be both (C == 1 or H == W == 1)
         return x, False
     if x.is_contiguous(memory_format=torch.channels_last):
         return x, True
@@ -204,7 +204,8 @@ def drop_block2d_forward(x: torch.Tensor, p: float, block_size: int, eps: float,
         _bernoulli_kernel[grid](z, z.numel(), gamma, seed, offset, GROUP=GROUP, num_warps=DROPOUT_WARPS)
 
     n = x.numel()
-    mask = torch.empty_like(x, dtype=torch.uint8)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    mask = torch.empty_like(x, dtype=torch.uint8, memory_format=layout)
     counts = torch.zeros(max(triton.cdiv(n, MASK_BLOCK), 1), dtype=torch.int32, device=x.device)
     if n:
         _drop_block_mask_kernel[(triton.cdiv(n, MASK_BLOCK),)](
