@@ -413,3 +413,14 @@ def test_opcheck(name, backend):
         torch.library.opcheck(torch.ops.lamina.dropout_forward.default, (x, 0.3, 5, 0))
         torch.library.opcheck(torch.ops.lamina.dropout_backward.default, (x.detach(), 0.3, 5, 0))
         torch.library.opcheck(torch.ops.lamina.drop_block2d_forward.default, (x, 0.3, 3, 1e-6, 5, 0))
+
+
+def test_reference_drop_block_layer_class():
+    layer = ref.DropBlock2d(0.3, 3, seed_source=np.random.default_rng(1))
+    x = np.ones((4, 2, 9, 9))
+    y = layer(x)
+    kept = np.count_nonzero(y)
+    assert 0 < kept < x.size
+    np.testing.assert_allclose(y[y != 0], x.size / (1e-6 + kept), rtol=1e-15)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
+    assert layer.eval()(x) is x

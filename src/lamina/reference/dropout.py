@@ -57,6 +57,9 @@ def dropout_backward(dy: np.ndarray, cache):
     return dx
 
 
+_IDENTITY = ("identity",)  # the cache of a forward that was the identity (eval, p = 0)
+
+
 class Dropout(Layer):
     """Dropout(p): each forward draws a fresh seed from ``seed_source``
     (a numpy Generator); eval and p = 0 are the identity."""
@@ -68,7 +71,7 @@ class Dropout(Layer):
 
     def forward(self, x):
         if not self.training or self.p == 0:
-            self._cache = ("identity",)
+            self._cache = _IDENTITY
             return x
         seed = int(self._seeds.integers(0, 2**63 - 1))
         y, self._cache = dropout_forward(x, self.p, seed)
@@ -76,7 +79,7 @@ class Dropout(Layer):
 
     def backward(self, dy):
         cache = self._need_cache()
-        return dy if cache == ("identity",) else dropout_backward(dy, cache)
+        return dy if cache is _IDENTITY else dropout_backward(dy, cache)
 
 
 # --- DropConnect ----------------------------------------------------------------
@@ -145,3 +148,30 @@ def drop_block2d_backward(dy: np.ndarray, cache):
     """dx = dy * mask * scale."""
     mask, scale = cache
     return _masked_scale(dy, mask, scale)
+
+
+class DropBlock2d(Layer):
+    """DropBlock2d(p, block_size, eps): each forward draws a fresh seed from
+    ``seed_source`` (a numpy Generator); eval and p = 0 are the identity.
+    ``block_size`` is clipped to the map and must then be odd."""
+
+    def __init__(self, p: float, block_size: int, eps: float = 1e-6,
+                 seed_source: np.random.Generator | None = None):
+        super().__init__()
+        self.p, self.block_size, self.eps = p, block_size, eps
+        self._seeds = seed_source if seed_source is not None else np.random.default_rng()
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self._cache = _IDENTITY
+            return x
+        b = min(self.block_size, x.shape[2], x.shape[3])
+        if b % 2 == 0:
+            raise ValueError(f"block size should be odd. Got {b} which is even.")
+        seed = int(self._seeds.integers(0, 2**63 - 1))
+        y, self._cache = drop_block2d_forward(x, self.p, b, seed, 0, self.eps)
+        return y
+
+    def backward(self, dy):
+        cache = self._need_cache()
+        return dy if cache is _IDENTITY else drop_block2d_backward(dy, cache)
