@@ -424,3 +424,11 @@ def test_reference_drop_block_layer_class():
     np.testing.assert_allclose(y[y != 0], x.size / (1e-6 + kept), rtol=1e-15)
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
     assert layer.eval()(x) is x
+
+
+def test_bad_seed():
+    x = torch.randn(4)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        F.dropout(x, 0.5, seed=1.5)
+    with pytest.raises(ValueError, match="seed must be in"):
+        F.drop_block2d(torch.randn(1, 1, 5, 5), 0.5, 3, seed=-1)

@@ -112,8 +112,10 @@ def _draw_seed(generator: Optional[torch.Generator]) -> int:
 def _seed_for(seed: Optional[int], generator: Optional[torch.Generator]) -> int:
     if seed is None:
         return _draw_seed(generator)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return seed
 
 
