@@ -133,7 +133,8 @@ def test_backward_regenerates_mask_and_saves_no_tensor():
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = F.dropout(x, 0.4, seed=5)
-    assert saved == []  # the mask is regenerated from (seed, offset), not kept
+    # only the one-element seed: the mask is regenerated from (seed, offset)
+    assert [(t.dtype, t.numel()) for t in saved] == [(torch.int64, 1)]
     dy = torch.randn_like(y)
     y.backward(dy)
     keep = y.detach() != 0
@@ -228,7 +229,7 @@ def test_kernel_offset_is_a_counter_offset(backend):
     backend("triton")
     k = lamina.backend.kernels("dropout")
     x = torch.ones(3 * 4 * rng.GROUP + 7)
-    y = k.dropout_forward(x, 0.5, 123, 1000)
+    y = k.dropout_forward(x, 0.5, torch.tensor([123]), 1000)
     keep = rng.uniforms(123, 1000, x.numel()) >= np.float32(0.5)
     assert torch.equal(y != 0, torch.from_numpy(keep))
 
@@ -410,9 +411,22 @@ def test_opcheck(name, backend):
     sliced = torch.randn(2, 3, 5, 14)[..., ::2]
     for x in (cl, transposed, sliced):
         x = x.requires_grad_(True)
-        torch.library.opcheck(torch.ops.lamina.dropout_forward.default, (x, 0.3, 5, 0))
-        torch.library.opcheck(torch.ops.lamina.dropout_backward.default, (x.detach(), 0.3, 5, 0))
-        torch.library.opcheck(torch.ops.lamina.drop_block2d_forward.default, (x, 0.3, 3, 1e-6, 5, 0))
+        seed = torch.tensor([2**40 + 5])
+        torch.library.opcheck(torch.ops.lamina.dropout_forward.default, (x, 0.3, seed, 0))
+        torch.library.opcheck(torch.ops.lamina.dropout_backward.default, (x.detach(), 0.3, seed, 0))
+        torch.library.opcheck(torch.ops.lamina.drop_block2d_forward.default, (x, 0.3, 3, 1e-6, seed, 0))
+
+
+@pytest.mark.parametrize("name", ["reference", "triton"])
+def test_compiles_fullgraph(name, backend):
+    backend(name)
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    f = torch.compile(lambda x: F.dropout(x, 0.3) * 2 + F.drop_block2d(x, 0.2, 3), backend="aot_eager", fullgraph=True)
+    y = f(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad is not None
+    g = torch.compile(lambda x: F.dropout(x, 0.3, seed=9), backend="aot_eager", fullgraph=True)
+    assert torch.equal(g(x), F.dropout(x, 0.3, seed=9))
 
 
 def test_reference_drop_block_layer_class():

@@ -102,21 +102,25 @@ from .reference import dropout as ref_dropout  # noqa: E402
 __all__ += ["dropout", "drop_connect", "drop_block2d"]
 
 
-def _draw_seed(generator: Optional[torch.Generator]) -> int:
-    """A fresh Philox seed from ``generator`` (default: torch's default CPU
-    generator), so torch.manual_seed makes lamina's masks reproducible."""
-    gen = torch.default_generator if generator is None else generator
-    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64, generator=gen, device=gen.device))
+def _seed_for(seed: Optional[int], generator: Optional[torch.Generator], like: Tensor) -> Tensor:
+    """The Philox seed as a one-element int64 tensor on ``like``'s device.
 
-
-def _seed_for(seed: Optional[int], generator: Optional[torch.Generator]) -> int:
+    Drawn fresh from ``generator`` (default: torch's default CPU generator,
+    so torch.manual_seed makes lamina's masks reproducible) unless given.
+    A tensor, not a Python int: drawing it needs no host sync, the kernels
+    read it on the device, and torch.compile(fullgraph=True) traces it."""
     if seed is None:
-        return _draw_seed(generator)
+        if generator is None:
+            drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64)
+        else:
+            drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, generator=generator, device=generator.device)
+        # non_blocking: an async copy of 8 bytes, no wait for the GPU's queue
+        return drawn.to(like.device, non_blocking=True)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return seed
+    return torch.tensor([seed], dtype=torch.int64, device=like.device)
 
 
 def _with_strides(t: Tensor, stride) -> Tensor:
@@ -130,10 +134,10 @@ def _with_strides(t: Tensor, stride) -> Tensor:
 # --- dropout -------------------------------------------------------------------
 
 @torch.library.custom_op("lamina::dropout_forward", mutates_args=())
-def _dropout_forward(x: Tensor, p: float, seed: int, offset: int) -> Tensor:
+def _dropout_forward(x: Tensor, p: float, seed: Tensor, offset: int) -> Tensor:
     if use_kernels(x):
         return kernels("dropout").dropout_forward(x, p, seed, offset)
-    y, _ = ref_dropout.dropout_forward(to_numpy(x), p, seed, offset)
+    y, _ = ref_dropout.dropout_forward(to_numpy(x), p, int(seed.item()), offset)
     return to_torch(y, x)
 
 
@@ -152,10 +156,10 @@ def _(x, p, seed, offset):
 
 
 @torch.library.custom_op("lamina::dropout_backward", mutates_args=())
-def _dropout_backward(dy: Tensor, p: float, seed: int, offset: int) -> Tensor:
+def _dropout_backward(dy: Tensor, p: float, seed: Tensor, offset: int) -> Tensor:
     if use_kernels(dy):
         return kernels("dropout").dropout_backward(dy, p, seed, offset)
-    return to_torch(ref_dropout.dropout_backward(to_numpy(dy), (p, seed, offset)), dy)
+    return to_torch(ref_dropout.dropout_backward(to_numpy(dy), (p, int(seed.item()), offset)), dy)
 
 
 @_dropout_backward.register_fake
@@ -164,15 +168,17 @@ def _(dy, p, seed, offset):
 
 
 def _dropout_setup(ctx, inputs, output):
-    _, ctx.p, ctx.seed, ctx.offset = inputs
+    _, ctx.p, seed, ctx.offset = inputs
+    ctx.save_for_backward(seed)  # one int64: no mask is saved
     # the mask runs along the output's memory order: dy is laid out the same
-    # way in backward (no mask is saved, only these numbers)
+    # way in backward
     ctx.stride = output.stride()
 
 
 def _dropout_grad(ctx, dy):
+    (seed,) = ctx.saved_tensors
     dy = _with_strides(dy, ctx.stride)
-    return _dropout_backward(dy, ctx.p, ctx.seed, ctx.offset), None, None, None
+    return _dropout_backward(dy, ctx.p, seed, ctx.offset), None, None, None
 
 
 _dropout_forward.register_autograd(_dropout_grad, setup_context=_dropout_setup)
@@ -208,7 +214,7 @@ def dropout(
         return input
     if not input.is_floating_point():
         raise RuntimeError(f"dropout: expected a floating-point input, got {input.dtype}")
-    y = _dropout_forward(input, float(p), _seed_for(seed, generator), 0)
+    y = _dropout_forward(input, float(p), _seed_for(seed, generator, input), 0)
     return input.copy_(y) if inplace else y
 
 
@@ -263,11 +269,11 @@ def _drop_block_format(x: Tensor) -> torch.memory_format:
 
 @torch.library.custom_op("lamina::drop_block2d_forward", mutates_args=())
 def _drop_block2d_forward(
-    x: Tensor, p: float, block_size: int, eps: float, seed: int, offset: int
+    x: Tensor, p: float, block_size: int, eps: float, seed: Tensor, offset: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     if use_kernels(x):
         return kernels("dropout").drop_block2d_forward(x, p, block_size, eps, seed, offset)
-    y, (mask, scale) = ref_dropout.drop_block2d_forward(to_numpy(x), p, block_size, seed, offset, eps)
+    y, (mask, scale) = ref_dropout.drop_block2d_forward(to_numpy(x), p, block_size, int(seed.item()), offset, eps)
     fmt = _drop_block_format(x)
     return (to_torch(y, x).contiguous(memory_format=fmt), to_torch(mask, x, torch.uint8).contiguous(memory_format=fmt),
             to_torch(scale.reshape(1), x, _scale_dtype(x)))
@@ -351,5 +357,5 @@ def drop_block2d(
         raise ValueError(f"block_size must be a positive odd integer, got {block_size}")
     if not input.is_floating_point():
         raise RuntimeError(f"drop_block2d: expected a floating-point input, got {input.dtype}")
-    y, _, _ = _drop_block2d_forward(input, float(p), int(block_size), float(eps), _seed_for(seed, generator), 0)
+    y, _, _ = _drop_block2d_forward(input, float(p), int(block_size), float(eps), _seed_for(seed, generator, input), 0)
     return input.copy_(y) if inplace else y

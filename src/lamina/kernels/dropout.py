@@ -45,17 +45,18 @@ def _scale_run(x_ptr, y_ptr, offs, n, u, p, multiplier):
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
 
 
-@triton.jit(do_not_specialize=["seed", "offset"])
+@triton.jit(do_not_specialize=["offset"])
 def _dropout_kernel(
     x_ptr,  # input (or dy), n elements, dense
     y_ptr,  # output (or dx), n elements, x's layout
     n,
     p,  # float32: keep when u >= p
     multiplier,  # float32: 1 / (1 - p), 0 when p == 1
-    seed,
+    seed_ptr,  # int64, one element: the Philox seed (read on the device: no host sync)
     offset,  # first Philox counter
     GROUP: tl.constexpr,
 ):
+    seed = tl.load(seed_ptr)
     pid = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, GROUP)
     u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
@@ -66,7 +67,7 @@ def _dropout_kernel(
     _scale_run(x_ptr, y_ptr, start + 3 * GROUP, n, u3, p, multiplier)
 
 
-def _dropout(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def _dropout(x: torch.Tensor, p: float, seed: torch.Tensor, offset: int) -> torch.Tensor:
     y = torch.empty_like(x)
     n = x.numel()
     if n:
@@ -76,13 +77,13 @@ def _dropout(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
     return y
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_forward(x: torch.Tensor, p: float, seed: torch.Tensor, offset: int) -> torch.Tensor:
     """y = x * mask / (1 - p); the mask runs along x's memory order (a
-    non-dense x is made contiguous first)."""
+    non-dense x is made contiguous first). ``seed``: one int64 on x's device."""
     return _dropout(dense(x), p, seed, offset)
 
 
-def dropout_backward(dy: torch.Tensor, p: float, seed: int, offset: int) -> torch.Tensor:
+def dropout_backward(dy: torch.Tensor, p: float, seed: torch.Tensor, offset: int) -> torch.Tensor:
     """dx = dy * mask / (1 - p), the forward's mask regenerated. dy must
     already have the forward output's layout (the caller restrides it)."""
     return _dropout(dense(dy), p, seed, offset)
@@ -90,15 +91,16 @@ def dropout_backward(dy: torch.Tensor, p: float, seed: int, offset: int) -> torc
 
 # --- DropBlock2d ------------------------------------------------------------------
 
-@triton.jit(do_not_specialize=["seed", "offset"])
+@triton.jit(do_not_specialize=["offset"])
 def _bernoulli_kernel(
     z_ptr,  # uint8 block seeds, n elements, row-major (N, C, H - b + 1, W - b + 1)
     n,
     prob,  # float32: z = [u < prob]
-    seed,
+    seed_ptr,  # int64, one element: the Philox seed
     offset,
     GROUP: tl.constexpr,
 ):
+    seed = tl.load(seed_ptr)
     pid = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, GROUP)
     u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
@@ -189,7 +191,7 @@ def _masked_scale(x: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor) -> t
     return y
 
 
-def drop_block2d_forward(x: torch.Tensor, p: float, block_size: int, eps: float, seed: int, offset: int):
+def drop_block2d_forward(x: torch.Tensor, p: float, block_size: int, eps: float, seed: torch.Tensor, offset: int):
     """Returns (y, mask, scale): mask uint8 in y's layout, scale a 1-element
     tensor; backward needs exactly these two."""
     x, channels_last = _drop_block_layout(x)
