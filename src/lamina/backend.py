@@ -20,6 +20,15 @@ import torch
 
 BACKENDS = ("auto", "reference", "triton")
 
+# Triton decides at decoration time whether a @triton.jit function is compiled
+# or interpreted, and that includes its own library functions (tl.sum,
+# tl.rand, ...), decorated when triton is first imported - which torch does
+# on the first custom-op call (through torch._dynamo). So on a machine
+# without CUDA the interpreter is switched on here, at lamina's import,
+# before anything imports triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _backend = os.environ.get("LAMINA_BACKEND", "auto").strip().lower() or "auto"
 if _backend not in BACKENDS:
     raise ValueError(f"LAMINA_BACKEND must be one of {BACKENDS}, got {_backend!r}")

@@ -56,4 +56,46 @@ OPS: list[OpCase] = [
     # ---- normalization: layer, RMS, group ------------------------------------
     # ---- pooling -------------------------------------------------------------
     # ---- dropout -------------------------------------------------------------
+    # Random ops, compared under an explicit seed with oracles that build the
+    # mask from lamina.rng (defined at the end of this file, called lazily).
+    OpCase("dropout", F.dropout, lambda x, **kw: _torch_dropout(x, **kw), ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL,
+           kwargs=[{"p": 0.3, "seed": 7}, {"p": 0.9, "seed": 2**40 + 3}, {"p": 1.0, "seed": 1},
+                   {"p": 0.5, "training": False}]),
+    OpCase("drop_connect", F.drop_connect, lambda w, **kw: _torch_dropout(w, **kw), [(13, 17), (4, 3, 3, 3)],
+           [(13, 17)], kwargs=[{"p": 0.4, "seed": 2**33 + 5}]),
+    OpCase("drop_block2d", F.drop_block2d, lambda x, **kw: _torch_drop_block2d(x, **kw),
+           [(2, 3, 9, 11), (1, 1, 5, 5), (2, 3, 5, 7), (0, 2, 5, 5)], [(1, 1, 5, 5), (2, 3, 5, 7)],
+           kwargs=[{"p": 0.3, "block_size": 3, "seed": 5}, {"p": 0.5, "block_size": 5, "seed": 2**33 + 7},
+                   {"p": 0.2, "block_size": 1, "seed": 11}, {"p": 0.3, "block_size": 3, "training": False}]),
 ]
+
+
+# ---- dropout oracles ----------------------------------------------------------
+# torch code with the masks drawn from lamina.rng for the same seed (the
+# dropout stream runs along the tensor's memory order); DropBlock follows
+# torchvision.ops.drop_block2d step by step (pad, max-pool, 1 - noise).
+
+def _torch_dropout(x, p=0.5, training=True, seed=None):
+    from . import rng
+
+    if not training or p == 0:
+        return x
+    keep = torch.from_numpy(rng.keep_mask(seed, 0, x.shape, p, x.stride()))
+    # torch's own formula: the mask divided by (1 - p), times x; p = 1 is x * 0
+    noise = keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
+    return x * noise
+
+
+def _torch_drop_block2d(x, p, block_size, training=True, seed=None, eps=1e-6):
+    from . import rng
+
+    if not training or p == 0:
+        return x
+    N, C, H, W = x.shape
+    b = min(block_size, H, W)
+    gamma = (p * H * W) / (b**2 * ((H - b + 1) * (W - b + 1)))
+    noise = torch.from_numpy(rng.bernoulli(seed, 0, (N, C, H - b + 1, W - b + 1), gamma)).to(x.dtype)
+    noise = TF.pad(noise, [b // 2] * 4, value=0)
+    noise = TF.max_pool2d(noise, stride=1, kernel_size=b, padding=b // 2)
+    mask = 1 - noise
+    return x * mask * (mask.numel() / (eps + mask.sum()))
