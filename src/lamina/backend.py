@@ -20,6 +20,14 @@ import torch
 
 BACKENDS = ("auto", "reference", "triton")
 
+# Triton reads TRITON_INTERPRET when a function is decorated, and its own
+# library functions (tl.sum, tl.max, ...) are decorated when triton is first
+# imported -- which torch._dynamo does, e.g. on the first autograd call of a
+# custom op. Deciding only at the first kernel call (kernels() below) is then
+# too late: kernels run interpreted but tl.sum refuses to. So decide here too.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _backend = os.environ.get("LAMINA_BACKEND", "auto").strip().lower() or "auto"
 if _backend not in BACKENDS:
     raise ValueError(f"LAMINA_BACKEND must be one of {BACKENDS}, got {_backend!r}")
