@@ -71,10 +71,25 @@ def _tanh(x):
     p = (((-0.0057189627550542355 * z + 0.020653124898672104) * z - 0.05374465882778168) * z
          + 0.13331513106822968) * z - 0.3333328664302826
     small = xs + xs * z * p
-    e = tl.exp(-2.0 * ax)
+    e = tl.exp(-2.0 * tl.where(ax > SATURATED, SATURATED, ax))  # no -inf from a huge x; NaN stays
     big = (1.0 - e) / (1.0 + e)
     big = tl.where(x < 0, -big, big)
     return tl.where(ax < 0.625, small, big)
+
+
+@triton.jit
+def _store(ptrs, value, mask):
+    # float32 math, stored in the tensor's dtype. (On the GPU the cast rounds
+    # to nearest even; Triton 3.6's interpreter truncates to bfloat16, so
+    # interpreter bfloat16 results may sit 1 ulp below the GPU's.)
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _clip_huge(x):
+    # |x| <= 1e30 keeps beta * x finite for any sane beta; sigmoid(beta * x)
+    # has saturated long before (NaN stays: it fails both tests)
+    return tl.where(x > 1e30, 1e30, tl.where(x < -1e30, -1e30, x))
 
 
 @triton.jit
@@ -100,15 +115,15 @@ def _activate(x, param, ACT: tl.constexpr):
         xc = _clip_saturated(x)
         y = 0.5 * x * (1.0 + _tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc)))
     else:  # SWISH
-        y = x * _sigmoid(x * param)
+        y = x * _sigmoid(_clip_huge(x) * param)
     return y
 
 
 @triton.jit
 def _activate_grad(dy, saved, param, ACT: tl.constexpr):
     """dx in float32 from dy and what forward saved (see the module docstring)."""
-    if ACT == RELU:
-        dx = tl.where(saved > 0, dy, 0.0)
+    if ACT == RELU:  # saved: y; NaN passes dy through, as PyTorch's threshold_backward
+        dx = tl.where(saved <= 0, 0.0, dy)
     elif ACT == LEAKY_RELU:  # saved: y (slope >= 0) or the mask [x > 0]
         dx = tl.where(saved > 0, dy, dy * param)
     elif ACT == SIGMOID:  # saved: y
@@ -126,7 +141,7 @@ def _activate_grad(dy, saved, param, ACT: tl.constexpr):
         du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * xc * xc)
         dx = dy * (0.5 * (1.0 + t) + 0.5 * saved * (1.0 - t * t) * du)
     else:  # SWISH, saved: x; beta*s*(1-s) first so a huge x meets 0, not inf*0
-        s = _sigmoid(saved * param)
+        s = _sigmoid(_clip_huge(saved) * param)
         dx = dy * (s + (param * s * (1.0 - s)) * saved)
     return dx
 
@@ -148,7 +163,7 @@ def _activation_forward_kernel(
     inside = offs < n
     x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     y = _activate(x, param, ACT)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+    _store(y_ptr + offs, y, inside)
     if WRITE_MASK:
         tl.store(mask_ptr + offs, (x > 0).to(tl.uint8), mask=inside)
 
@@ -168,7 +183,7 @@ def _activation_backward_kernel(
     dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     saved = tl.load(saved_ptr + offs, mask=inside, other=0).to(tl.float32)
     dx = _activate_grad(dy, saved, param, ACT)
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=inside)
+    _store(dx_ptr + offs, dx, inside)
 
 
 def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: bool = False):
@@ -294,7 +309,7 @@ def _prelu_forward_kernel(
                                               CHANNEL_ON_ROWS, BLOCK_R, BLOCK_K, w_ptr)
     x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     y = tl.where(x > 0, x, a * x)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+    _store(y_ptr + offs, y, inside)
 
 
 @triton.jit
@@ -315,7 +330,7 @@ def _prelu_backward_kernel(
     dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     positive = x > 0
-    tl.store(dx_ptr + offs, tl.where(positive, dy, a * dy).to(dx_ptr.dtype.element_ty), mask=inside)
+    _store(dx_ptr + offs, tl.where(positive, dy, a * dy), inside)
     contribution = tl.where(positive, 0.0, dy * x)  # 0 outside the tile: x = dy = 0 there
     if CHANNEL_ON_ROWS:
         tl.store(partial_ptr + rows.to(tl.int64) * n_k_blocks + pid % n_k_blocks,

@@ -14,6 +14,8 @@ no NumPy warnings and the same values as PyTorch.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .layer import Layer
@@ -28,6 +30,17 @@ INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 # (exp(-x*x/2) == 0, tanh(...) == +-1), so clipping x there changes no result
 # and keeps x*x and x**3 from overflowing.
 SATURATED = 40.0
+
+
+def _inf_times_zero_is_nan(fn):
+    """For activations of the form x * f(x) with f(+-inf) = 0 or 1: an
+    infinite x meets a 0 and the answer is NaN, as in PyTorch, which does not
+    warn about it either."""
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(invalid="ignore"):
+            return fn(*args, **kwargs)
+    return quiet
 
 
 def _where(cond, a, b, like):
@@ -45,9 +58,10 @@ def relu_forward(x: np.ndarray):
 
 
 def relu_backward(dy: np.ndarray, cache):
-    """dx = dy * [y > 0].  Backward needs only the output (or one bit of it)."""
+    """dx = dy * [y > 0].  Backward needs only the output (or one bit of it).
+    Where y is NaN the gradient passes through, as in PyTorch."""
     (y,) = cache
-    return np.where(y > 0, dy, np.zeros_like(dy))
+    return np.where(y <= 0, np.zeros_like(dy), dy)
 
 
 # --- LeakyReLU ---------------------------------------------------------------
@@ -162,6 +176,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.copysign(r, x64).astype(np.asarray(x).dtype, copy=False)
 
 
+@_inf_times_zero_is_nan
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF.
 
@@ -177,6 +192,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
     return y, (x, approximate)
 
 
+@_inf_times_zero_is_nan
 def gelu_backward(dy: np.ndarray, cache):
     """approximate='none':  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2/2) / sqrt(2 pi).
     approximate='tanh':  with t = tanh(u),
@@ -195,18 +211,27 @@ def gelu_backward(dy: np.ndarray, cache):
 
 # --- SiLU and Swish ----------------------------------------------------------
 
+def _scaled(x: np.ndarray, beta: float) -> np.ndarray:
+    """beta * x; near the dtype's maximum it may round to +-inf, which the
+    sigmoid maps to exactly 1 or 0, so that overflow is expected, not reported."""
+    with np.errstate(over="ignore"):
+        return x * beta
+
+
+@_inf_times_zero_is_nan
 def swish_forward(x: np.ndarray, beta: float = 1.0):
     """Swish(x) = x * sigmoid(beta * x)  (Ramachandran et al., 2017); beta=1 is SiLU."""
-    y = x * _sigmoid(x * beta)
+    y = x * _sigmoid(_scaled(x, beta))
     return y, (x, beta)
 
 
+@_inf_times_zero_is_nan
 def swish_backward(dy: np.ndarray, cache):
     """dx = dy * (s + beta * s * (1 - s) * x),  s = sigmoid(beta * x).
     The product beta*s*(1-s) is formed before multiplying by x: it is 0 where
     s saturates, so a huge x gives 0 rather than inf * 0."""
     x, beta = cache
-    s = _sigmoid(x * beta)
+    s = _sigmoid(_scaled(x, beta))
     return dy * (s + (beta * s * (1 - s)) * x)
 
 
