@@ -79,7 +79,7 @@ def _(dy, y):
     return torch.empty_like(y)
 
 
-def _relu_setup(ctx, inputs, output):
+def _save_output(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
@@ -88,7 +88,7 @@ def _relu_grad(ctx, dy):
     return _relu_backward(dy, y)
 
 
-_relu_forward.register_autograd(_relu_grad, setup_context=_relu_setup)
+_relu_forward.register_autograd(_relu_grad, setup_context=_save_output)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -268,7 +268,7 @@ def _sigmoid_grad(ctx, dy):
     return _sigmoid_backward(dy, y)
 
 
-_sigmoid_forward.register_autograd(_sigmoid_grad, setup_context=_relu_setup)  # saves the output
+_sigmoid_forward.register_autograd(_sigmoid_grad, setup_context=_save_output)
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -313,7 +313,7 @@ def _tanh_grad(ctx, dy):
     return _tanh_backward(dy, y)
 
 
-_tanh_forward.register_autograd(_tanh_grad, setup_context=_relu_setup)  # saves the output
+_tanh_forward.register_autograd(_tanh_grad, setup_context=_save_output)
 
 
 def tanh(input: Tensor) -> Tensor:

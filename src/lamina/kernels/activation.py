@@ -31,7 +31,8 @@ import triton.language as tl
 
 from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, dense, elementwise_grid, is_dense, same_layout
 
-# Activation ids (compile-time constants of the kernels below).
+# Activation ids: constexpr so the kernels can compare against them; the
+# launchers pass the plain int (``.value``).
 RELU = tl.constexpr(0)
 LEAKY_RELU = tl.constexpr(1)
 SIGMOID = tl.constexpr(2)
@@ -194,7 +195,7 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
     n = x.numel()
     if n:
         _activation_forward_kernel[elementwise_grid(n)](
-            x, y, mask, n, float(param), ACT=act, WRITE_MASK=write_mask,
+            x, y, mask, n, float(param), ACT=act.value, WRITE_MASK=write_mask,
             BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
     return (y, mask) if write_mask else y
 
@@ -207,7 +208,7 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
     n = saved.numel()
     if n:
         _activation_backward_kernel[elementwise_grid(n)](
-            dy, saved, dx, n, float(param), ACT=act, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
     return dx
 
 
