@@ -508,3 +508,32 @@ def test_reference_keeps_float32():
                       (ref.gelu_forward, ("tanh",)), (ref.silu_forward, ()), (ref.swish_forward, (1.7,))]:
         y, _ = fwd(x, *args)
         assert y.dtype == np.float32, fwd.__name__
+
+
+# --- PyTorch's face: signatures, torch.compile -------------------------------------
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "silu", "sigmoid", "tanh"])
+def test_functional_signature_is_torchs(name):
+    import inspect
+
+    ours = inspect.signature(getattr(F, name))
+    theirs = inspect.signature(getattr(TF, name))
+    assert [(p.name, p.default) for p in ours.parameters.values()] == \
+           [(p.name, p.default) for p in theirs.parameters.values()]
+
+
+def test_torch_compile_fullgraph(backend):
+    """Every activation's custom ops trace into one graph, forward and backward."""
+    backend("auto")
+
+    def f(x, w):
+        return (F.gelu(F.leaky_relu(x, -0.2), approximate="tanh").sum() + F.prelu(F.silu(x), w).sum()
+                + F.swish(F.tanh(F.sigmoid(x)), 1.7).sum() + F.gelu(F.relu(x)).sum())
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(compiled(x, w), (x, w))
+    expected = torch.autograd.grad(f(x, w), (x, w))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
