@@ -12,7 +12,6 @@ everywhere.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -67,7 +66,7 @@ def _prelu_weight(per_channel):
 def _prelu_reduce_len(per_channel):
     """Input elements summed into each slope's gradient."""
     def length(shape, kwargs):
-        return math.prod(shape) // _prelu_channels(shape, per_channel)
+        return torch.Size(shape).numel() // _prelu_channels(shape, per_channel)
     return length
 
 
