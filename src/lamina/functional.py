@@ -27,12 +27,37 @@ __all__ = ["relu"]
 # activation
 # =============================================================================
 
+# --- shared by the activations ---------------------------------------------------
+
+__all__ += ["relu_", "leaky_relu", "leaky_relu_", "prelu", "sigmoid", "tanh", "gelu", "silu", "swish"]
+
+
+def _act_kernels():
+    return kernels("activation")
+
+
+def _write_inplace(input: Tensor, y: Tensor) -> Tensor:
+    """Copy y into input: the in-place forms of the activations. Autograd sees
+    a copy (so a leaf that requires grad raises PyTorch's own error) and the
+    gradient flows back through y's op."""
+    return input.copy_(y)
+
+
+def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
+    """Activations whose backward needs the input, run in place, must keep the
+    input's original values (as PyTorch does for silu_): a copy, made only
+    when autograd will need it."""
+    if inplace and input.requires_grad and torch.is_grad_enabled():
+        return input.clone()
+    return input
+
+
 # --- relu ----------------------------------------------------------------------
 
 @torch.library.custom_op("lamina::relu_forward", mutates_args=())
 def _relu_forward(x: Tensor) -> Tensor:
     if use_kernels(x):
-        return kernels("activation").relu_forward(x)
+        return _act_kernels().relu_forward(x)
     y, _ = ref_activation.relu_forward(to_numpy(x))
     return to_torch(y, x)
 
@@ -45,7 +70,7 @@ def _(x):
 @torch.library.custom_op("lamina::relu_backward", mutates_args=())
 def _relu_backward(dy: Tensor, y: Tensor) -> Tensor:
     if use_kernels(y):
-        return kernels("activation").relu_backward(dy, y)
+        return _act_kernels().relu_backward(dy, y)
     return to_torch(ref_activation.relu_backward(to_numpy(dy), (to_numpy(y),)), y)
 
 
@@ -54,7 +79,7 @@ def _(dy, y):
     return torch.empty_like(y)
 
 
-def _relu_setup(ctx, inputs, output):
+def _save_output(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
@@ -63,7 +88,7 @@ def _relu_grad(ctx, dy):
     return _relu_backward(dy, y)
 
 
-_relu_forward.register_autograd(_relu_grad, setup_context=_relu_setup)
+_relu_forward.register_autograd(_relu_grad, setup_context=_save_output)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -74,7 +99,383 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """
     validate.floating(input)
     y = _relu_forward(input)
-    return input.copy_(y) if inplace else y
+    return _write_inplace(input, y) if inplace else y
+
+
+def relu_(input: Tensor) -> Tensor:
+    r"""relu_(input) -> Tensor
+
+    In-place version of :func:`relu`.
+    """
+    return relu(input, inplace=True)
+
+
+# --- leaky_relu --------------------------------------------------------------------
+
+@torch.library.custom_op("lamina::leaky_relu_forward", mutates_args=())
+def _leaky_relu_forward(x: Tensor, negative_slope: float) -> tuple[Tensor, Tensor]:
+    """(y, mask): mask is uint8 [x > 0] for a negative slope, else empty."""
+    if use_kernels(x):
+        y, mask = _act_kernels().leaky_relu_forward(x, negative_slope)
+        return y, mask
+    y, (saved, _) = ref_activation.leaky_relu_forward(to_numpy(x), negative_slope)
+    if negative_slope >= 0:
+        return to_torch(y, x), x.new_empty((0,), dtype=torch.uint8)
+    return to_torch(y, x), to_torch(saved, x, dtype=torch.uint8)
+
+
+@_leaky_relu_forward.register_fake
+def _(x, negative_slope):
+    if negative_slope >= 0:
+        return torch.empty_like(x), x.new_empty((0,), dtype=torch.uint8)
+    return torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
+
+
+@torch.library.custom_op("lamina::leaky_relu_backward", mutates_args=())
+def _leaky_relu_backward(dy: Tensor, saved: Tensor, negative_slope: float) -> Tensor:
+    """saved: the output y (negative_slope >= 0) or the uint8 mask [x > 0]."""
+    if use_kernels(dy):
+        return _act_kernels().leaky_relu_backward(dy, saved, negative_slope)
+    dx = ref_activation.leaky_relu_backward(to_numpy(dy), (to_numpy(saved), negative_slope))
+    return to_torch(dx, dy)
+
+
+@_leaky_relu_backward.register_fake
+def _(dy, saved, negative_slope):
+    return torch.empty_like(dy)
+
+
+def _leaky_relu_setup(ctx, inputs, output):
+    y, mask = output
+    ctx.negative_slope = inputs[1]
+    ctx.save_for_backward(y if ctx.negative_slope >= 0 else mask)
+
+
+def _leaky_relu_grad(ctx, dy, _dmask):
+    (saved,) = ctx.saved_tensors
+    return _leaky_relu_backward(dy, saved, ctx.negative_slope), None
+
+
+_leaky_relu_forward.register_autograd(_leaky_relu_grad, setup_context=_leaky_relu_setup)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    r"""leaky_relu(input, negative_slope=0.01, inplace=False) -> Tensor
+
+    :math:`\text{LeakyReLU}(x) = x` if :math:`x > 0`, else
+    :math:`\text{negative\_slope} \cdot x`, elementwise.
+
+    Backward keeps the output when ``negative_slope >= 0`` and a one-byte
+    mask ``x > 0`` when it is negative, never the input. Unlike PyTorch, the
+    in-place form with a negative slope has a backward too.
+    """
+    validate.floating(input)
+    y, _ = _leaky_relu_forward(input, float(negative_slope))
+    return _write_inplace(input, y) if inplace else y
+
+
+def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    r"""leaky_relu_(input, negative_slope=0.01) -> Tensor
+
+    In-place version of :func:`leaky_relu`.
+    """
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+# --- prelu -------------------------------------------------------------------------
+
+@torch.library.custom_op("lamina::prelu_forward", mutates_args=())
+def _prelu_forward(x: Tensor, weight: Tensor) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().prelu_forward(x, weight)
+    y, _ = ref_activation.prelu_forward(to_numpy(x), to_numpy(weight))
+    return to_torch(y, x)
+
+
+@_prelu_forward.register_fake
+def _(x, weight):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::prelu_backward", mutates_args=())
+def _prelu_backward(dy: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    if use_kernels(x):
+        return _act_kernels().prelu_backward(dy, x, weight)
+    dx, dweight = ref_activation.prelu_backward(to_numpy(dy), (to_numpy(x), to_numpy(weight)))
+    return to_torch(dx, x), to_torch(dweight, weight)
+
+
+@_prelu_backward.register_fake
+def _(dy, x, weight):
+    return torch.empty_like(x), torch.empty_like(weight)
+
+
+def _prelu_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _prelu_grad(ctx, dy):
+    x, weight = ctx.saved_tensors
+    dx, dweight = _prelu_backward(dy, x, weight)
+    return (dx if ctx.needs_input_grad[0] else None), (dweight if ctx.needs_input_grad[1] else None)
+
+
+_prelu_forward.register_autograd(_prelu_grad, setup_context=_prelu_setup)
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    r"""prelu(input, weight) -> Tensor
+
+    :math:`\text{PReLU}(x) = x` if :math:`x > 0`, else :math:`a_c x`, with
+    :math:`a_c` = ``weight[c]`` for the channel ``c`` (dim 1) of ``x``, or the
+    single weight for every element when ``weight`` has one element.
+    Backward returns ``d(weight)`` summed per channel.
+    """
+    validate.floating(input)
+    validate.prelu_weight(input, weight)
+    return _prelu_forward(input, weight)
+
+
+# --- sigmoid -----------------------------------------------------------------------
+
+@torch.library.custom_op("lamina::sigmoid_forward", mutates_args=())
+def _sigmoid_forward(x: Tensor) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().sigmoid_forward(x)
+    y, _ = ref_activation.sigmoid_forward(to_numpy(x))
+    return to_torch(y, x)
+
+
+@_sigmoid_forward.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::sigmoid_backward", mutates_args=())
+def _sigmoid_backward(dy: Tensor, y: Tensor) -> Tensor:
+    if use_kernels(y):
+        return _act_kernels().sigmoid_backward(dy, y)
+    return to_torch(ref_activation.sigmoid_backward(to_numpy(dy), (to_numpy(y),)), y)
+
+
+@_sigmoid_backward.register_fake
+def _(dy, y):
+    return torch.empty_like(y)
+
+
+def _sigmoid_grad(ctx, dy):
+    (y,) = ctx.saved_tensors
+    return _sigmoid_backward(dy, y)
+
+
+_sigmoid_forward.register_autograd(_sigmoid_grad, setup_context=_save_output)
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    r"""sigmoid(input) -> Tensor
+
+    :math:`\sigma(x) = 1 / (1 + e^{-x})`, elementwise, stable for any
+    :math:`|x|`. Backward uses the saved output: :math:`\sigma (1 - \sigma)`.
+    """
+    validate.floating(input)
+    return _sigmoid_forward(input)
+
+
+# --- tanh --------------------------------------------------------------------------
+
+@torch.library.custom_op("lamina::tanh_forward", mutates_args=())
+def _tanh_forward(x: Tensor) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().tanh_forward(x)
+    y, _ = ref_activation.tanh_forward(to_numpy(x))
+    return to_torch(y, x)
+
+
+@_tanh_forward.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::tanh_backward", mutates_args=())
+def _tanh_backward(dy: Tensor, y: Tensor) -> Tensor:
+    if use_kernels(y):
+        return _act_kernels().tanh_backward(dy, y)
+    return to_torch(ref_activation.tanh_backward(to_numpy(dy), (to_numpy(y),)), y)
+
+
+@_tanh_backward.register_fake
+def _(dy, y):
+    return torch.empty_like(y)
+
+
+def _tanh_grad(ctx, dy):
+    (y,) = ctx.saved_tensors
+    return _tanh_backward(dy, y)
+
+
+_tanh_forward.register_autograd(_tanh_grad, setup_context=_save_output)
+
+
+def tanh(input: Tensor) -> Tensor:
+    r"""tanh(input) -> Tensor
+
+    :math:`\tanh(x)`, elementwise. Backward uses the saved output:
+    :math:`1 - \tanh^2(x)`.
+    """
+    validate.floating(input)
+    return _tanh_forward(input)
+
+
+# --- gelu --------------------------------------------------------------------------
+
+@torch.library.custom_op("lamina::gelu_forward", mutates_args=())
+def _gelu_forward(x: Tensor, approximate: str) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().gelu_forward(x, approximate)
+    y, _ = ref_activation.gelu_forward(to_numpy(x), approximate)
+    return to_torch(y, x)
+
+
+@_gelu_forward.register_fake
+def _(x, approximate):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::gelu_backward", mutates_args=())
+def _gelu_backward(dy: Tensor, x: Tensor, approximate: str) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().gelu_backward(dy, x, approximate)
+    return to_torch(ref_activation.gelu_backward(to_numpy(dy), (to_numpy(x), approximate)), x)
+
+
+@_gelu_backward.register_fake
+def _(dy, x, approximate):
+    return torch.empty_like(x)
+
+
+def _gelu_setup(ctx, inputs, output):
+    x, ctx.approximate = inputs
+    ctx.save_for_backward(x)
+
+
+def _gelu_grad(ctx, dy):
+    (x,) = ctx.saved_tensors
+    return _gelu_backward(dy, x, ctx.approximate), None
+
+
+_gelu_forward.register_autograd(_gelu_grad, setup_context=_gelu_setup)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    r"""gelu(input, approximate='none') -> Tensor
+
+    :math:`\text{GELU}(x) = x \Phi(x)`, :math:`\Phi` the standard normal CDF
+    (Hendrycks & Gimpel, 2016). ``approximate='tanh'`` uses
+    :math:`\Phi(x) \approx \frac12 (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
+    Analytic backward for both forms.
+    """
+    validate.floating(input)
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
+    return _gelu_forward(input, approximate)
+
+
+# --- silu and swish ------------------------------------------------------------
+
+@torch.library.custom_op("lamina::silu_forward", mutates_args=())
+def _silu_forward(x: Tensor) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().silu_forward(x)
+    y, _ = ref_activation.silu_forward(to_numpy(x))
+    return to_torch(y, x)
+
+
+@_silu_forward.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::silu_backward", mutates_args=())
+def _silu_backward(dy: Tensor, x: Tensor) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().silu_backward(dy, x)
+    return to_torch(ref_activation.silu_backward(to_numpy(dy), (to_numpy(x), 1.0)), x)
+
+
+@_silu_backward.register_fake
+def _(dy, x):
+    return torch.empty_like(x)
+
+
+def _save_input(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+
+
+def _silu_grad(ctx, dy):
+    (x,) = ctx.saved_tensors
+    return _silu_backward(dy, x)
+
+
+_silu_forward.register_autograd(_silu_grad, setup_context=_save_input)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    r"""silu(input, inplace=False) -> Tensor
+
+    :math:`\text{SiLU}(x) = x \sigma(x)`, elementwise. Backward uses the input:
+    :math:`\sigma(x)(1 + x(1 - \sigma(x)))`.
+    """
+    validate.floating(input)
+    y = _silu_forward(_original_for_inplace(input, inplace))
+    return _write_inplace(input, y) if inplace else y
+
+
+@torch.library.custom_op("lamina::swish_forward", mutates_args=())
+def _swish_forward(x: Tensor, beta: float) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().swish_forward(x, beta)
+    y, _ = ref_activation.swish_forward(to_numpy(x), beta)
+    return to_torch(y, x)
+
+
+@_swish_forward.register_fake
+def _(x, beta):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("lamina::swish_backward", mutates_args=())
+def _swish_backward(dy: Tensor, x: Tensor, beta: float) -> Tensor:
+    if use_kernels(x):
+        return _act_kernels().swish_backward(dy, x, beta)
+    return to_torch(ref_activation.swish_backward(to_numpy(dy), (to_numpy(x), beta)), x)
+
+
+@_swish_backward.register_fake
+def _(dy, x, beta):
+    return torch.empty_like(x)
+
+
+def _swish_setup(ctx, inputs, output):
+    x, ctx.beta = inputs
+    ctx.save_for_backward(x)
+
+
+def _swish_grad(ctx, dy):
+    (x,) = ctx.saved_tensors
+    return _swish_backward(dy, x, ctx.beta), None
+
+
+_swish_forward.register_autograd(_swish_grad, setup_context=_swish_setup)
+
+
+def swish(input: Tensor, beta: float = 1.0) -> Tensor:
+    r"""swish(input, beta=1.0) -> Tensor
+
+    :math:`\text{Swish}(x) = x \sigma(\beta x)` (Ramachandran et al., 2017),
+    elementwise; ``beta=1`` is SiLU. Not in PyTorch.
+    """
+    validate.floating(input)
+    return _swish_forward(input, float(beta))
 
 
 # =============================================================================

@@ -38,3 +38,29 @@ def ndim(x: torch.Tensor, allowed, layer: str) -> None:
     if x.dim() not in allowed:
         want = " or ".join(f"{d}D" for d in allowed)
         raise ValueError(f"{layer}: expected {want} input, got {x.dim()}D input of shape {tuple(x.shape)}")
+
+
+# =============================================================================
+# activation
+# =============================================================================
+
+def prelu_weight(x: torch.Tensor, weight) -> None:
+    """PReLU's weight: a tensor of 0 or 1 dims with 1 or x.shape[1] elements
+    (PyTorch's rules and messages)."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"prelu(): argument 'weight' must be Tensor, not {type(weight).__name__}")
+    floating(weight, "weight")
+    same_device(x, weight=weight)
+    if weight.dtype != x.dtype:
+        raise RuntimeError(f"prelu: Type promoting not supported. Got input {x.dtype} and weight {weight.dtype}")
+    if weight.dim() > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.dim()}")
+    n = weight.numel()
+    if n != 1:
+        if x.dim() == 0:
+            raise RuntimeError("prelu: Not allow zero-dim input tensor when weight has more than one element.")
+        channels = x.shape[1] if x.dim() >= 2 else 1
+        if n != channels:
+            raise RuntimeError(
+                "Mismatch of parameter numbers and input channel size. "
+                f"Found parameter numbers = {n} and channel size = {channels}.")

@@ -1,8 +1,26 @@
-"""Activation kernels: elementwise forward and backward.
+"""Activation kernels: one elementwise forward and one elementwise backward
+kernel for every activation, chosen by a compile-time activation id, plus a
+PReLU pair that knows channels.
 
-Each kernel walks a dense tensor's storage in memory order (contiguous or
-channels_last alike), BLOCK elements a program, offsets in int64 so tensors
-past 2**31 elements are safe. Math in float32, stored in the input's dtype.
+The elementwise kernels walk a dense tensor's storage in memory order
+(contiguous or channels_last alike), BLOCK elements a program, offsets in
+int64 so tensors past 2**31 elements are safe. Math in float32, stored in the
+input's dtype. ``ACT`` is a ``tl.constexpr``, so each activation compiles to
+its own specialised kernel with no runtime branching; ``param`` carries the
+one float an activation may take (LeakyReLU's slope, Swish's beta).
+
+What backward reads (``saved``) is what the activation needs and no more:
+the output for ReLU, LeakyReLU (slope >= 0), Sigmoid and Tanh; a uint8 mask
+[x > 0] for LeakyReLU with a negative slope; the input for GELU and
+SiLU/Swish.
+
+PReLU's weight gradient is a reduction per channel, so PReLU walks the tensor
+as a row-major matrix (R, K) in 2-D tiles whose channel is constant along
+one axis: NCHW-like layouts put channels on rows (row r = (n, c), channel
+r % C, K = H*W), channels_last-like layouts on columns (K = C). Each tile
+writes its float32 partial sums of d(weight) to its own slot and a second
+pass (a torch sum over the partial buffer) finishes them: no atomics, the
+same result run after run.
 """
 
 from __future__ import annotations
@@ -11,54 +29,367 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, dense, elementwise_grid, same_layout
+from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, dense, elementwise_grid, is_dense, same_layout
+
+# Activation ids: constexpr so the kernels can compare against them; the
+# launchers pass the plain int (``.value``).
+RELU = tl.constexpr(0)
+LEAKY_RELU = tl.constexpr(1)
+SIGMOID = tl.constexpr(2)
+TANH = tl.constexpr(3)
+GELU = tl.constexpr(4)
+GELU_TANH = tl.constexpr(5)
+SWISH = tl.constexpr(6)  # SiLU is Swish with beta = 1
+
+# Past this |x| tanh, the Gaussian and sigmoid have saturated in float32, so
+# polynomials in x are evaluated on x clipped here (no overflow of x*x, x**3).
+SATURATED = tl.constexpr(20.0)
+SQRT1_2 = tl.constexpr(0.7071067811865476)
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
+GELU_TANH_SCALE = tl.constexpr(0.7978845608028654)  # sqrt(2/pi)
+GELU_TANH_CUBIC = tl.constexpr(0.044715)
+
+
+# --- float32 math shared by the kernels -------------------------------------
+
+@triton.jit
+def _sigmoid(x):
+    # z = exp(-|x|) <= 1 never overflows; NaN falls through to z / (1 + z) = NaN
+    z = tl.exp(-tl.abs(x))
+    return tl.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
 
 @triton.jit
-def _relu_forward_kernel(
-    x_ptr,  # input, n elements
-    y_ptr,  # output, n elements, same layout as x
-    n,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask)
-    # x != x keeps NaN, as torch.relu does
-    y = tl.where((x > 0) | (x != x), x, 0.0)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+def _tanh(x):
+    # Triton has no portable tanh. Near 0, 1 - 2/(e^2x + 1) loses relative
+    # precision, so |x| < 0.625 uses an odd polynomial x + x^3 P(x^2), P fitted
+    # here by weighted least squares (max relative error 8e-8 in float32);
+    # beyond, (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.29, which cannot
+    # overflow. NaN fails |x| < 0.625 and propagates through exp.
+    ax = tl.abs(x)
+    xs = tl.where(ax < 0.625, x, 0.0)  # both sides are computed: keep huge x out of x^3
+    z = xs * xs
+    p = (((-0.0057189627550542355 * z + 0.020653124898672104) * z - 0.05374465882778168) * z
+         + 0.13331513106822968) * z - 0.3333328664302826
+    small = xs + xs * z * p
+    e = tl.exp(-2.0 * tl.where(ax > SATURATED, SATURATED, ax))  # no -inf from a huge x; NaN stays
+    big = (1.0 - e) / (1.0 + e)
+    big = tl.where(x < 0, -big, big)
+    return tl.where(ax < 0.625, small, big)
 
 
 @triton.jit
-def _relu_backward_kernel(
-    dy_ptr,  # upstream gradient, n elements
-    y_ptr,  # forward output, n elements
-    dx_ptr,  # input gradient, n elements
-    n,
-    BLOCK: tl.constexpr,
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    dy = tl.load(dy_ptr + offs, mask=mask)
-    y = tl.load(y_ptr + offs, mask=mask)
-    dx = tl.where(y > 0, dy, 0.0)
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+def _store(ptrs, value, mask):
+    # float32 math, stored in the tensor's dtype. (On the GPU the cast rounds
+    # to nearest even; Triton 3.6's interpreter truncates to bfloat16, so
+    # interpreter bfloat16 results may sit 1 ulp below the GPU's.)
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
-def relu_forward(x: torch.Tensor) -> torch.Tensor:
-    x = dense(x)
-    y = torch.empty_like(x)
-    n = x.numel()
-    if n:
-        _relu_forward_kernel[elementwise_grid(n)](x, y, n, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+@triton.jit
+def _clip_huge(x):
+    # |x| <= 1e30 keeps beta * x finite for any sane beta; sigmoid(beta * x)
+    # has saturated long before (NaN stays: it fails both tests)
+    return tl.where(x > 1e30, 1e30, tl.where(x < -1e30, -1e30, x))
+
+
+@triton.jit
+def _clip_saturated(x):
+    # a clamp that keeps NaN (tl.clamp / tl.minimum may drop it)
+    return tl.where(x > SATURATED, SATURATED, tl.where(x < -SATURATED, -SATURATED, x))
+
+
+@triton.jit
+def _activate(x, param, ACT: tl.constexpr):
+    """y = act(x) in float32."""
+    if ACT == RELU:
+        y = tl.where((x > 0) | (x != x), x, 0.0)  # x != x keeps NaN, as torch.relu does
+    elif ACT == LEAKY_RELU:
+        y = tl.where(x > 0, x, x * param)
+    elif ACT == SIGMOID:
+        y = _sigmoid(x)
+    elif ACT == TANH:
+        y = _tanh(x)
+    elif ACT == GELU:
+        y = 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
+    elif ACT == GELU_TANH:
+        xc = _clip_saturated(x)
+        y = 0.5 * x * (1.0 + _tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc)))
+    else:  # SWISH
+        y = x * _sigmoid(_clip_huge(x) * param)
     return y
 
 
-def relu_backward(dy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    y = dense(y)
-    dy = same_layout(dy, y)
-    dx = torch.empty_like(y)
-    n = y.numel()
-    if n:
-        _relu_backward_kernel[elementwise_grid(n)](dy, y, dx, n, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+@triton.jit
+def _activate_grad(dy, saved, param, ACT: tl.constexpr):
+    """dx in float32 from dy and what forward saved (see the module docstring)."""
+    if ACT == RELU:  # saved: y; NaN passes dy through, as PyTorch's threshold_backward
+        dx = tl.where(saved <= 0, 0.0, dy)
+    elif ACT == LEAKY_RELU:  # saved: y (slope >= 0) or the mask [x > 0]
+        dx = tl.where(saved > 0, dy, dy * param)
+    elif ACT == SIGMOID:  # saved: y
+        dx = dy * saved * (1.0 - saved)
+    elif ACT == TANH:  # saved: y
+        dx = dy * (1.0 - saved * saved)
+    elif ACT == GELU:  # saved: x
+        xc = _clip_saturated(saved)
+        cdf = 0.5 * (1.0 + tl.math.erf(saved * SQRT1_2))
+        pdf = INV_SQRT_2PI * tl.exp(-0.5 * xc * xc)
+        dx = dy * (cdf + saved * pdf)
+    elif ACT == GELU_TANH:  # saved: x
+        xc = _clip_saturated(saved)
+        t = _tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
+        du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * xc * xc)
+        dx = dy * (0.5 * (1.0 + t) + 0.5 * saved * (1.0 - t * t) * du)
+    else:  # SWISH, saved: x; beta*s*(1-s) first so a huge x meets 0, not inf*0
+        s = _sigmoid(_clip_huge(saved) * param)
+        dx = dy * (s + (param * s * (1.0 - s)) * saved)
     return dx
+
+
+# --- the elementwise kernels --------------------------------------------------
+
+@triton.jit
+def _activation_forward_kernel(
+    x_ptr,  # input, n elements
+    y_ptr,  # output, n elements, same layout as x
+    mask_ptr,  # uint8 [x > 0], n elements; written only when WRITE_MASK
+    n,
+    param,  # float: LeakyReLU's slope or Swish's beta
+    ACT: tl.constexpr,
+    WRITE_MASK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    y = _activate(x, param, ACT)
+    _store(y_ptr + offs, y, inside)
+    if WRITE_MASK:
+        tl.store(mask_ptr + offs, (x > 0).to(tl.uint8), mask=inside)
+
+
+@triton.jit
+def _activation_backward_kernel(
+    dy_ptr,  # upstream gradient, n elements
+    saved_ptr,  # what forward saved (y, x or a uint8 mask), n elements
+    dx_ptr,  # input gradient, n elements
+    n,
+    param,
+    ACT: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    saved = tl.load(saved_ptr + offs, mask=inside, other=0).to(tl.float32)
+    dx = _activate_grad(dy, saved, param, ACT)
+    _store(dx_ptr + offs, dx, inside)
+
+
+def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: bool = False):
+    """y = act(x) in x's memory format; with write_mask also the uint8 mask [x > 0]."""
+    x = dense(x)
+    y = torch.empty_like(x)
+    mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else y
+    n = x.numel()
+    if n:
+        _activation_forward_kernel[elementwise_grid(n)](
+            x, y, mask, n, float(param), ACT=act.value, WRITE_MASK=write_mask,
+            BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+    return (y, mask) if write_mask else y
+
+
+def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float = 0.0) -> torch.Tensor:
+    """dx from dy and what forward saved, in saved's memory format and dy's dtype."""
+    saved = dense(saved)
+    dy = same_layout(dy, saved)
+    dx = torch.empty_like(saved, dtype=dy.dtype)
+    n = saved.numel()
+    if n:
+        _activation_backward_kernel[elementwise_grid(n)](
+            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+    return dx
+
+
+# --- the launchers, one pair per activation -----------------------------------
+
+def relu_forward(x):
+    return activation_forward(x, RELU)
+
+
+def relu_backward(dy, y):
+    return activation_backward(dy, y, RELU)
+
+
+def leaky_relu_forward(x, negative_slope):
+    """(y, mask): the uint8 mask [x > 0] for a negative slope, else an empty
+    tensor (backward then reads [x > 0] from y itself)."""
+    if negative_slope >= 0:
+        return activation_forward(x, LEAKY_RELU, negative_slope), x.new_empty((0,), dtype=torch.uint8)
+    return activation_forward(x, LEAKY_RELU, negative_slope, write_mask=True)
+
+
+def leaky_relu_backward(dy, saved, negative_slope):
+    return activation_backward(dy, saved, LEAKY_RELU, negative_slope)
+
+
+def sigmoid_forward(x):
+    return activation_forward(x, SIGMOID)
+
+
+def sigmoid_backward(dy, y):
+    return activation_backward(dy, y, SIGMOID)
+
+
+def tanh_forward(x):
+    return activation_forward(x, TANH)
+
+
+def tanh_backward(dy, y):
+    return activation_backward(dy, y, TANH)
+
+
+def gelu_forward(x, approximate="none"):
+    return activation_forward(x, GELU_TANH if approximate == "tanh" else GELU)
+
+
+def gelu_backward(dy, x, approximate="none"):
+    return activation_backward(dy, x, GELU_TANH if approximate == "tanh" else GELU)
+
+
+def swish_forward(x, beta=1.0):
+    return activation_forward(x, SWISH, beta)
+
+
+def swish_backward(dy, x, beta=1.0):
+    return activation_backward(dy, x, SWISH, beta)
+
+
+def silu_forward(x):
+    return swish_forward(x, 1.0)
+
+
+def silu_backward(dy, x):
+    return swish_backward(dy, x, 1.0)
+
+
+# --- PReLU -----------------------------------------------------------------------
+
+PRELU_TILE = 4096  # elements a program, as in the elementwise kernels
+
+
+@triton.jit
+def _prelu_tile(pid, R, K, C, n_k_blocks, CHANNEL_ON_ROWS: tl.constexpr,
+                BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, w_ptr):
+    """Offsets, bounds mask and broadcast slope of this program's tile."""
+    rb = pid // n_k_blocks
+    kb = pid % n_k_blocks
+    rows = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    inside = (rows < R)[:, None] & (cols < K)[None, :]
+    if CHANNEL_ON_ROWS:
+        a = tl.load(w_ptr + rows % C, mask=rows < R, other=0.0).to(tl.float32)[:, None]
+    else:
+        a = tl.load(w_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)[None, :]
+    return rows, cols, offs, inside, a
+
+
+@triton.jit
+def _prelu_forward_kernel(
+    x_ptr,  # input, seen as a row-major (R, K) matrix
+    w_ptr,  # weight, (C,)
+    y_ptr,  # output, (R, K) like x
+    R, K, C, n_k_blocks,
+    CHANNEL_ON_ROWS: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    rows, cols, offs, inside, a = _prelu_tile(tl.program_id(0), R, K, C, n_k_blocks,
+                                              CHANNEL_ON_ROWS, BLOCK_R, BLOCK_K, w_ptr)
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    y = tl.where(x > 0, x, a * x)
+    _store(y_ptr + offs, y, inside)
+
+
+@triton.jit
+def _prelu_backward_kernel(
+    dy_ptr,  # upstream gradient, (R, K) like x
+    x_ptr,  # forward input, (R, K)
+    w_ptr,  # weight, (C,)
+    dx_ptr,  # input gradient, (R, K)
+    partial_ptr,  # float32 d(weight) partials: (R, n_k_blocks) on rows, (n_r_blocks, K) on columns
+    R, K, C, n_k_blocks,
+    CHANNEL_ON_ROWS: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows, cols, offs, inside, a = _prelu_tile(pid, R, K, C, n_k_blocks,
+                                              CHANNEL_ON_ROWS, BLOCK_R, BLOCK_K, w_ptr)
+    dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    positive = x > 0
+    _store(dx_ptr + offs, tl.where(positive, dy, a * dy), inside)
+    contribution = tl.where(positive, 0.0, dy * x)  # 0 outside the tile: x = dy = 0 there
+    if CHANNEL_ON_ROWS:
+        tl.store(partial_ptr + rows.to(tl.int64) * n_k_blocks + pid % n_k_blocks,
+                 tl.sum(contribution, axis=1), mask=rows < R)
+    else:
+        tl.store(partial_ptr + (pid // n_k_blocks).to(tl.int64) * K + cols,
+                 tl.sum(contribution, axis=0), mask=cols < K)
+
+
+def _prelu_plan(x: torch.Tensor, num_weights: int):
+    """x (dense) and its (R, K) matrix view: (x, R, K, C, channel_on_rows).
+
+    One weight: every element has channel 0 (R = 1, K = numel). Channel dim
+    innermost in memory (channels_last, or (N, C)): channel = column, K = C.
+    Otherwise the contiguous (N, C, *) layout: channel = row % C, K = prod(*).
+    """
+    n = x.numel()
+    if num_weights == 1 or n == 0:
+        return dense(x), 1, n, 1, True
+    C = x.shape[1]
+    if is_dense(x) and x.stride(1) == 1:
+        return x, n // C, C, C, False
+    x = x.contiguous()
+    R = x.shape[0] * C
+    return x, R, n // R, C, True
+
+
+def _prelu_blocks(R, K):
+    block_k = min(triton.next_power_of_2(K), PRELU_TILE)
+    block_r = min(max(1, PRELU_TILE // block_k), triton.next_power_of_2(R))
+    return block_r, block_k, triton.cdiv(K, block_k), triton.cdiv(R, block_r)
+
+
+def prelu_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    x, R, K, C, on_rows = _prelu_plan(x, weight.numel())
+    y = torch.empty_like(x)
+    if x.numel():
+        block_r, block_k, n_k, n_r = _prelu_blocks(R, K)
+        _prelu_forward_kernel[(n_r * n_k,)](
+            x, weight.contiguous(), y, R, K, C, n_k, CHANNEL_ON_ROWS=on_rows,
+            BLOCK_R=block_r, BLOCK_K=block_k, num_warps=ELEMENTWISE_WARPS)
+    return y
+
+
+def prelu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
+    """(dx, dweight); dweight has weight's shape and dtype."""
+    x, R, K, C, on_rows = _prelu_plan(x, weight.numel())
+    dy = same_layout(dy, x)
+    dx = torch.empty_like(x, dtype=dy.dtype)
+    if not x.numel():
+        return dx, torch.zeros_like(weight)
+    block_r, block_k, n_k, n_r = _prelu_blocks(R, K)
+    partial = torch.empty((R, n_k) if on_rows else (n_r, K), device=x.device, dtype=torch.float32)
+    _prelu_backward_kernel[(n_r * n_k,)](
+        dy, x, weight.contiguous(), dx, partial, R, K, C, n_k, CHANNEL_ON_ROWS=on_rows,
+        BLOCK_R=block_r, BLOCK_K=block_k, num_warps=ELEMENTWISE_WARPS)
+    if on_rows:  # row r = (outer, channel r % C): sum over outer and the k blocks
+        dweight = partial.view(R // C, C, n_k).sum(dim=(0, 2))
+    else:
+        dweight = partial.sum(dim=0)
+    return dx, dweight.reshape(weight.shape).to(weight.dtype)
