@@ -64,10 +64,17 @@ def assemble(cells: list[Cell], records: list[dict], copy: float | None, item_of
                 row[name] = {"error": r.get("error", "no time")}
         row["lamina_impl"] = raw.get("lamina_impl", "")
         row["match"] = raw.get("match")
-        lam = (row["lamina"] or {}).get("ms")
-        row["speedup"] = {a: (row[a]["ms"] / lam if lam and row[a] and row[a].get("ms") else None) for a in ANCHORS}
+        for i in (item_of or {}).get(cell.id, []):
+            # an item that failed as a whole (worker died, timed out) fails the
+            # implementations it was timing
+            if i in item_errors:
+                for name in ("compile",) if i.startswith("compile:") else ("lamina", "eager"):
+                    if row[name] is None:
+                        row[name] = {"error": item_errors[i]}
         errors = [f"{i}: {item_errors[i]}" for i in (item_of or {}).get(cell.id, []) if i in item_errors]
         not_run = [i for i in (item_of or {}).get(cell.id, []) if i not in done]
+        lam = (row["lamina"] or {}).get("ms")
+        row["speedup"] = {a: (row[a]["ms"] / lam if lam and row[a] and row[a].get("ms") else None) for a in ANCHORS}
         row["error"] = "; ".join(errors) or None
         row["not_run"] = not_run or None
         out.append(row)
@@ -164,8 +171,7 @@ def format_errors(rows: list[dict]) -> list[str]:
     """Each distinct error once, with how many cells it hit and the first of them."""
     seen: dict[str, list[str]] = {}
     for r in rows:
-        e = _first_error(r)
-        if e:
+        for e in _errors(r):
             seen.setdefault(e, []).append(r["id"])
     if not seen:
         return []
@@ -176,14 +182,14 @@ def format_errors(rows: list[dict]) -> list[str]:
     return out
 
 
-def _first_error(row: dict) -> str | None:
-    if row.get("error"):
-        return row["error"][:300]
+def _errors(row: dict) -> list[str]:
+    """The cell's item error, then each implementation's own."""
+    out = [row["error"][:300]] if row.get("error") else []
     for name in IMPLS:
         r = row.get(name)
-        if r and r.get("error"):
-            return f"{name}: {r['error']}"[:300]
-    return None
+        if r and r.get("error") and r["error"] not in (row.get("error") or ""):
+            out.append(f"{name}: {r['error']}"[:300])
+    return out
 
 
 def format_check_table(rows: list[dict]) -> str:
