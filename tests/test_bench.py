@@ -334,3 +334,16 @@ def test_a_dead_worker_is_replaced(tmp_path):
     cells = {c["id"]: c for c in json.loads((out / "bench.json").read_text())["cells"]}
     assert "worker exited with code 7" in cells["relu-4096-fp32-contig-fwd"]["error"]
     assert cells["relu-4096-bf16-contig-fwdbwd"]["lamina"]["ms"] == 1.0  # done by the second worker
+
+
+def test_a_broken_cuda_context_ends_the_worker(tmp_path, monkeypatch):
+    """When an error leaves CUDA unusable, the worker records the item and exits
+    with the code that asks the supervisor for a fresh worker."""
+    monkeypatch.setattr(correctness, "cuda_healthy", lambda device: False)
+    monkeypatch.setattr(anchors, "lamina_fn", lambda op, kw: (_ for _ in ()).throw(RuntimeError("illegal memory access")))
+    args = gpu.parse_args(["--smoke", "--no-compile", "--ops", "relu", "--dtype", "fp32", "--out", str(tmp_path)])
+    path = gpu.file_names(args)["results"]
+    code = gpu.Worker(args, gpu.build_plan(args), path).run()
+    assert code == gpu.EXIT_CUDA_BROKEN
+    done = [r for r in gpu.read_records(path) if r["type"] == "done"]
+    assert len(done) == 1 and "CUDA context broken" in done[0]["error"] and "illegal memory access" in done[0]["error"]

@@ -159,9 +159,10 @@ def pick_shape(case, shape, kwargs, device) -> tuple:
     return tuple(shape)
 
 
-def check_case(case, kwargs: dict, dtype_name: str, device: str, scale: bool = True) -> list[dict]:
+def check_case(case, kwargs: dict, dtype_name: str, device: str, scale: bool = True, on_row=None) -> list[dict]:
     """Rows for one case, one kwargs set, one dtype: every scaled shape x layout
-    (``scale=False``: the table's own shapes, for a quick run on the CPU)."""
+    (``scale=False``: the table's own shapes, for a quick run on the CPU).
+    ``on_row`` gets each row as soon as it is known, so a crash keeps them."""
     dtype = TORCH_DTYPES[dtype_name]
     rtol, atol = tolerances()[dtype]
     rows = []
@@ -174,9 +175,14 @@ def check_case(case, kwargs: dict, dtype_name: str, device: str, scale: bool = T
             except Exception as exc:  # recorded; the next layout goes on
                 row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
                 if not cuda_healthy(device):
+                    row["error"] = "CUDA context broken: " + row["error"]
                     rows.append(row)
+                    if on_row:
+                        on_row(row)
                     raise
             rows.append(row)
+            if on_row:
+                on_row(row)
     return rows
 
 
@@ -189,7 +195,8 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
     deterministic = bit_equal(y, y2) and all(bit_equal(a, b) for a, b in zip(grads, grads2))
     del y2, grads2
     x64 = x.double()  # keeps the memory format
-    y_ref, grads_ref, _ = run(case, case.torch, x64, [p.double() for p in params], kwargs, dy.double())
+    params64 = [p.double() if p.is_floating_point() else p for p in params]
+    y_ref, grads_ref, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
     worst, where = error_ratio(y, y_ref, rtol, atol), "forward"
     reduce_len = getattr(case, "reduce_len", None)
     for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
@@ -236,8 +243,8 @@ def check_items(ops=None, dtypes=None) -> list[tuple]:
     return items
 
 
-def run_item(ci: int, ki: int, dtype: str, device: str, scale: bool = True) -> list[dict]:
+def run_item(ci: int, ki: int, dtype: str, device: str, scale: bool = True, on_row=None) -> list[dict]:
     from lamina.optable import OPS
 
     case = OPS[ci]
-    return check_case(case, case.kwargs[ki], dtype, device, scale)
+    return check_case(case, case.kwargs[ki], dtype, device, scale, on_row)

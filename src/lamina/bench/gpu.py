@@ -49,6 +49,7 @@ ITEM_TIMEOUT_S = {"check": 120, "bench": 120, "compile": 180}
 # Do not start an item with less than this left of the budget.
 ITEM_RESERVE_S = {"check": 5, "bench": 5, "compile": 20}
 MAX_RESTARTS = 6
+EXIT_CUDA_BROKEN = 3  # a worker's exit code: replace me, the item is recorded
 DEFAULT_BUDGET_S = 480
 
 
@@ -289,13 +290,13 @@ class Worker:
             except Broken as exc:
                 self.emit({"type": "done", "item": item.id, "error": f"CUDA context broken: {exc}", "s": time.perf_counter() - t0})
                 self.say(f"[worker] {item.id}: CUDA context broken ({exc}); exiting for a fresh worker")
-                return 3
+                return EXIT_CUDA_BROKEN
             except Exception as exc:  # a whole item failed; its cells say so
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 self.say(f"[worker] {item.id}: {error}")
                 if not self.healthy():
                     self.emit({"type": "done", "item": item.id, "error": f"CUDA context broken: {error}", "s": time.perf_counter() - t0})
-                    return 3
+                    return EXIT_CUDA_BROKEN
             self.emit({"type": "done", "item": item.id, "error": error, "s": time.perf_counter() - t0})
         return 0
 
@@ -317,12 +318,11 @@ class Worker:
 
         ci, ki, dtype = item.check
         try:
-            rows = run_item(ci, ki, dtype, self.device, scale=not self.args.smoke)
+            rows = run_item(ci, ki, dtype, self.device, scale=not self.args.smoke,
+                            on_row=lambda row: self.emit({"type": "check", "item": item.id, **row}))
         except Exception as exc:
             self.guard(item.id, exc)  # raises Broken when CUDA is gone
             raise
-        for row in rows:
-            self.emit({"type": "check", "item": item.id, **row})
         bad = [r for r in rows if not r.get("ok")]
         self.say(f"check {item.id[6:]}: {len(rows) - len(bad)}/{len(rows)} ok" + "".join(
             f"\n    FAIL {r['shape']} {r['layout']}: {r.get('error') or (r.get('where'), r.get('worst'))}" for r in bad))
@@ -361,6 +361,8 @@ class Worker:
         leaves = [x] + [p[k] for k in learnable]
         for t in leaves:
             t.grad = None
+        if self.device == "cuda":
+            torch.cuda.synchronize()  # a kernel's fault surfaces here, in the right cell
         return y.detach(), grads, x, p, dy, leaves
 
     def time_mode(self, fn, x, p, dy, leaves, mode: str) -> float:
@@ -604,6 +606,12 @@ def supervise(args, argv) -> int:
         rc, inflight, reason = run_worker_process(worker_argv, deadline, paths["results"])
         if rc == 0:
             break
+        if rc == EXIT_CUDA_BROKEN:  # the worker recorded the item itself
+            print("[lamina bench] the worker's CUDA context broke: starting a fresh worker", flush=True)
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                break
+            continue
         why = reason or f"worker exited with code {rc}"
         if inflight is None:
             append_record(paths["results"], {"type": "fatal", "error": f"{why} outside any item (see the log)"})
