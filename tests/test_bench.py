@@ -347,3 +347,29 @@ def test_a_broken_cuda_context_ends_the_worker(tmp_path, monkeypatch):
     assert code == gpu.EXIT_CUDA_BROKEN
     done = [r for r in gpu.read_records(path) if r["type"] == "done"]
     assert len(done) == 1 and "CUDA context broken" in done[0]["error"] and "illegal memory access" in done[0]["error"]
+
+
+def test_every_cell_runs_with_torch_standing_in_for_missing_lamina_ops(tmp_path, monkeypatch):
+    """lamina's ops are called with torch.nn.functional's signatures; where an
+    op is not written yet, torch's stands in, so every cell's code path (inputs,
+    parameters, forward, backward, comparison with eager) runs here."""
+    import torch.nn.functional as TF
+
+    import lamina.functional as F
+
+    stand_ins = {name: getattr(TF, name) for name in (
+        "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "dropout", "layer_norm", "rms_norm", "batch_norm",
+        "group_norm", "instance_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")}
+    stand_ins["swish"] = lambda x, beta=1.0: x * torch.sigmoid(beta * x)
+    for name, fn in stand_ins.items():
+        if not hasattr(F, name):
+            monkeypatch.setattr(F, name, fn, raising=False)
+    out = tmp_path / "out"
+    gpu.main(["--smoke", "--in-process", "--no-compile", "--out", str(out)])
+    cells = json.loads((out / "bench.json").read_text())["cells"]
+    assert len(cells) == 124
+    for c in cells:
+        assert c["error"] is None and c["lamina"]["ms"] == 1.0 and c["eager"]["ms"] == 1.0, c["id"]
+        if c["op"] != "dropout":  # random: its check is statistical
+            assert c["match"]["ok"], (c["id"], c["match"])
+    assert {c["lamina_impl"] for c in cells if c["op"] in ("batch_norm_relu", "group_norm_silu")} <= {"composed", "fused:batch_norm_act", "fused:group_norm_silu"}

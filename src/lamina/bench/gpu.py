@@ -206,19 +206,16 @@ class Worker:
         if args.smoke:
             timing.use_timer(timing.fake_timer)
         self.file = open(results_path, "a", buffering=1)
-        self._configure_compile()
 
-    def _configure_compile(self):
-        try:
-            import torch._dynamo
+    @staticmethod
+    def _configure_compile():
+        import torch._dynamo
 
-            # each compile item resets dynamo; a high limit is a second safety
-            # net against silently falling back to eager
-            for name in ("recompile_limit", "cache_size_limit"):
-                if hasattr(torch._dynamo.config, name):
-                    setattr(torch._dynamo.config, name, 64)
-        except Exception:
-            pass
+        # each compile item resets dynamo; a high limit is a second safety
+        # net against silently falling back to eager
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, 64)
 
     def emit(self, record: dict) -> None:
         from .report import _clean
@@ -431,6 +428,7 @@ class Worker:
         cells = item.cells
         c0 = cells[0]
         backward = any(c.mode == "fwdbwd" for c in cells)
+        self._configure_compile()
         torch._dynamo.reset()
         x0, p0 = self.inputs(c0)
         try:
@@ -453,14 +451,19 @@ class Worker:
             self.say(f"compile {c.id}: " + (f"{rec['ms']:.3f} ms (compiled in {compile_s:.1f} s)" if "ms" in rec else f"ERROR {rec['error']}"))
         del y, grads, x, p, dy, leaves, fn
         torch._dynamo.reset()
-        self.free()
+        self.free(collect=True)
 
-    def free(self) -> None:
-        import gc
-
-        gc.collect()
+    def free(self, collect: bool = False) -> None:
+        """Give the group's memory back. Reference counting frees the tensors;
+        a full garbage collection (slow once dynamo is loaded) only after
+        compiling, and only when much memory is still held."""
+        torch = self.torch
         if self.device == "cuda":
-            self.torch.cuda.empty_cache()
+            if collect and torch.cuda.memory_allocated() > 8e9:
+                import gc
+
+                gc.collect()
+            torch.cuda.empty_cache()
 
 
 def _progress_line(cell, impls: dict, match) -> str:
