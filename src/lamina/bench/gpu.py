@@ -406,6 +406,7 @@ class Worker:
                     match = compare(c0, x0, ref, (y, grads), dy)
                 except Exception as exc:
                     match = {"fwd": {"ok": None, "error": self.guard("compare", exc)}}
+                ref = None  # eager's values are not needed any more
             for c in cells:
                 try:
                     results[c.id][name] = {"ms": self.time_mode(fn, x, p, dy, leaves, c.mode)}
