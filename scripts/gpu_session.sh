@@ -23,7 +23,8 @@
 #   report (JSON, table, PNG)                      ~5-10 s
 # The harness stops starting work when its budget (--budget-s, computed below
 # from TOTAL_S and the time already spent) runs out, kills a worker stuck on
-# one item (2-3 min) or past the budget (+15 s), and always writes its report.
+# one item (60 s; a compile item 120 s) or past the budget (+15 s), and always
+# writes its report.
 # --quick (do_bench warmup 5 ms, rep 25 ms) saves ~60 s; --no-compile saves the
 # whole compile phase.
 

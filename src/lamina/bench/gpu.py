@@ -44,8 +44,10 @@ from dataclasses import dataclass
 
 from . import shapes as S
 
-# Seconds an item may take before its worker is taken for hung and replaced.
-ITEM_TIMEOUT_S = {"check": 120, "bench": 120, "compile": 180}
+# Seconds an item may take before its worker is taken for hung and replaced:
+# several times what a sound item takes with its Triton JIT (a check or bench
+# item: seconds; a compile item with cold caches: up to ~30 s).
+ITEM_TIMEOUT_S = {"check": 60, "bench": 60, "compile": 120}
 # Do not start an item with less than this left of the budget.
 ITEM_RESERVE_S = {"check": 5, "bench": 5, "compile": 20}
 MAX_RESTARTS = 6
@@ -572,8 +574,8 @@ def run_worker_process(argv, deadline: float, results_path: str) -> tuple[int | 
         if rc is not None:
             return rc, inflight[0] if inflight else None, None
         now = time.time()
-        if inflight and now - inflight[2] > ITEM_TIMEOUT_S.get(inflight[1], 120):
-            reason = f"timed out after {ITEM_TIMEOUT_S.get(inflight[1], 120)} s"
+        if inflight and now - inflight[2] > ITEM_TIMEOUT_S.get(inflight[1], 60):
+            reason = f"timed out after {ITEM_TIMEOUT_S.get(inflight[1], 60)} s"
         elif now > deadline + 15:
             reason = "stopped at the time budget"
         if reason:
