@@ -1,0 +1,250 @@
+"""Correctness on the card: every case of ``lamina.optable.OPS`` at realistic
+sizes, in float32, float16 and bfloat16, forward and every gradient, against
+PyTorch's op in float64 on the same device, with the tolerances of
+tests/test_ops.py; and determinism: the same call twice gives bit-identical
+outputs and gradients.
+
+The op table's shapes are small and odd (they are made for the CPU and the
+Triton interpreter); here each rank the table uses is scaled up to a size that
+fills the card: (64, 64, 56, 56) for 4-D, (4096, 1024) for rows. When the op
+cannot take the scaled shape (num_groups must divide the channels, a kwarg
+fixes the last dimension, ...), the channel or last dimension is kept, and
+failing that the table's own shape is used. Layouts as in tests/test_ops.py:
+contiguous, channels_last for 4-D, a non-contiguous view for 2-D and up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# (rtol, atol) per dtype: the same numbers as tests/test_ops.py (a test keeps
+# them equal); lamina.optable.TOLERANCES wins where it exists.
+FALLBACK_TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-2),
+}
+CHECK_DTYPES = ("float32", "float16", "bfloat16")
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def tolerances() -> dict:
+    from lamina import optable
+
+    return getattr(optable, "TOLERANCES", FALLBACK_TOLERANCES)
+
+
+def candidate_shapes(shape: tuple) -> list[tuple]:
+    """Scaled-up versions of one table shape, most realistic first, ending
+    with the shape itself."""
+    r = len(shape)
+    if r == 4:
+        out = [(64, 64, 56, 56), (64, shape[1], 56, 56)]
+    elif r == 3:
+        out = [(64, 64, 3136), (64, shape[1], 3136)]
+    elif r == 2:
+        out = [(4096, 1024), (4096, shape[1])]
+    elif r == 1:
+        out = [(1 << 20,)]
+    else:
+        out = []
+    out.append(tuple(shape))
+    return list(dict.fromkeys(out))  # without repeats, in order
+
+
+def table_shapes(case) -> list[tuple]:
+    """One shape per rank the table uses (1-D to 4-D, first non-empty one)."""
+    seen, out = set(), []
+    for shape in case.shapes:
+        shape = tuple(shape)
+        if not 1 <= len(shape) <= 4 or math.prod(shape) == 0 or len(shape) in seen:
+            continue
+        seen.add(len(shape))
+        out.append(shape)
+    return out
+
+
+def layouts(shape) -> list[str]:
+    out = ["contiguous"]
+    if len(shape) == 4:
+        out.append("channels_last")
+    if len(shape) >= 2:
+        out.append("strided")
+    return out
+
+
+def _seed(case) -> None:
+    """The same seed before every call of a random op, so calls compare."""
+    import lamina
+
+    torch.manual_seed(0)
+    seed = getattr(lamina, "manual_seed", None)
+    if seed is not None and not getattr(case, "gradcheck", True):
+        seed(0)
+
+
+def make_input(case, shape, dtype, layout, device):
+    make = getattr(case, "make_input", None)
+    if make is not None:
+        x = make(shape, dtype).to(device)
+    else:
+        x = torch.randn(shape, dtype=torch.float64, device=device).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return x
+
+
+def make_params(case, shape, dtype, device):
+    return [p.to(device) for p in case.params(shape, dtype)]
+
+
+def run(case, fn, x, params, kwargs, dy=None):
+    """Forward and backward of fn (as tests/test_ops.py runs it): returns
+    (y, grads, dy) with dy drawn in y's dtype unless given."""
+    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    params = [p.detach().clone().requires_grad_(p.is_floating_point()) for p in params]
+    _seed(case)
+    out = fn(x, *params, **kwargs)
+    y = out[0] if isinstance(out, (tuple, list)) else out
+    if dy is None:
+        g = torch.Generator(device=y.device).manual_seed(1)
+        dy = torch.randn(y.shape, generator=g, dtype=torch.float64, device=y.device).to(y.dtype)
+    leaves = [x] + [p for p in params if p.requires_grad]
+    if y.requires_grad:
+        grads = torch.autograd.grad(y, leaves, dy.to(y.dtype), allow_unused=True)
+    else:
+        grads = [None] * len(leaves)
+    return y.detach(), [None if g is None else g.detach() for g in grads], dy
+
+
+def error_ratio(actual, expected, rtol, atol, dtype=torch.float64) -> float:
+    """max |a - e| / (atol + rtol |e|): at most 1 passes (torch.testing.assert_close's
+    rule, NaN equal to NaN). Different shapes: infinity. Computed in ``dtype``
+    (float32 is enough, and lighter, for tolerances of 1e-5 and up)."""
+    if actual.shape != expected.shape:
+        return math.inf
+    if actual.numel() == 0:
+        return 0.0
+    a, e = actual.to(dtype), expected.to(dtype)
+    ratio = (a - e).abs() / (atol + rtol * e.abs())
+    same = (a == e) | (a.isnan() & e.isnan())  # equal infinities and NaNs pass
+    ratio = torch.where(same, torch.zeros_like(ratio), ratio)
+    return float(torch.nan_to_num(ratio, nan=math.inf).max())
+
+
+def bit_equal(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))) if a.numel() else True
+
+
+def pick_shape(case, shape, kwargs, device) -> tuple:
+    """The first scaled-up candidate that PyTorch's op accepts."""
+    for candidate in candidate_shapes(shape):
+        try:
+            x = torch.randn(candidate, device=device)
+            params = make_params(case, candidate, torch.float32, device)
+            with torch.no_grad():
+                case.torch(x, *params, **kwargs)
+            return candidate
+        except Exception:
+            continue
+    return tuple(shape)
+
+
+def check_case(case, kwargs: dict, dtype_name: str, device: str, scale: bool = True, on_row=None) -> list[dict]:
+    """Rows for one case, one kwargs set, one dtype: every scaled shape x layout
+    (``scale=False``: the table's own shapes, for a quick run on the CPU).
+    ``on_row`` gets each row as soon as it is known, so a crash keeps them."""
+    dtype = TORCH_DTYPES[dtype_name]
+    rtol, atol = tolerances()[dtype]
+    rows = []
+    for table_shape in table_shapes(case):
+        shape = pick_shape(case, table_shape, kwargs, device) if scale else table_shape
+        for layout in layouts(shape):
+            row = {"case": case.name, "kwargs": repr(kwargs), "shape": list(shape), "dtype": dtype_name, "layout": layout}
+            try:
+                row.update(_compare(case, shape, kwargs, dtype, layout, rtol, atol, device))
+            except Exception as exc:  # recorded; the next layout goes on
+                row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:500])
+                if not cuda_healthy(device):
+                    row["error"] = "CUDA context broken: " + row["error"]
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+                    raise
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    return rows
+
+
+def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
+    torch.manual_seed(0)
+    x = make_input(case, shape, dtype, layout, device)
+    params = make_params(case, shape, dtype, device)
+    y, grads, dy = run(case, case.lamina, x, params, kwargs)
+    y2, grads2, _ = run(case, case.lamina, x, params, kwargs, dy)
+    deterministic = bit_equal(y, y2) and all(bit_equal(a, b) for a, b in zip(grads, grads2))
+    del y2, grads2
+    x64 = x.double()  # keeps the memory format
+    params64 = [p.double() if p.is_floating_point() else p for p in params]
+    y_ref, grads_ref, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
+    worst, where = error_ratio(y, y_ref, rtol, atol), "forward"
+    reduce_len = getattr(case, "reduce_len", None)
+    for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
+        if g_ref is None:
+            continue
+        if g is None:
+            worst, where = math.inf, f"grad {i} missing"
+            break
+        scale = math.sqrt(max(reduce_len(shape, kwargs), 1)) if (i > 0 and reduce_len) else 1.0
+        r = error_ratio(g, g_ref, rtol, atol * scale)
+        if r > worst:
+            worst, where = r, f"grad {i}"
+    return {"ok": bool(worst <= 1.0 and deterministic), "worst": worst, "where": where, "deterministic": deterministic, "error": None}
+
+
+def cuda_healthy(device: str) -> bool:
+    """False once the CUDA context is broken (an illegal address is sticky)."""
+    if not str(device).startswith("cuda"):
+        return True
+    try:
+        torch.cuda.synchronize()
+        torch.zeros(1, device=device).add_(1).item()
+        return True
+    except Exception:
+        return False
+
+
+# --- the items the harness runs: one per case x kwargs x dtype -------------------
+
+def check_items(ops=None, dtypes=None) -> list[tuple]:
+    """[(item id, case index, kwargs index, dtype name)] in table order."""
+    from lamina.optable import OPS
+
+    from .shapes import name_matches
+
+    items = []
+    for ci, case in enumerate(OPS):
+        if not name_matches(ops, case.name):
+            continue
+        for ki, _ in enumerate(case.kwargs):
+            for dtype in CHECK_DTYPES:
+                if dtypes is None or dtype in dtypes:
+                    items.append((f"check:{case.name}:{ki}:{dtype}", ci, ki, dtype))
+    return items
+
+
+def run_item(ci: int, ki: int, dtype: str, device: str, scale: bool = True, on_row=None) -> list[dict]:
+    from lamina.optable import OPS
+
+    case = OPS[ci]
+    return check_case(case, case.kwargs[ki], dtype, device, scale, on_row)

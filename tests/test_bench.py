@@ -1,0 +1,375 @@
+"""The GPU benchmark harness's pure parts, on the CPU: the standard matrix,
+the byte formulas, the anchors' torch calls, selection and --part splitting,
+the report (JSON, table, PNG) from made-up results, and the whole harness run
+end to end with a fake timer (nothing is timed, no CUDA needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lamina.bench import anchors, correctness, gpu, report, shapes, traffic
+from lamina.bench.shapes import Cell
+
+SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+
+
+# --- the standard matrix ---------------------------------------------------------------
+
+def _find(cells, label, shape, dtype="bfloat16", layout="contiguous", mode="fwdbwd", small=False):
+    return [c for c in cells if (c.label, c.shape, c.dtype, c.layout, c.mode, c.small) == (label, shape, dtype, layout, mode, small)]
+
+
+def test_matrix_has_every_cell_of_the_design():
+    cells = shapes.standard_matrix()
+    assert len({c.id for c in cells}) == len(cells) == 124  # ids are unique
+    assert len(shapes.groups(cells)) == 62
+    for label in ("relu", "leaky_relu", "sigmoid", "tanh", "gelu(none)", "gelu(tanh)", "silu", "swish(1.5)", "dropout(0.1)"):
+        assert _find(cells, label, (2**26,)), label
+    assert _find(cells, "prelu", (64, 64, 128, 128)) and math.prod((64, 64, 128, 128)) == 2**26
+    for label in ("layer_norm", "rms_norm"):
+        assert _find(cells, label, (32768, 4096)) and _find(cells, label, (131072, 1024))
+    for label in ("batch_norm2d", "batch_norm2d+relu", "max_pool2d(3,s2,p1)", "max_pool2d(2,s2)", "avg_pool2d(2,s2)"):
+        for layout in ("contiguous", "channels_last"):
+            assert _find(cells, label, (64, 64, 112, 112), layout=layout), (label, layout)
+    for label in ("group_norm", "group_norm+silu", "instance_norm"):
+        assert _find(cells, label, (16, 512, 64, 64))
+    assert _find(cells, "global_avg_pool", (256, 2048, 7, 7))
+    assert _find(cells, "layer_norm", (4096, 768), small=True)
+    assert _find(cells, "batch_norm2d", (32, 64, 56, 56), small=True)
+    # every cell in float32 and bfloat16, forward and forward+backward
+    for c in cells:
+        for dtype in shapes.DTYPES:
+            for mode in shapes.MODES:
+                assert _find(cells, c.label, c.shape, dtype, c.layout, mode, c.small)
+    assert {c.kw.get("num_groups") for c in cells if c.op.startswith("group_norm")} == {32}
+    assert all(c.kw == {"p": 0.1} for c in cells if c.op == "dropout")
+
+
+def test_working_sets_are_above_l2():
+    # the input alone is bigger than an H100's L2 (50 MB; do_bench also flushes
+    # L2 before every repetition); the small shapes are there for launch overhead
+    for c in shapes.standard_matrix():
+        if not c.small:
+            assert c.numel * traffic.ITEMSIZE[c.dtype] > 50e6, c.id
+
+
+def test_every_cell_op_has_an_anchor_and_a_byte_formula():
+    for c in shapes.standard_matrix():
+        assert c.op in anchors.OPS
+        assert traffic.cell_bytes(c.op, c.shape, c.kw, c.dtype, c.mode) > 0
+
+
+# --- bytes -------------------------------------------------------------------------------
+
+def test_byte_formulas():
+    n = 2**26
+    assert traffic.cell_bytes("relu", (n,), {}, "float32", "fwd") == 2 * n * 4
+    assert traffic.cell_bytes("gelu", (n,), {"approximate": "tanh"}, "bfloat16", "fwdbwd") == 5 * n * 2
+    assert traffic.cell_bytes("dropout", (n,), {"p": 0.1}, "float32", "fwdbwd") == 4 * n * 4
+    assert traffic.elements_moved("prelu", (2, 3, 4, 5), {}) == (2 * 120 + 3, 3 * 120 + 6)
+    r, d = 32768, 4096
+    assert traffic.elements_moved("layer_norm", (r, d), {}) == (2 * r * d + 2 * d, 3 * r * d + 3 * d)
+    assert traffic.elements_moved("rms_norm", (r, d), {}) == (2 * r * d + d, 3 * r * d + 2 * d)
+    img = (64, 64, 112, 112)
+    m = math.prod(img)
+    assert traffic.elements_moved("batch_norm", img, {}) == (2 * m + 6 * 64, 3 * m + 3 * 64)
+    assert traffic.elements_moved("batch_norm_relu", img, {}) == traffic.elements_moved("batch_norm", img, {})
+    assert traffic.elements_moved("instance_norm", (16, 512, 64, 64), {}) == (2 * 16 * 512 * 4096, 3 * 16 * 512 * 4096)
+    out = 64 * 64 * 56 * 56
+    for kw in ({"kernel_size": 3, "stride": 2, "padding": 1}, {"kernel_size": 2, "stride": 2}):
+        assert traffic.elements_moved("max_pool2d", img, kw) == (m + out, out + m)
+    assert traffic.elements_moved("adaptive_avg_pool2d", (256, 2048, 7, 7), {"output_size": 1}) == (
+        256 * 2048 * 49 + 256 * 2048, 256 * 2048 + 256 * 2048 * 49)
+    assert traffic.gbps(2 * 10**9, 1000.0) == pytest.approx(2.0)
+    with pytest.raises(KeyError):
+        traffic.elements_moved("no_such_op", (1,), {})
+
+
+@pytest.mark.parametrize("kw", [
+    {"kernel_size": 3, "stride": 2, "padding": 1}, {"kernel_size": 2, "stride": 2}, {"kernel_size": 2},
+    {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)},
+])
+@pytest.mark.parametrize("hw", [(112, 112), (7, 9), (5, 5)])
+def test_pool_output_size_is_torchs(kw, hw):
+    y = torch.nn.functional.max_pool2d(torch.zeros(1, 1, *hw), **kw)
+    assert traffic.pool_output_hw(*hw, kw["kernel_size"], kw.get("stride"), kw.get("padding", 0)) == tuple(y.shape[-2:])
+
+
+# --- the anchors' torch calls (tiny shapes, CPU) -----------------------------------------
+
+@pytest.mark.parametrize("group", shapes.groups([c for c in shapes.standard_matrix() if c.dtype == "float32" and c.mode == "fwdbwd"]), ids=lambda g: g[0].group)
+def test_torch_anchor_runs_forward_and_backward(group):
+    c = group[0]
+    shape = shapes.smoke_shape(c.shape)
+    x = torch.randn(shape)
+    if c.layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    p = anchors.make_params(c.op, shape, torch.float32, "cpu")
+    for k in anchors.OPS[c.op].learnable:
+        p[k].requires_grad_(True)
+    y = anchors.torch_fn(c.op, c.kw)(x, p)
+    y.backward(torch.ones_like(y))
+    assert x.grad is not None and x.grad.shape == x.shape
+    assert all(p[k].grad is not None for k in anchors.OPS[c.op].learnable)
+
+
+def test_swish_anchor_is_x_sigmoid_beta_x():
+    x = torch.linspace(-4, 4, 9)
+    y = anchors.torch_fn("swish", {"beta": 1.5})(x, {})
+    torch.testing.assert_close(y, x / (1 + torch.exp(-1.5 * x)))
+
+
+def test_fused_cells_compose_lamina_ops_until_a_fused_function_exists():
+    import lamina.functional as F
+
+    for op, name in (("batch_norm_relu", "batch_norm_act"), ("group_norm_silu", "group_norm_silu")):
+        expected = f"fused:{name}" if hasattr(F, name) else "composed"
+        assert anchors.lamina_impl(op) == expected
+    assert anchors.lamina_impl("relu") == ""
+
+
+def test_liger_is_absent_for_ops_it_does_not_have():
+    assert anchors.liger_fn("relu", {}) is None
+    assert anchors.liger_fn("batch_norm", {}) is None
+
+
+# --- selection ------------------------------------------------------------------------------
+
+def test_filters():
+    cells = shapes.standard_matrix()
+    sel = shapes.select(cells, ops=["batch_norm"], dtypes=["bfloat16"], modes=["fwd"])
+    assert {c.op for c in sel} == {"batch_norm", "batch_norm_relu"}
+    assert {(c.dtype, c.mode) for c in sel} == {("bfloat16", "fwd")}
+    assert {c.op for c in shapes.select(cells, ops=["pooling"])} == {"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"}
+    assert {c.label for c in shapes.select(cells, ops=["gelu(tanh)"])} == {"gelu(tanh)"}
+    assert shapes.parse_dtypes("bf16, fp32") == ["bfloat16", "float32"]
+    assert shapes.parse_dtypes(None) is None
+    with pytest.raises(ValueError, match="--dtype"):
+        shapes.parse_dtypes("int8")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_parts_are_disjoint_and_cover_everything(n):
+    groups = shapes.groups(shapes.standard_matrix())
+    parts = [shapes.take_part(groups, (i, n)) for i in range(1, n + 1)]
+    ids = [g[0].group for part in parts for g in part]
+    assert sorted(ids) == sorted(g[0].group for g in groups)
+    assert len(ids) == len(set(ids))
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    assert parts == [shapes.take_part(groups, (i, n)) for i in range(1, n + 1)]  # deterministic
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "a/b", "2"])
+def test_bad_part(text):
+    with pytest.raises(ValueError, match="--part"):
+        shapes.parse_part(text)
+
+
+def test_plan():
+    args = gpu.parse_args(["--check", "--part", "1/2", "--out", "x"])
+    plan = gpu.build_plan(args)
+    kinds = [i.kind for i in plan.items]
+    assert kinds == sorted(kinds, key=["check", "bench", "compile"].index)  # check, then bench, then compile
+    assert len(plan.cells) == 62 and len({i.id for i in plan.items}) == len(plan.items)
+    compile_dtypes = [i.cells[0].dtype for i in plan.items if i.kind == "compile"]
+    assert compile_dtypes == sorted(compile_dtypes, key=lambda d: d != "bfloat16")  # bf16 first
+    assert all(len(ids) == 2 for ids in plan.item_of().values())  # a bench and a compile item per cell
+    assert os.path.basename(gpu.file_names(args)["bench_json"]) == "bench-part1of2.json"
+    only = gpu.build_plan(gpu.parse_args(["--check-only", "--no-compile"]))
+    assert only.cells == [] and all(i.kind == "check" for i in only.items)
+    assert all(i.kind != "compile" for i in gpu.build_plan(gpu.parse_args(["--no-compile"])).items)
+
+
+@pytest.mark.parametrize("argv", [["--mode", "bwd"], ["--dtype", "int8"], ["--part", "3/2"]])
+def test_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gpu.parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_output_file_names_are_plain():
+    for part in (None, "2/3"):
+        args = gpu.parse_args(["--out", "o"] + (["--part", part] if part else []))
+        names = [os.path.basename(p) for p in gpu.file_names(args).values()]
+        assert len(names) + 1 <= 8  # + session.log
+        assert all(all(ch.isalnum() or ch in "._-" for ch in n) for n in names)
+
+
+# --- correctness helpers ------------------------------------------------------------------
+
+def test_tolerances_are_the_op_tests():
+    from test_ops import TOLERANCES
+
+    assert correctness.FALLBACK_TOLERANCES == TOLERANCES
+    assert correctness.tolerances() == TOLERANCES
+
+
+def test_scaled_shapes():
+    assert correctness.candidate_shapes((2, 3, 5, 7)) == [(64, 64, 56, 56), (64, 3, 56, 56), (2, 3, 5, 7)]
+    assert correctness.candidate_shapes((13, 17)) == [(4096, 1024), (4096, 17), (13, 17)]
+    assert correctness.candidate_shapes((4096, 1024)) == [(4096, 1024)]
+    shapes_ = [(), (1,), (7,), (13, 17), (3, 5, 4099), (0, 3), (2, 3, 5, 7)]
+
+    class Case:
+        shapes = shapes_
+
+    assert correctness.table_shapes(Case) == [(1,), (13, 17), (3, 5, 4099), (2, 3, 5, 7)]
+    assert correctness.layouts((2, 3, 4, 5)) == ["contiguous", "channels_last", "strided"]
+    assert correctness.layouts((5,)) == ["contiguous"]
+
+
+def test_error_ratio():
+    e = torch.tensor([1.0, 2.0, float("nan"), float("inf")], dtype=torch.float64)
+    assert correctness.error_ratio(e.clone(), e, 1e-5, 1e-5) == 0.0
+    a = e.clone()
+    a[0] = 1.0 + 2e-5  # 2e-5 off with a tolerance of 1e-5 + 1e-5 * 1
+    assert correctness.error_ratio(a, e, 1e-5, 1e-5) == pytest.approx(1.0, rel=1e-3)
+    a[2] = 0.0  # NaN expected, a number given
+    assert correctness.error_ratio(a, e, 1e-5, 1e-5) == math.inf
+    assert correctness.error_ratio(torch.zeros(2), torch.zeros(3), 1, 1) == math.inf
+    assert correctness.bit_equal(torch.tensor([float("nan")]), torch.tensor([float("nan")]))
+    assert not correctness.bit_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+
+
+# --- the report from made-up results -------------------------------------------------------
+
+def _fake_records(cells):
+    recs = [{"type": "meta", "card": "Fake H100", "copy_gbps": 3000.0, "torch": "2.11", "triton": "3.6", "lamina": "0.1.0",
+             "liger": "0.8.5", "date": "2026-01-01T00:00:00+00:00"}]
+    a, b = cells
+    recs += [
+        {"type": "cell", "item": "bench:g", "cell": a.id, "lamina_impl": "",
+         "impls": {"eager": {"ms": 2.0}, "lamina": {"ms": 1.0}, "liger": {"ms": 1.5}}, "match": {"ok": True, "worst": 0.1}},
+        {"type": "cell", "item": "bench:g", "cell": b.id, "lamina_impl": "",
+         "impls": {"eager": {"ms": 2.0}, "lamina": {"error": "AttributeError: nope"}}, "match": None},
+        {"type": "done", "item": "bench:g", "error": None},
+        {"type": "compile", "item": "compile:g", "cell": a.id, "ms": 4.0, "compile_s": 3.0},
+        {"type": "done", "item": "compile:g", "error": "timed out after 180 s"},
+        {"type": "check", "item": "check:relu:0:float32", "case": "relu", "kwargs": "{}", "shape": [4096, 1024],
+         "dtype": "float32", "layout": "contiguous", "ok": True, "worst": 0.0, "deterministic": True, "error": None},
+        {"type": "check", "item": "check:relu:0:float16", "case": "relu", "kwargs": "{}", "shape": [4096, 1024],
+         "dtype": "float16", "layout": "strided", "ok": False, "worst": float("inf"), "where": "grad 0", "deterministic": False, "error": None},
+    ]
+    return recs
+
+
+def test_report(tmp_path):
+    a = Cell("layer_norm", "layer_norm", "normalization", (32768, 4096), "bfloat16", "contiguous", "fwdbwd")
+    b = Cell("layer_norm", "layer_norm", "normalization", (32768, 4096), "bfloat16", "contiguous", "fwd")
+    records = _fake_records([a, b])
+    item_of = {a.id: ["bench:g", "compile:g"], b.id: ["bench:g", "compile:g"]}
+    rows = report.assemble([a, b], records, 3000.0, item_of)
+    ra, rb = rows
+    nbytes = traffic.cell_bytes("layer_norm", (32768, 4096), {}, "bfloat16", "fwdbwd")
+    assert ra["bytes"] == nbytes
+    assert ra["lamina"]["gbps"] == pytest.approx(nbytes / 1e-3 / 1e9)
+    assert ra["lamina"]["frac"] == pytest.approx(ra["lamina"]["gbps"] / 3000.0)
+    assert ra["speedup"] == {"eager": 2.0, "compile": 4.0, "liger": 1.5}
+    assert ra["compile"]["compile_s"] == 3.0
+    assert rb["lamina"] == {"error": "AttributeError: nope"} and rb["speedup"]["eager"] is None
+    assert rb["compile"] == {"error": "timed out after 180 s"}  # the compile item died before b's record
+
+    table = report.format_table(rows, {"card": "Fake H100", "copy_gbps": 3000.0})
+    assert "Fake H100" in table and "copy 3000 GB/s" in table
+    line_a = next(line for line in table.splitlines() if line.startswith("layer_norm") and "fwdbwd" in line)
+    assert "2.00x" in line_a and "4.00x" in line_a and "1.50x" in line_a and " yes " in line_a
+    line_b = next(line for line in table.splitlines() if line.startswith("layer_norm") and " fwd " in line)
+    assert "ERR" in line_b
+    assert "AttributeError: nope" in table
+
+    checks = report.check_rows(records)
+    text = report.format_check_table(checks)
+    assert "correctness: 1/2 passed" in text and "FAIL relu" in text and "ok 1/1" in text
+
+    path = tmp_path / "bench.json"
+    report.write_json(str(path), {"cells": rows, "checks": checks})
+    loaded = json.loads(path.read_text())  # strict JSON: no NaN or Infinity
+    assert loaded["checks"][1]["worst"] == "inf"
+    png = tmp_path / "bench.png"
+    report.draw_chart(str(png), rows, {"card": "Fake H100", "copy_gbps": 3000.0})
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_records_skips_a_cut_line(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    gpu.append_record(path, {"type": "done", "item": "a"})
+    with open(path, "a") as f:
+        f.write('{"type": "done", "item": "b"')  # a kill in the middle of a write
+    gpu.append_record(path, {"type": "done", "item": "c"})
+    assert gpu.done_items(gpu.read_records(path)) == {"a", "c"}
+
+
+# --- the whole harness with a fake timer --------------------------------------------------
+
+def test_harness_end_to_end_in_process(tmp_path):
+    out = tmp_path / "out"
+    code = gpu.main(["--smoke", "--in-process", "--no-compile", "--check", "--ops", "relu", "--out", str(out)])
+    assert code == 0
+    bench = json.loads((out / "bench.json").read_text())
+    assert len(bench["cells"]) == 4 and all(c["lamina"]["ms"] == 1.0 for c in bench["cells"])
+    assert all(c["match"]["ok"] for c in bench["cells"])
+    check = json.loads((out / "check.json").read_text())
+    assert check["rows"] and all(r["ok"] for r in check["rows"])
+    assert sorted(os.listdir(out)) == ["bench.json", "bench.png", "bench.txt", "check.json", "results.jsonl"]
+
+
+def test_a_dead_worker_is_replaced(tmp_path):
+    """The worker dies on one item (as after an illegal memory access); the
+    supervisor marks that item failed and a fresh worker does the rest."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=SRC, LAMINA_BENCH_DIE_AT="bench:relu-4096-fp32-contig")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lamina.bench.gpu", "--smoke", "--no-compile", "--ops", "relu", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    cells = {c["id"]: c for c in json.loads((out / "bench.json").read_text())["cells"]}
+    assert "worker exited with code 7" in cells["relu-4096-fp32-contig-fwd"]["error"]
+    assert cells["relu-4096-bf16-contig-fwdbwd"]["lamina"]["ms"] == 1.0  # done by the second worker
+
+
+def test_a_broken_cuda_context_ends_the_worker(tmp_path, monkeypatch):
+    """When an error leaves CUDA unusable, the worker records the item and exits
+    with the code that asks the supervisor for a fresh worker."""
+    monkeypatch.setattr(correctness, "cuda_healthy", lambda device: False)
+    monkeypatch.setattr(anchors, "lamina_fn", lambda op, kw: (_ for _ in ()).throw(RuntimeError("illegal memory access")))
+    args = gpu.parse_args(["--smoke", "--no-compile", "--ops", "relu", "--dtype", "fp32", "--out", str(tmp_path)])
+    path = gpu.file_names(args)["results"]
+    code = gpu.Worker(args, gpu.build_plan(args), path).run()
+    assert code == gpu.EXIT_CUDA_BROKEN
+    done = [r for r in gpu.read_records(path) if r["type"] == "done"]
+    assert len(done) == 1 and "CUDA context broken" in done[0]["error"] and "illegal memory access" in done[0]["error"]
+
+
+def test_every_cell_runs_with_torch_standing_in_for_missing_lamina_ops(tmp_path, monkeypatch):
+    """lamina's ops are called with torch.nn.functional's signatures; where an
+    op is not written yet, torch's stands in, so every cell's code path (inputs,
+    parameters, forward, backward, comparison with eager) runs here."""
+    import torch.nn.functional as TF
+
+    import lamina.functional as F
+
+    stand_ins = {name: getattr(TF, name) for name in (
+        "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "dropout", "layer_norm", "rms_norm", "batch_norm",
+        "group_norm", "instance_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")}
+    stand_ins["swish"] = lambda x, beta=1.0: x * torch.sigmoid(beta * x)
+    for name, fn in stand_ins.items():
+        if not hasattr(F, name):
+            monkeypatch.setattr(F, name, fn, raising=False)
+    out = tmp_path / "out"
+    gpu.main(["--smoke", "--in-process", "--no-compile", "--out", str(out)])
+    cells = json.loads((out / "bench.json").read_text())["cells"]
+    assert len(cells) == 124
+    for c in cells:
+        assert c["error"] is None and c["lamina"]["ms"] == 1.0 and c["eager"]["ms"] == 1.0, c["id"]
+        if c["op"] != "dropout":  # random: its check is statistical
+            assert c["match"]["ok"], (c["id"], c["match"])
+    assert {c["lamina_impl"] for c in cells if c["op"] in ("batch_norm_relu", "group_norm_silu")} <= {"composed", "fused:batch_norm_act", "fused:group_norm_silu"}
