@@ -2,7 +2,8 @@
 
 Each layer is a pair of ``torch.library`` custom ops, ``lamina::<op>_forward``
 and ``lamina::<op>_backward``, with a fake (meta) implementation for
-torch.compile and the autograd formula registered once. Inside an op,
+torch.compile and the autograd formula registered once (through
+:mod:`lamina.custom_op`, which skips the dispatcher in eager mode). Inside an op,
 :func:`lamina.backend.use_kernels` picks the Triton kernel
 (``lamina.kernels.<family>``) or the NumPy reference
 (``lamina.reference.<family>``); the forward op returns what backward needs,
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from . import validate
+from .custom_op import custom_op
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
 
@@ -54,7 +56,7 @@ def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
 
 # --- relu ----------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::relu_forward", mutates_args=())
+@custom_op("lamina::relu_forward", mutates_args=())
 def _relu_forward(x: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().relu_forward(x)
@@ -67,7 +69,7 @@ def _(x):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::relu_backward", mutates_args=())
+@custom_op("lamina::relu_backward", mutates_args=())
 def _relu_backward(dy: Tensor, y: Tensor) -> Tensor:
     if use_kernels(y):
         return _act_kernels().relu_backward(dy, y)
@@ -112,7 +114,7 @@ def relu_(input: Tensor) -> Tensor:
 
 # --- leaky_relu --------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::leaky_relu_forward", mutates_args=())
+@custom_op("lamina::leaky_relu_forward", mutates_args=())
 def _leaky_relu_forward(x: Tensor, negative_slope: float) -> tuple[Tensor, Tensor]:
     """(y, mask): mask is uint8 [x > 0] for a negative slope, else empty."""
     if use_kernels(x):
@@ -131,7 +133,7 @@ def _(x, negative_slope):
     return torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
 
 
-@torch.library.custom_op("lamina::leaky_relu_backward", mutates_args=())
+@custom_op("lamina::leaky_relu_backward", mutates_args=())
 def _leaky_relu_backward(dy: Tensor, saved: Tensor, negative_slope: float) -> Tensor:
     """saved: the output y (negative_slope >= 0) or the uint8 mask [x > 0]."""
     if use_kernels(dy):
@@ -184,7 +186,7 @@ def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
 
 # --- prelu -------------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::prelu_forward", mutates_args=())
+@custom_op("lamina::prelu_forward", mutates_args=())
 def _prelu_forward(x: Tensor, weight: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().prelu_forward(x, weight)
@@ -197,7 +199,7 @@ def _(x, weight):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::prelu_backward", mutates_args=())
+@custom_op("lamina::prelu_backward", mutates_args=())
 def _prelu_backward(dy: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     if use_kernels(x):
         return _act_kernels().prelu_backward(dy, x, weight)
@@ -238,7 +240,7 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
 
 # --- sigmoid -----------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::sigmoid_forward", mutates_args=())
+@custom_op("lamina::sigmoid_forward", mutates_args=())
 def _sigmoid_forward(x: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().sigmoid_forward(x)
@@ -251,7 +253,7 @@ def _(x):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::sigmoid_backward", mutates_args=())
+@custom_op("lamina::sigmoid_backward", mutates_args=())
 def _sigmoid_backward(dy: Tensor, y: Tensor) -> Tensor:
     if use_kernels(y):
         return _act_kernels().sigmoid_backward(dy, y)
@@ -283,7 +285,7 @@ def sigmoid(input: Tensor) -> Tensor:
 
 # --- tanh --------------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::tanh_forward", mutates_args=())
+@custom_op("lamina::tanh_forward", mutates_args=())
 def _tanh_forward(x: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().tanh_forward(x)
@@ -296,7 +298,7 @@ def _(x):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::tanh_backward", mutates_args=())
+@custom_op("lamina::tanh_backward", mutates_args=())
 def _tanh_backward(dy: Tensor, y: Tensor) -> Tensor:
     if use_kernels(y):
         return _act_kernels().tanh_backward(dy, y)
@@ -328,7 +330,7 @@ def tanh(input: Tensor) -> Tensor:
 
 # --- gelu --------------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::gelu_forward", mutates_args=())
+@custom_op("lamina::gelu_forward", mutates_args=())
 def _gelu_forward(x: Tensor, approximate: str) -> Tensor:
     if use_kernels(x):
         return _act_kernels().gelu_forward(x, approximate)
@@ -341,7 +343,7 @@ def _(x, approximate):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::gelu_backward", mutates_args=())
+@custom_op("lamina::gelu_backward", mutates_args=())
 def _gelu_backward(dy: Tensor, x: Tensor, approximate: str) -> Tensor:
     if use_kernels(x):
         return _act_kernels().gelu_backward(dy, x, approximate)
@@ -382,7 +384,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 # --- silu and swish ------------------------------------------------------------
 
-@torch.library.custom_op("lamina::silu_forward", mutates_args=())
+@custom_op("lamina::silu_forward", mutates_args=())
 def _silu_forward(x: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().silu_forward(x)
@@ -395,7 +397,7 @@ def _(x):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::silu_backward", mutates_args=())
+@custom_op("lamina::silu_backward", mutates_args=())
 def _silu_backward(dy: Tensor, x: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().silu_backward(dy, x)
@@ -430,7 +432,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _write_inplace(input, y) if inplace else y
 
 
-@torch.library.custom_op("lamina::swish_forward", mutates_args=())
+@custom_op("lamina::swish_forward", mutates_args=())
 def _swish_forward(x: Tensor, beta: float) -> Tensor:
     if use_kernels(x):
         return _act_kernels().swish_forward(x, beta)
@@ -443,7 +445,7 @@ def _(x, beta):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("lamina::swish_backward", mutates_args=())
+@custom_op("lamina::swish_backward", mutates_args=())
 def _swish_backward(dy: Tensor, x: Tensor, beta: float) -> Tensor:
     if use_kernels(x):
         return _act_kernels().swish_backward(dy, x, beta)
@@ -534,7 +536,7 @@ def _with_strides(t: Tensor, stride) -> Tensor:
 
 # --- dropout -------------------------------------------------------------------
 
-@torch.library.custom_op("lamina::dropout_forward", mutates_args=())
+@custom_op("lamina::dropout_forward", mutates_args=())
 def _dropout_forward(x: Tensor, p: float, seed: Tensor, offset: int) -> Tensor:
     if use_kernels(x):
         return kernels("dropout").dropout_forward(x, p, seed, offset)
@@ -556,7 +558,7 @@ def _(x, p, seed, offset):
     return _dropout_like(x)
 
 
-@torch.library.custom_op("lamina::dropout_backward", mutates_args=())
+@custom_op("lamina::dropout_backward", mutates_args=())
 def _dropout_backward(dy: Tensor, p: float, seed: Tensor, offset: int) -> Tensor:
     if use_kernels(dy):
         return kernels("dropout").dropout_backward(dy, p, seed, offset)
@@ -668,7 +670,7 @@ def _drop_block_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-@torch.library.custom_op("lamina::drop_block2d_forward", mutates_args=())
+@custom_op("lamina::drop_block2d_forward", mutates_args=())
 def _drop_block2d_forward(
     x: Tensor, p: float, block_size: int, eps: float, seed: Tensor, offset: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -687,7 +689,7 @@ def _(x, p, block_size, eps, seed, offset):
             x.new_empty((1,), dtype=_scale_dtype(x)))
 
 
-@torch.library.custom_op("lamina::drop_block2d_backward", mutates_args=())
+@custom_op("lamina::drop_block2d_backward", mutates_args=())
 def _drop_block2d_backward(dy: Tensor, mask: Tensor, scale: Tensor) -> Tensor:
     if use_kernels(dy):
         return kernels("dropout").drop_block2d_backward(dy, mask, scale)

@@ -127,7 +127,7 @@ def _torch_dropout(x, p=0.5, training=True, seed=None):
 
     if not training or p == 0:
         return x
-    keep = torch.from_numpy(rng.keep_mask(seed, 0, x.shape, p, x.stride()))
+    keep = torch.from_numpy(rng.keep_mask(seed, 0, x.shape, p, x.stride())).to(x.device)
     # torch's own formula: the mask divided by (1 - p), times x; p = 1 is x * 0
     noise = keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p))
     return x * noise
@@ -141,7 +141,7 @@ def _torch_drop_block2d(x, p, block_size, training=True, seed=None, eps=1e-6):
     N, C, H, W = x.shape
     b = min(block_size, H, W)
     gamma = (p * H * W) / (b**2 * ((H - b + 1) * (W - b + 1)))
-    noise = torch.from_numpy(rng.bernoulli(seed, 0, (N, C, H - b + 1, W - b + 1), gamma)).to(x.dtype)
+    noise = torch.from_numpy(rng.bernoulli(seed, 0, (N, C, H - b + 1, W - b + 1), gamma)).to(device=x.device, dtype=x.dtype)
     noise = TF.pad(noise, [b // 2] * 4, value=0)
     noise = TF.max_pool2d(noise, stride=1, kernel_size=b, padding=b // 2)
     mask = 1 - noise
