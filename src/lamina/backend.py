@@ -20,6 +20,13 @@ import torch
 
 BACKENDS = ("auto", "reference", "triton")
 
+# Triton fixes interpreted-or-compiled when it is imported (its own library
+# functions such as tl.sum are decorated then), and torch imports triton
+# early (torch._dynamo, on the first custom-op call), so on a machine without
+# CUDA the interpreter is switched on here, before that can happen.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _backend = os.environ.get("LAMINA_BACKEND", "auto").strip().lower() or "auto"
 if _backend not in BACKENDS:
     raise ValueError(f"LAMINA_BACKEND must be one of {BACKENDS}, got {_backend!r}")

@@ -12,6 +12,457 @@ import triton.language as tl
 # =============================================================================
 # batch and instance norm
 # =============================================================================
+#
+# A batch-norm input (N, C, *) reaches the kernels in one of two dense layouts:
+#
+#   "rows": NCHW-contiguous. Seen as a (N*C, S) matrix, S = prod(*): row n*C + c
+#           holds channel c of sample n, S contiguous values.
+#   "cols": channels_last, or (N, C). Seen as a (N*S, C) row-major matrix: a
+#           channel is a column, so its statistics are a column reduction and
+#           programs read blocks of rows x a block of contiguous channels.
+#
+# Training forward = a statistics pass (each program: a slice of one channel, or
+# of a block of channels, writes float32 partial (count, mean, M2)), a tiny
+# combine pass (Chan's parallel-variance formula across the partials, then
+# mean, rstd and the unbiased variance), and a normalize pass. Backward = a
+# reduction pass (partial sum(dy), sum(dy * (x - mean))), a tiny combine pass
+# (dbias, dweight) and an elementwise dx pass. Partial buffers, not atomics:
+# results are bit-identical run to run.
+#
+# Within a program the variance is accumulated around a shift, the mean of the
+# program's first tile: sum(x - K) and sum((x - K)^2). With K close to the
+# mean nothing large cancels (x = 1e4 + N(0, 1) keeps its unit variance).
+
+_REDUCE_TILE = 2048  # elements a reduction program loads per step
+_ELEMENTWISE_TILE = 4096  # elements an elementwise program handles
+_REDUCE_WARPS = 4
+_MAX_SPLITS = 1024  # the combine kernels read all of a channel's partials at once
+_ELEMENTWISE_WARPS = 8
+
+
+@triton.jit
+def _bn_reduce_rows_kernel(
+    x_ptr,  # (N, C, S) contiguous input
+    dy_ptr,  # (N, C, S) upstream gradient (BACKWARD only)
+    mean_ptr,  # (C,) float32 channel means (BACKWARD only)
+    part_ptr,  # (3, P, C) float32 partials
+    N, C, S, tiles_per_prog, s_blocks,
+    BACKWARD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Program (c, p) reduces tiles [p * tiles_per_prog, ...) of channel c,
+    a tile being BLOCK_N samples x BLOCK_S contiguous positions.
+    Statistics: writes (count, mean, M2). BACKWARD: writes (sum dy, sum dy*(x-mean))."""
+    c = tl.program_id(0)
+    p = tl.program_id(1)
+    P = tl.num_programs(1)
+    n_tiles = (N + BLOCK_N - 1) // BLOCK_N * s_blocks
+    t0 = p * tiles_per_prog
+    t1 = tl.minimum(t0 + tiles_per_prog, n_tiles)
+    rn = tl.arange(0, BLOCK_N)[:, None]
+    rs = tl.arange(0, BLOCK_S)[None, :]
+    if BACKWARD:
+        shift = tl.load(mean_ptr + c)
+    else:
+        # the shift: mean of this program's first tile
+        n = (t0 // s_blocks) * BLOCK_N + rn
+        s = (t0 % s_blocks) * BLOCK_S + rs
+        mask = (n < N) & (s < S)
+        x = tl.load(x_ptr + (n.to(tl.int64) * C + c) * S + s, mask=mask, other=0.0).to(tl.float32)
+        shift = tl.sum(x) / tl.sum(mask.to(tl.float32))
+    acc1 = tl.zeros((BLOCK_N, BLOCK_S), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N, BLOCK_S), dtype=tl.float32)
+    count = 0
+    # a while loop: Triton's interpreter cannot take a runtime bound in range()
+    t = t0
+    while t < t0 + tiles_per_prog:
+        # the last program may run past n_tiles: those tiles are all masked
+        n = (t // s_blocks) * BLOCK_N + rn
+        s = (t % s_blocks) * BLOCK_S + rs
+        mask = (n < N) & (s < S)
+        offs = (n.to(tl.int64) * C + c) * S + s
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - shift, 0.0)
+        if BACKWARD:
+            g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            acc1 += g
+            acc2 += g * d
+        else:
+            acc1 += d
+            acc2 += d * d
+            count += tl.where(
+                t < n_tiles,
+                tl.minimum(N - (t // s_blocks) * BLOCK_N, BLOCK_N) * tl.minimum(S - (t % s_blocks) * BLOCK_S, BLOCK_S),
+                0,
+            )
+        t += 1
+    s1 = tl.sum(acc1)
+    s2 = tl.sum(acc2)
+    out = part_ptr + p * C + c
+    if BACKWARD:
+        tl.store(out, s1)
+        tl.store(out + P * C, s2)
+    else:
+        cnt = count.to(tl.float32)
+        tl.store(out, cnt)
+        tl.store(out + P * C, shift + s1 / cnt)
+        tl.store(out + 2 * P * C, s2 - s1 * (s1 / cnt))
+
+
+@triton.jit
+def _bn_reduce_cols_kernel(
+    x_ptr,  # (R, C) row-major input
+    dy_ptr,  # (R, C) upstream gradient (BACKWARD only)
+    mean_ptr,  # (C,) float32 channel means (BACKWARD only)
+    part_ptr,  # (3, P, C) float32 partials
+    R, C, tiles_per_prog,
+    BACKWARD: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Program (cb, p) reduces row tiles [p * tiles_per_prog, ...) of the
+    channel block cb: BLOCK_R rows x BLOCK_C contiguous channels a step.
+    Outputs as in _bn_reduce_rows_kernel, one per channel of the block."""
+    cb = tl.program_id(0)
+    p = tl.program_id(1)
+    P = tl.num_programs(1)
+    n_tiles = (R + BLOCK_R - 1) // BLOCK_R
+    t0 = p * tiles_per_prog
+    t1 = tl.minimum(t0 + tiles_per_prog, n_tiles)
+    cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    rr = tl.arange(0, BLOCK_R)[:, None]
+    if BACKWARD:
+        shift = tl.load(mean_ptr + cols, mask=cmask, other=0.0)[None, :]
+    else:
+        rows = t0 * BLOCK_R + rr
+        mask = (rows < R) & cmask[None, :]
+        x = tl.load(x_ptr + rows.to(tl.int64) * C + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        shift = (tl.sum(x, axis=0) / tl.minimum(R - t0 * BLOCK_R, BLOCK_R))[None, :]
+    acc1 = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    t = t0
+    while t < t0 + tiles_per_prog:  # past n_tiles the rows are all masked
+        rows = t * BLOCK_R + rr
+        mask = (rows < R) & cmask[None, :]
+        offs = rows.to(tl.int64) * C + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - shift, 0.0)
+        if BACKWARD:
+            g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            acc1 += g
+            acc2 += g * d
+        else:
+            acc1 += d
+            acc2 += d * d
+        t += 1
+    s1 = tl.sum(acc1, axis=0)
+    s2 = tl.sum(acc2, axis=0)
+    out = part_ptr + p * C + cols
+    if BACKWARD:
+        tl.store(out, s1, mask=cmask)
+        tl.store(out + P * C, s2, mask=cmask)
+    else:
+        cnt = (tl.minimum(t1 * BLOCK_R, R) - t0 * BLOCK_R).to(tl.float32)
+        tl.store(out, tl.zeros_like(s1) + cnt, mask=cmask)
+        tl.store(out + P * C, tl.sum(shift, axis=0) + s1 / cnt, mask=cmask)
+        tl.store(out + 2 * P * C, s2 - s1 * (s1 / cnt), mask=cmask)
+
+
+@triton.jit
+def _bn_stats_combine_kernel(
+    part_ptr,  # (3, P, C) float32 partial (count, mean, M2)
+    mean_ptr,  # (C,) float32 out: mean
+    var_ptr,  # (C,) float32 out: biased variance
+    rstd_ptr,  # (C,) float32 out: 1 / sqrt(var + eps)
+    P, C, M, eps,  # M: values per channel, as a float
+    BLOCK_P: tl.constexpr,  # >= P: one program sees all partials of its channels
+    BLOCK_C: tl.constexpr,
+):
+    """Chan et al.'s parallel variance over the P partials of each channel:
+        mean = sum(n_p * mean_p) / M,   M2 = sum(M2_p + n_p * (mean_p - mean)^2)."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ps = tl.arange(0, BLOCK_P)[:, None]
+    mask = (ps < P) & (cols < C)[None, :]
+    offs = ps * C + cols[None, :]
+    n = tl.load(part_ptr + offs, mask=mask, other=0.0)
+    m = tl.load(part_ptr + P * C + offs, mask=mask, other=0.0)
+    m2 = tl.load(part_ptr + 2 * P * C + offs, mask=mask, other=0.0)
+    mean = tl.sum(n * m, axis=0) / M
+    d = m - mean[None, :]
+    var = tl.sum(tl.where(mask, m2 + n * d * d, 0.0), axis=0) / M
+    cmask = cols < C
+    tl.store(mean_ptr + cols, mean, mask=cmask)
+    tl.store(var_ptr + cols, var, mask=cmask)
+    tl.store(rstd_ptr + cols, 1.0 / tl.sqrt(var + eps), mask=cmask)
+
+
+@triton.jit
+def _bn_sum_partials_kernel(
+    part_ptr,  # (2, P, C) float32 partial (sum dy, sum dy*(x-mean))
+    rstd_ptr,  # (C,) float32
+    sum_dy_ptr,  # (C,) float32 out: sum(dy)          (= dbias)
+    sum_dy_xhat_ptr,  # (C,) float32 out: sum(dy * xhat)  (= dweight)
+    P, C,
+    BLOCK_P: tl.constexpr,  # >= P
+    BLOCK_C: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ps = tl.arange(0, BLOCK_P)[:, None]
+    cmask = cols < C
+    mask = (ps < P) & cmask[None, :]
+    offs = ps * C + cols[None, :]
+    s1 = tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0), axis=0)
+    s2 = tl.sum(tl.load(part_ptr + P * C + offs, mask=mask, other=0.0), axis=0)
+    rstd = tl.load(rstd_ptr + cols, mask=cmask, other=0.0)
+    tl.store(sum_dy_ptr + cols, s1, mask=cmask)
+    tl.store(sum_dy_xhat_ptr + cols, s2 * rstd, mask=cmask)
+
+
+@triton.jit
+def _bn_tile(R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The tile of program (i, j) in an (R, K) row-major matrix: its offsets,
+    mask, and channel index (a column of BLOCK_R rows or a row of BLOCK_K columns)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    mask = (rows < R) & (cols < K)
+    offs = rows.to(tl.int64) * K + cols
+    if CHANNELS_ON_ROWS:
+        channel = rows % C
+        cmask = rows < R
+    else:
+        channel = cols
+        cmask = cols < K
+    return offs, mask, channel, cmask
+
+
+@triton.jit
+def _bn_normalize_kernel(
+    x_ptr,  # (R, K) input
+    y_ptr,  # (R, K) output
+    mean_ptr, rstd_ptr,  # (C,) float32
+    w_ptr, b_ptr,  # (C,) weight, bias (when HAS_W / HAS_B)
+    R, K, C,
+    CHANNELS_ON_ROWS: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """y = (x - mean[c]) * (rstd[c] * w[c]) + b[c]."""
+    offs, mask, c, cmask = _bn_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
+    scale = tl.load(rstd_ptr + c, mask=cmask, other=0.0)
+    if HAS_W:
+        scale *= tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = (x - mean) * scale
+    if HAS_B:
+        y += tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bn_backward_input_kernel(
+    dy_ptr, x_ptr,  # (R, K) upstream gradient and input
+    dx_ptr,  # (R, K) output
+    mean_ptr, rstd_ptr,  # (C,) float32
+    w_ptr,  # (C,) weight (when HAS_W)
+    sum_dy_ptr, sum_dy_xhat_ptr,  # (C,) float32 (TRAINING only)
+    inv_m,  # 1 / values per channel
+    R, K, C,
+    CHANNELS_ON_ROWS: tl.constexpr,
+    HAS_W: tl.constexpr,
+    TRAINING: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """training: dx = g*rstd*dy - g*rstd*sum(dy)/M - (x - mean) * g*rstd^3*sum(dy*xhat)/rstd/M
+       eval:     dx = g*rstd*dy.     (g = weight[c]; coefficients per channel)"""
+    offs, mask, c, cmask = _bn_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    rstd = tl.load(rstd_ptr + c, mask=cmask, other=0.0)
+    a = rstd
+    if HAS_W:
+        a *= tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dx = a * dy
+    if TRAINING:
+        mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
+        sum_dy = tl.load(sum_dy_ptr + c, mask=cmask, other=0.0)
+        sum_dy_xhat = tl.load(sum_dy_xhat_ptr + c, mask=cmask, other=0.0)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        b = a * rstd * sum_dy_xhat * inv_m
+        dx = dx - (x - mean) * b - a * sum_dy * inv_m
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# --- launchers -----------------------------------------------------------------
+
+def _layout(x: torch.Tensor):
+    """(x, channels_on_rows, N, C, S) with x dense in the layout the kernels read:
+    "rows" (NCHW contiguous) or "cols" (channels_last / (N, C)); other strides
+    are copied to contiguous."""
+    n, c = x.shape[0], x.shape[1]
+    s = x.numel() // max(n * c, 1)
+    if x.dim() > 2 and s > 1 and x.movedim(1, -1).is_contiguous() and not x.is_contiguous():
+        return x, False, n, c, s
+    x = x.contiguous()
+    # a single position per channel: (N, C) is a row-major matrix, channels on columns
+    return x, not (x.dim() == 2 or s == 1), n, c, s
+
+
+def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``x``'s strides, so both walk the same flat index."""
+    if t.stride() == x.stride():
+        return t
+    out = torch.empty_like(x, dtype=t.dtype)
+    out.copy_(t)
+    return out
+
+
+def _splits(n_tiles: int, channel_programs: int, device: torch.device):
+    """How many programs share one channel (block): enough programs in all to
+    fill the GPU a few times over, every program with at least one tile.
+    Returns (programs per channel, tiles per program)."""
+    if device.type == "cuda":
+        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        target = 2  # the interpreter: still exercise the multi-program combine
+    p = max(1, min(n_tiles, triton.cdiv(target, channel_programs), _MAX_SPLITS))
+    per = triton.cdiv(n_tiles, p)
+    return triton.cdiv(n_tiles, per), per
+
+
+def _reduce(x, dy, mean, backward: bool):
+    """Run the statistics (backward=False) or gradient (backward=True) reduction
+    pass; returns the (3, P, C) partial buffer."""
+    x, on_rows, n, c, s = x
+    if on_rows:
+        block_s = min(triton.next_power_of_2(s), _REDUCE_TILE)
+        block_n = min(triton.next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
+        s_blocks = triton.cdiv(s, block_s)
+        p, per = _splits(triton.cdiv(n, block_n) * s_blocks, c, x.device)
+        part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
+        _bn_reduce_rows_kernel[(c, p)](
+            x, dy if backward else x, mean if backward else part, part, n, c, s, per, s_blocks,
+            BACKWARD=backward, BLOCK_N=block_n, BLOCK_S=block_s, num_warps=_REDUCE_WARPS,
+        )
+    else:
+        r = n * s
+        block_c = min(triton.next_power_of_2(c), 128)
+        block_r = max(1, _REDUCE_TILE // block_c)
+        c_blocks = triton.cdiv(c, block_c)
+        p, per = _splits(triton.cdiv(r, block_r), c_blocks, x.device)
+        part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
+        _bn_reduce_cols_kernel[(c_blocks, p)](
+            x, dy if backward else x, mean if backward else part, part, r, c, per,
+            BACKWARD=backward, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_REDUCE_WARPS,
+        )
+    return part
+
+
+def _combine_blocks(p: int, c: int):
+    """Blocks for the combine kernels: all P partials at once, a few channels."""
+    block_p = triton.next_power_of_2(p)
+    block_c = min(triton.next_power_of_2(c), max(1, 4096 // block_p))
+    return block_p, block_c, (triton.cdiv(c, block_c),)
+
+
+def _elementwise_grid(on_rows: bool, n: int, c: int, s: int):
+    """(R, K, BLOCK_R, BLOCK_K, grid) for the elementwise kernels."""
+    r, k = (n * c, s) if on_rows else (n * s, c)
+    block_k = min(triton.next_power_of_2(k), _ELEMENTWISE_TILE if on_rows else 128)
+    block_r = max(1, _ELEMENTWISE_TILE // block_k)
+    return r, k, block_r, block_k, (triton.cdiv(r, block_r), triton.cdiv(k, block_k))
+
+
+def batch_norm_stats(x: torch.Tensor, eps: float = 0.0):
+    """Per-channel (mean, biased var, 1/sqrt(var + eps)) of x (N, C, *) over
+    all dims but 1, float32."""
+    lay = _layout(x)
+    c = x.shape[1]
+    mean, var, rstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
+    if x.numel() == 0:
+        return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
+    part = _reduce(lay, None, None, backward=False)
+    p = part.shape[1]
+    block_p, block_c, grid = _combine_blocks(p, c)
+    _bn_stats_combine_kernel[grid](
+        part, mean, var, rstd, p, c, float(x.numel() // c), eps, BLOCK_P=block_p, BLOCK_C=block_c
+    )
+    return mean, var, rstd
+
+
+def batch_norm_normalize(x, mean, rstd, weight=None, bias=None):
+    """y = (x - mean) * rstd * weight + bias per channel; y keeps x's memory format."""
+    x, on_rows, n, c, s = _layout(x)
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    r, k, block_r, block_k, grid = _elementwise_grid(on_rows, n, c, s)
+    _bn_normalize_kernel[grid](
+        x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
+        r, k, c, CHANNELS_ON_ROWS=on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
+        BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
+    )
+    return y
+
+
+def batch_norm_backward_reduce(dy, x, mean, rstd):
+    """Per-channel (sum(dy), sum(dy * xhat)), float32."""
+    lay = _layout(x)
+    c = x.shape[1]
+    sum_dy = torch.zeros(c, device=x.device, dtype=torch.float32)
+    sum_dy_xhat = torch.zeros(c, device=x.device, dtype=torch.float32)
+    if x.numel() == 0:
+        return sum_dy, sum_dy_xhat
+    part = _reduce(lay, _like(dy, lay[0]), mean, backward=True)
+    p = part.shape[1]
+    block_p, block_c, grid = _combine_blocks(p, c)
+    _bn_sum_partials_kernel[grid](part, rstd, sum_dy, sum_dy_xhat, p, c, BLOCK_P=block_p, BLOCK_C=block_c)
+    return sum_dy, sum_dy_xhat
+
+
+def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy=None, sum_dy_xhat=None, m=1, training=True):
+    """dx of batch norm from the channel sums over all ``m`` values per channel
+    (training), or dx = weight * rstd * dy (eval). dx keeps x's memory format."""
+    x, on_rows, n, c, s = _layout(x)
+    dy = _like(dy, x)
+    dx = torch.empty_like(x)
+    if x.numel() == 0:
+        return dx
+    r, k, block_r, block_k, grid = _elementwise_grid(on_rows, n, c, s)
+    _bn_backward_input_kernel[grid](
+        dy, x, dx, mean, rstd, weight if weight is not None else rstd,
+        sum_dy if training else rstd, sum_dy_xhat if training else rstd, 1.0 / m,
+        r, k, c, CHANNELS_ON_ROWS=on_rows, HAS_W=weight is not None, TRAINING=training,
+        BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
+    )
+    return dx
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float):
+    """Returns (y, mean, rstd, var): the statistics used (float32, (C,)); var is
+    the biased batch variance in training, running_var otherwise."""
+    if training:
+        mean, var, rstd = batch_norm_stats(x, eps)
+    else:
+        mean, var = running_mean.float(), running_var.float()
+        rstd = torch.rsqrt(var + eps)
+    return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
+
+
+def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: bool = True):
+    """(dx, dweight, dbias); dweight/dbias are float32 sums (None unless
+    ``param_grads`` or training, which needs them for dx)."""
+    sum_dy = sum_dy_xhat = None
+    if training or param_grads:
+        sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
+    m = x.numel() // max(x.shape[1], 1)
+    dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
+    return dx, sum_dy_xhat, sum_dy
+
 
 
 # =============================================================================
