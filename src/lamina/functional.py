@@ -295,6 +295,11 @@ def _instance_norm_forward(
     x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, mean, rstd, var), the statistics per (n, c) flattened to (N*C,)."""
+    if use_kernels(x):
+        sdt = _bn_stat_dtype(x)
+        y, mean, rstd, var = kernels("normalization").instance_norm_forward(x, weight, bias, eps)
+        return y, mean.to(sdt), rstd.to(sdt), var.to(sdt)
+    # the reference: batch norm of the (1, N*C, *) view, weight and bias repeated
     n = x.shape[0]
     w = None if weight is None else weight.repeat(n)
     b = None if bias is None else bias.repeat(n)
@@ -316,6 +321,9 @@ def _instance_norm_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias): batch norm's training backward on the (1, N*C, *)
     view, the parameter sums folded back over n."""
+    if use_kernels(x):
+        dx, dw, db = kernels("normalization").instance_norm_backward(dy, x, weight, mean.float(), rstd.float())
+        return dx, dw.to(mean.dtype), db.to(mean.dtype)
     n, c = x.shape[0], x.shape[1]
     w = None if weight is None else weight.repeat(n)
     dx, dw, db = _batch_norm_backward(_instance_view(dy), _instance_view(x), w, mean, rstd, True)

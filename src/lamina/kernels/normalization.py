@@ -12,6 +12,9 @@ import triton.language as tl
 # =============================================================================
 # batch and instance norm
 # =============================================================================
+
+from typing import NamedTuple  # noqa: E402
+
 #
 # A batch-norm input (N, C, *) reaches the kernels in one of two dense layouts:
 #
@@ -112,21 +115,29 @@ def _bn_reduce_rows_kernel(
 
 @triton.jit
 def _bn_reduce_cols_kernel(
-    x_ptr,  # (R, C) row-major input
-    dy_ptr,  # (R, C) upstream gradient (BACKWARD only)
-    mean_ptr,  # (C,) float32 channel means (BACKWARD only)
-    part_ptr,  # (3, P, C) float32 partials
+    x_ptr,  # (G, R, C) row-major input
+    dy_ptr,  # (G, R, C) upstream gradient (BACKWARD only)
+    mean_ptr,  # (G * C,) float32 channel means (BACKWARD only)
+    part_ptr,  # (3, P, G * C) float32 partials
     R, C, tiles_per_prog,
     BACKWARD: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Program (cb, p) reduces row tiles [p * tiles_per_prog, ...) of the
-    channel block cb: BLOCK_R rows x BLOCK_C contiguous channels a step.
+    """Program (cb, p, g) reduces row tiles [p * tiles_per_prog, ...) of the
+    channel block cb of group g: BLOCK_R rows x BLOCK_C contiguous channels a
+    step. Batch norm has one group of N*S rows; instance norm one group of S
+    rows per sample, each (n, c) its own statistic g * C + c.
     Outputs as in _bn_reduce_rows_kernel, one per channel of the block."""
     cb = tl.program_id(0)
     p = tl.program_id(1)
     P = tl.num_programs(1)
+    group = tl.program_id(2)
+    CT = C * tl.num_programs(2)  # statistics in all
+    x_ptr += group.to(tl.int64) * R * C
+    dy_ptr += group.to(tl.int64) * R * C
+    mean_ptr += group * C
+    part_ptr += group * C
     n_tiles = (R + BLOCK_R - 1) // BLOCK_R
     t0 = p * tiles_per_prog
     t1 = tl.minimum(t0 + tiles_per_prog, n_tiles)
@@ -159,15 +170,15 @@ def _bn_reduce_cols_kernel(
         t += 1
     s1 = tl.sum(acc1, axis=0)
     s2 = tl.sum(acc2, axis=0)
-    out = part_ptr + p * C + cols
+    out = part_ptr + p * CT + cols
     if BACKWARD:
         tl.store(out, s1, mask=cmask)
-        tl.store(out + P * C, s2, mask=cmask)
+        tl.store(out + P * CT, s2, mask=cmask)
     else:
         cnt = (tl.minimum(t1 * BLOCK_R, R) - t0 * BLOCK_R).to(tl.float32)
         tl.store(out, tl.zeros_like(s1) + cnt, mask=cmask)
-        tl.store(out + P * C, tl.sum(shift, axis=0) + s1 / cnt, mask=cmask)
-        tl.store(out + 2 * P * C, s2 - s1 * (s1 / cnt), mask=cmask)
+        tl.store(out + P * CT, tl.sum(shift, axis=0) + s1 / cnt, mask=cmask)
+        tl.store(out + 2 * P * CT, s2 - s1 * (s1 / cnt), mask=cmask)
 
 
 @triton.jit
@@ -221,20 +232,23 @@ def _bn_sum_partials_kernel(
 
 
 @triton.jit
-def _bn_tile(R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+def _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """The tile of program (i, j) in an (R, K) row-major matrix: its offsets,
-    mask, and channel index (a column of BLOCK_R rows or a row of BLOCK_K columns)."""
+    mask, and statistic index (a column of BLOCK_R rows or a row of BLOCK_K
+    columns). On rows, row r holds statistic r % C; on columns, statistic
+    (r // group_rows) * K + column (one group for batch norm, one per sample
+    for instance norm). The weight of statistic i is weight[i % num_features]."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
     mask = (rows < R) & (cols < K)
     offs = rows.to(tl.int64) * K + cols
     if CHANNELS_ON_ROWS:
-        channel = rows % C
-        cmask = rows < R
+        stat = rows % C
+        smask = rows < R
     else:
-        channel = cols
-        cmask = cols < K
-    return offs, mask, channel, cmask
+        stat = (rows // group_rows) * K + cols
+        smask = mask
+    return offs, mask, stat, smask
 
 
 @triton.jit
@@ -242,24 +256,24 @@ def _bn_normalize_kernel(
     x_ptr,  # (R, K) input
     y_ptr,  # (R, K) output
     mean_ptr, rstd_ptr,  # (C,) float32
-    w_ptr, b_ptr,  # (C,) weight, bias (when HAS_W / HAS_B)
-    R, K, C,
+    w_ptr, b_ptr,  # (CW,) weight, bias (when HAS_W / HAS_B)
+    R, K, C, CW, group_rows,  # CW: num_features, the weight's length
     CHANNELS_ON_ROWS: tl.constexpr,
     HAS_W: tl.constexpr,
     HAS_B: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """y = (x - mean[c]) * (rstd[c] * w[c]) + b[c]."""
-    offs, mask, c, cmask = _bn_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
-    mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
-    scale = tl.load(rstd_ptr + c, mask=cmask, other=0.0)
+    """y = (x - mean[i]) * (rstd[i] * w[c]) + b[c], statistic i of channel c."""
+    offs, mask, i, imask = _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    mean = tl.load(mean_ptr + i, mask=imask, other=0.0)
+    scale = tl.load(rstd_ptr + i, mask=imask, other=0.0)
     if HAS_W:
-        scale *= tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        scale *= tl.load(w_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = (x - mean) * scale
     if HAS_B:
-        y += tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        y += tl.load(b_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -268,10 +282,10 @@ def _bn_backward_input_kernel(
     dy_ptr, x_ptr,  # (R, K) upstream gradient and input
     dx_ptr,  # (R, K) output
     mean_ptr, rstd_ptr,  # (C,) float32
-    w_ptr,  # (C,) weight (when HAS_W)
+    w_ptr,  # (CW,) weight (when HAS_W)
     sum_dy_ptr, sum_dy_xhat_ptr,  # (C,) float32 (TRAINING only)
-    inv_m,  # 1 / values per channel
-    R, K, C,
+    inv_m,  # 1 / values per statistic
+    R, K, C, CW, group_rows,
     CHANNELS_ON_ROWS: tl.constexpr,
     HAS_W: tl.constexpr,
     TRAINING: tl.constexpr,
@@ -280,17 +294,17 @@ def _bn_backward_input_kernel(
 ):
     """training: dx = g*rstd*dy - g*rstd*sum(dy)/M - (x - mean) * g*rstd^3*sum(dy*xhat)/rstd/M
        eval:     dx = g*rstd*dy.     (g = weight[c]; coefficients per channel)"""
-    offs, mask, c, cmask = _bn_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
-    rstd = tl.load(rstd_ptr + c, mask=cmask, other=0.0)
+    offs, mask, i, imask = _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    rstd = tl.load(rstd_ptr + i, mask=imask, other=0.0)
     a = rstd
     if HAS_W:
-        a *= tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        a *= tl.load(w_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dx = a * dy
     if TRAINING:
-        mean = tl.load(mean_ptr + c, mask=cmask, other=0.0)
-        sum_dy = tl.load(sum_dy_ptr + c, mask=cmask, other=0.0)
-        sum_dy_xhat = tl.load(sum_dy_xhat_ptr + c, mask=cmask, other=0.0)
+        mean = tl.load(mean_ptr + i, mask=imask, other=0.0)
+        sum_dy = tl.load(sum_dy_ptr + i, mask=imask, other=0.0)
+        sum_dy_xhat = tl.load(sum_dy_xhat_ptr + i, mask=imask, other=0.0)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         b = a * rstd * sum_dy_xhat * inv_m
         dx = dx - (x - mean) * b - a * sum_dy * inv_m
@@ -299,17 +313,47 @@ def _bn_backward_input_kernel(
 
 # --- launchers -----------------------------------------------------------------
 
-def _layout(x: torch.Tensor):
-    """(x, channels_on_rows, N, C, S) with x dense in the layout the kernels read:
-    "rows" (NCHW contiguous) or "cols" (channels_last / (N, C)); other strides
-    are copied to contiguous."""
+class _Plan(NamedTuple):
+    """How the kernels see an input (N, C, *), S = prod(*):
+
+    on_rows: a (rows * C, S) row-major matrix (NCHW contiguous), statistic
+    r % C on row r; else a (groups, rows * S, C) row-major array
+    (channels_last), statistic g * C + c in column c of group g.
+    ``rows`` is N for batch norm; instance norm (per_sample) takes the
+    (1, N*C, S) view on rows (rows = 1, C = N*C) and one group per sample on
+    columns (rows = 1, groups = N). ``features`` is the weight's length."""
+
+    x: torch.Tensor
+    on_rows: bool
+    rows: int
+    c: int
+    s: int
+    groups: int
+    features: int
+
+    @property
+    def stats(self) -> int:  # statistics in all
+        return self.c * self.groups
+
+    @property
+    def count(self) -> int:  # values per statistic
+        return self.rows * self.s
+
+
+def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
+    """The plan for x: channels_last-like inputs (channel dim innermost) go on
+    columns as they are; everything else is made contiguous and goes on rows,
+    except one value per channel ((N, C), (N, C, 1, 1)), a plain (N, C) matrix."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1)
     if x.dim() > 2 and s > 1 and x.movedim(1, -1).is_contiguous() and not x.is_contiguous():
-        return x, False, n, c, s
+        return _Plan(x, False, 1, c, s, n, c) if per_sample else _Plan(x, False, n, c, s, 1, c)
     x = x.contiguous()
-    # a single position per channel: (N, C) is a row-major matrix, channels on columns
-    return x, not (x.dim() == 2 or s == 1), n, c, s
+    if per_sample:
+        return _Plan(x, True, 1, n * c, s, 1, c)
+    if x.dim() == 2 or s == 1:
+        return _Plan(x, False, n, c, 1, 1, c)
+    return _Plan(x, True, n, c, s, 1, c)
 
 
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -343,11 +387,11 @@ def _splits(n_tiles: int, channel_programs: int, device: torch.device):
     return triton.cdiv(n_tiles, per), per
 
 
-def _reduce(x, dy, mean, backward: bool):
+def _reduce(plan: _Plan, dy, mean, backward: bool):
     """Run the statistics (backward=False) or gradient (backward=True) reduction
-    pass; returns the (3, P, C) partial buffer."""
-    x, on_rows, n, c, s = x
-    if on_rows:
+    pass; returns the (3, P, statistics) float32 partial buffer."""
+    x, n, c, s = plan.x, plan.rows, plan.c, plan.s
+    if plan.on_rows:
         block_s = _fit_block(s, _REDUCE_TILE)
         block_n = min(triton.next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
         s_blocks = triton.cdiv(s, block_s)
@@ -362,9 +406,9 @@ def _reduce(x, dy, mean, backward: bool):
         block_c = min(triton.next_power_of_2(c), 128)
         block_r = max(1, _REDUCE_TILE // block_c)
         c_blocks = triton.cdiv(c, block_c)
-        p, per = _splits(triton.cdiv(r, block_r), c_blocks, x.device)
-        part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
-        _bn_reduce_cols_kernel[(c_blocks, p)](
+        p, per = _splits(triton.cdiv(r, block_r), c_blocks * plan.groups, x.device)
+        part = torch.empty((3, p, plan.stats), device=x.device, dtype=torch.float32)
+        _bn_reduce_cols_kernel[(c_blocks, p, plan.groups)](
             x, dy if backward else x, mean if backward else part, part, r, c, per,
             BACKWARD=backward, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_REDUCE_WARPS,
         )
@@ -378,74 +422,81 @@ def _combine_blocks(p: int, c: int):
     return block_p, block_c, (triton.cdiv(c, block_c),)
 
 
-def _elementwise_grid(on_rows: bool, n: int, c: int, s: int):
-    """(R, K, BLOCK_R, BLOCK_K, grid) for the elementwise kernels."""
-    r, k = (n * c, s) if on_rows else (n * s, c)
-    block_k = _fit_block(k, _ELEMENTWISE_TILE) if on_rows else min(triton.next_power_of_2(k), 128)
+def _elementwise_launch(plan: _Plan):
+    """(R, K, group_rows, BLOCK_R, BLOCK_K, grid) for the elementwise kernels."""
+    if plan.on_rows:
+        r, k, group_rows = plan.rows * plan.c, plan.s, 1
+        block_k = _fit_block(k, _ELEMENTWISE_TILE)
+    else:
+        r, k, group_rows = plan.groups * plan.rows * plan.s, plan.c, plan.rows * plan.s
+        block_k = min(triton.next_power_of_2(k), 128)
     block_r = max(1, _ELEMENTWISE_TILE // block_k)
-    return r, k, block_r, block_k, (triton.cdiv(r, block_r), triton.cdiv(k, block_k))
+    return r, k, group_rows, block_r, block_k, (triton.cdiv(r, block_r), triton.cdiv(k, block_k))
 
 
-def batch_norm_stats(x: torch.Tensor, eps: float = 0.0):
-    """Per-channel (mean, biased var, 1/sqrt(var + eps)) of x (N, C, *) over
-    all dims but 1, float32."""
-    lay = _layout(x)
-    c = x.shape[1]
-    mean, var, rstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
+def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False):
+    """(mean, biased var, 1/sqrt(var + eps)), float32, per channel of x (N, C, *)
+    over all dims but 1; per_sample: per (n, c) over the spatial dims,
+    flattened to (N*C,) (instance norm)."""
+    plan = _plan(x, per_sample)
+    mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
     if x.numel() == 0:
         return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
-    part = _reduce(lay, None, None, backward=False)
+    part = _reduce(plan, None, None, backward=False)
     p = part.shape[1]
-    block_p, block_c, grid = _combine_blocks(p, c)
+    block_p, block_c, grid = _combine_blocks(p, plan.stats)
     _bn_stats_combine_kernel[grid](
-        part, mean, var, rstd, p, c, float(x.numel() // c), eps, BLOCK_P=block_p, BLOCK_C=block_c
+        part, mean, var, rstd, p, plan.stats, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
     )
     return mean, var, rstd
 
 
-def batch_norm_normalize(x, mean, rstd, weight=None, bias=None):
-    """y = (x - mean) * rstd * weight + bias per channel; y keeps x's memory format."""
-    x, on_rows, n, c, s = _layout(x)
-    y = torch.empty_like(x)
+def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool = False):
+    """y = (x - mean) * rstd * weight + bias; y keeps x's memory format."""
+    plan = _plan(x, per_sample)
+    y = torch.empty_like(plan.x)
     if x.numel() == 0:
         return y
-    r, k, block_r, block_k, grid = _elementwise_grid(on_rows, n, c, s)
+    r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_normalize_kernel[grid](
-        x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
-        r, k, c, CHANNELS_ON_ROWS=on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
+        plan.x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
+        r, k, plan.c, plan.features, group_rows,
+        CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
         BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
     )
     return y
 
 
-def batch_norm_backward_reduce(dy, x, mean, rstd):
-    """Per-channel (sum(dy), sum(dy * xhat)), float32."""
-    lay = _layout(x)
-    c = x.shape[1]
-    sum_dy = torch.zeros(c, device=x.device, dtype=torch.float32)
-    sum_dy_xhat = torch.zeros(c, device=x.device, dtype=torch.float32)
+def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
+    """Per statistic (sum(dy), sum(dy * xhat)), float32."""
+    plan = _plan(x, per_sample)
+    sum_dy = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
+    sum_dy_xhat = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
         return sum_dy, sum_dy_xhat
-    part = _reduce(lay, _like(dy, lay[0]), mean, backward=True)
+    part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
     p = part.shape[1]
-    block_p, block_c, grid = _combine_blocks(p, c)
-    _bn_sum_partials_kernel[grid](part, rstd, sum_dy, sum_dy_xhat, p, c, BLOCK_P=block_p, BLOCK_C=block_c)
+    block_p, block_c, grid = _combine_blocks(p, plan.stats)
+    _bn_sum_partials_kernel[grid](part, rstd, sum_dy, sum_dy_xhat, p, plan.stats, BLOCK_P=block_p, BLOCK_C=block_c)
     return sum_dy, sum_dy_xhat
 
 
-def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy=None, sum_dy_xhat=None, m=1, training=True):
-    """dx of batch norm from the channel sums over all ``m`` values per channel
+def batch_norm_backward_input(
+    dy, x, mean, rstd, weight, sum_dy=None, sum_dy_xhat=None, m=1, training=True, per_sample: bool = False
+):
+    """dx of batch norm from the sums over all ``m`` values of each statistic
     (training), or dx = weight * rstd * dy (eval). dx keeps x's memory format."""
-    x, on_rows, n, c, s = _layout(x)
-    dy = _like(dy, x)
-    dx = torch.empty_like(x)
+    plan = _plan(x, per_sample)
+    dy = _like(dy, plan.x)
+    dx = torch.empty_like(plan.x)
     if x.numel() == 0:
         return dx
-    r, k, block_r, block_k, grid = _elementwise_grid(on_rows, n, c, s)
+    r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_backward_input_kernel[grid](
-        dy, x, dx, mean, rstd, weight if weight is not None else rstd,
+        dy, plan.x, dx, mean, rstd, weight if weight is not None else rstd,
         sum_dy if training else rstd, sum_dy_xhat if training else rstd, 1.0 / m,
-        r, k, c, CHANNELS_ON_ROWS=on_rows, HAS_W=weight is not None, TRAINING=training,
+        r, k, plan.c, plan.features, group_rows,
+        CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, TRAINING=training,
         BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
     )
     return dx
@@ -472,6 +523,20 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
     dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
     return dx, sum_dy_xhat, sum_dy
 
+
+def instance_norm_forward(x, weight, bias, eps: float):
+    """(y, mean, rstd, var), statistics per (n, c) flattened to (N*C,) float32."""
+    mean, var, rstd = batch_norm_stats(x, eps, per_sample=True)
+    return batch_norm_normalize(x, mean, rstd, weight, bias, per_sample=True), mean, rstd, var
+
+
+def instance_norm_backward(dy, x, weight, mean, rstd):
+    """(dx, dweight, dbias); the parameter sums of each (n, c) folded over n."""
+    n, c = x.shape[0], x.shape[1]
+    sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd, per_sample=True)
+    m = x.numel() // max(n * c, 1)
+    dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), True, per_sample=True)
+    return dx, sum_dy_xhat.reshape(n, c).sum(0), sum_dy.reshape(n, c).sum(0)
 
 
 # =============================================================================
