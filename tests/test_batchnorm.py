@@ -333,3 +333,60 @@ def test_sync_batchnorm_two_processes_equals_one(tmp_path, backend_name):
     for r in (r0, r1):
         for key, value in ref.state_dict().items():
             close(r["state"][key], value, atol=1e-4)
+
+
+# --- the ops' registration and the reference layer classes ---------------------------
+
+def test_custom_ops_pass_opcheck():
+    """Fake (meta) implementations, schemas and autograd registration agree
+    with the real ops (what torch.compile relies on). Registration does not
+    depend on the backend: the reference runs."""
+    ops = torch.ops.lamina
+    quick = ("test_schema", "test_autograd_registration", "test_faketensor")
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    w, b = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    torch.library.opcheck(ops.batch_norm_forward, (x, w, b, None, None, True, 1e-5))
+    torch.library.opcheck(ops.batch_norm_forward, (x, w, b, torch.zeros(3), torch.ones(3), False, 1e-5), test_utils=quick)
+    torch.library.opcheck(ops.instance_norm_forward, (x, w, None, 1e-5), test_utils=quick)
+    with torch.no_grad():  # the backward op is not differentiated again
+        _, mean, rstd, _ = ops.batch_norm_forward(x, w, b, None, None, True, 1e-5)
+    dy = torch.randn(4, 3, 5)
+    torch.library.opcheck(ops.batch_norm_backward, (dy, x.detach(), w.detach(), mean, rstd, True), test_utils=quick)
+    torch.library.opcheck(
+        ops.instance_norm_backward, (dy, x.detach(), w.detach(), torch.zeros(12), torch.ones(12)), test_utils=quick
+    )
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_reference_layer_classes_match_torch(momentum):
+    import numpy as np
+
+    from lamina.reference import normalization as ref
+
+    ours = ref.BatchNorm(3, momentum=momentum)
+    theirs = torch.nn.BatchNorm2d(3, momentum=momentum).double()
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        x = torch.randn(4, 3, 2, 5, generator=g, dtype=torch.float64) + step
+        dy = torch.randn(4, 3, 2, 5, generator=g, dtype=torch.float64)
+        xt = x.clone().requires_grad_()
+        theirs.zero_grad()
+        y = theirs(xt)
+        y.backward(dy)
+        np.testing.assert_allclose(ours(x.numpy()), y.detach().numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.backward(dy.numpy()), xt.grad.numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), atol=1e-11)
+    np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), atol=1e-12)
+    assert ours.num_batches_tracked == int(theirs.num_batches_tracked)
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(x.numpy()), theirs(x).detach().numpy(), atol=1e-12)
+
+    inst, inst_t = ref.InstanceNorm(3, affine=True), torch.nn.InstanceNorm1d(3, affine=True).double()
+    x = torch.randn(2, 3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    y = inst_t(x)
+    y.backward(torch.ones_like(y) * torch.arange(7.0, dtype=torch.float64))
+    np.testing.assert_allclose(inst(x.detach().numpy()), y.detach().numpy(), atol=1e-12)
+    dx = inst.backward((torch.ones_like(y) * torch.arange(7.0, dtype=torch.float64)).numpy())
+    np.testing.assert_allclose(dx, x.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(inst.grads["weight"], inst_t.weight.grad.numpy(), atol=1e-11)

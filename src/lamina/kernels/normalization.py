@@ -232,12 +232,16 @@ def _bn_sum_partials_kernel(
 
 
 @triton.jit
-def _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+def _bn_tile(
+    R, K, C, CW, group_rows,
+    CHANNELS_ON_ROWS: tl.constexpr, GROUPED: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
     """The tile of program (i, j) in an (R, K) row-major matrix: its offsets,
-    mask, and statistic index (a column of BLOCK_R rows or a row of BLOCK_K
-    columns). On rows, row r holds statistic r % C; on columns, statistic
-    (r // group_rows) * K + column (one group for batch norm, one per sample
-    for instance norm). The weight of statistic i is weight[i % num_features]."""
+    mask, statistic index and feature (weight) index, each a column of BLOCK_R
+    rows or a row of BLOCK_K columns where it can be. On rows, row r holds
+    statistic r % C of feature r % CW; on columns, column k is feature k and,
+    GROUPED (instance norm: one group of group_rows rows per sample),
+    statistic (r // group_rows) * K + k, else statistic k."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
     mask = (rows < R) & (cols < K)
@@ -245,10 +249,16 @@ def _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.co
     if CHANNELS_ON_ROWS:
         stat = rows % C
         smask = rows < R
+        feature = stat % CW
     else:
-        stat = (rows // group_rows) * K + cols
-        smask = mask
-    return offs, mask, stat, smask
+        feature = cols
+        if GROUPED:
+            stat = (rows // group_rows) * K + cols
+            smask = mask
+        else:
+            stat = cols
+            smask = cols < K
+    return offs, mask, stat, smask, feature
 
 
 @triton.jit
@@ -259,21 +269,22 @@ def _bn_normalize_kernel(
     w_ptr, b_ptr,  # (CW,) weight, bias (when HAS_W / HAS_B)
     R, K, C, CW, group_rows,  # CW: num_features, the weight's length
     CHANNELS_ON_ROWS: tl.constexpr,
+    GROUPED: tl.constexpr,
     HAS_W: tl.constexpr,
     HAS_B: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """y = (x - mean[i]) * (rstd[i] * w[c]) + b[c], statistic i of channel c."""
-    offs, mask, i, imask = _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    offs, mask, i, imask, f = _bn_tile(R, K, C, CW, group_rows, CHANNELS_ON_ROWS, GROUPED, BLOCK_R, BLOCK_K)
     mean = tl.load(mean_ptr + i, mask=imask, other=0.0)
     scale = tl.load(rstd_ptr + i, mask=imask, other=0.0)
     if HAS_W:
-        scale *= tl.load(w_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
+        scale *= tl.load(w_ptr + f, mask=imask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = (x - mean) * scale
     if HAS_B:
-        y += tl.load(b_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
+        y += tl.load(b_ptr + f, mask=imask, other=0.0).to(tl.float32)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -287,6 +298,7 @@ def _bn_backward_input_kernel(
     inv_m,  # 1 / values per statistic
     R, K, C, CW, group_rows,
     CHANNELS_ON_ROWS: tl.constexpr,
+    GROUPED: tl.constexpr,
     HAS_W: tl.constexpr,
     TRAINING: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -294,11 +306,11 @@ def _bn_backward_input_kernel(
 ):
     """training: dx = g*rstd*dy - g*rstd*sum(dy)/M - (x - mean) * g*rstd^3*sum(dy*xhat)/rstd/M
        eval:     dx = g*rstd*dy.     (g = weight[c]; coefficients per channel)"""
-    offs, mask, i, imask = _bn_tile(R, K, C, group_rows, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    offs, mask, i, imask, f = _bn_tile(R, K, C, CW, group_rows, CHANNELS_ON_ROWS, GROUPED, BLOCK_R, BLOCK_K)
     rstd = tl.load(rstd_ptr + i, mask=imask, other=0.0)
     a = rstd
     if HAS_W:
-        a *= tl.load(w_ptr + i % CW, mask=imask, other=0.0).to(tl.float32)
+        a *= tl.load(w_ptr + f, mask=imask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dx = a * dy
     if TRAINING:
@@ -379,7 +391,8 @@ def _splits(n_tiles: int, channel_programs: int, device: torch.device):
     fill the GPU a few times over, every program with at least one tile.
     Returns (programs per channel, tiles per program)."""
     if device.type == "cuda":
-        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        # several programs per SM, each streaming many tiles: loads in flight everywhere
+        target = 8 * torch.cuda.get_device_properties(device).multi_processor_count
     else:
         target = 2  # the interpreter: still exercise the multi-program combine
     p = max(1, min(n_tiles, triton.cdiv(target, channel_programs), _MAX_SPLITS))
@@ -461,7 +474,7 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool
     _bn_normalize_kernel[grid](
         plan.x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
         r, k, plan.c, plan.features, group_rows,
-        CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
+        CHANNELS_ON_ROWS=plan.on_rows, GROUPED=plan.groups > 1, HAS_W=weight is not None, HAS_B=bias is not None,
         BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
     )
     return y
@@ -496,7 +509,7 @@ def batch_norm_backward_input(
         dy, plan.x, dx, mean, rstd, weight if weight is not None else rstd,
         sum_dy if training else rstd, sum_dy_xhat if training else rstd, 1.0 / m,
         r, k, plan.c, plan.features, group_rows,
-        CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, TRAINING=training,
+        CHANNELS_ON_ROWS=plan.on_rows, GROUPED=plan.groups > 1, HAS_W=weight is not None, TRAINING=training,
         BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_ELEMENTWISE_WARPS,
     )
     return dx
