@@ -99,11 +99,15 @@ def test_no_running_stats_and_no_affine(backend):
     close(ours(x), theirs(x))
 
 
-def test_tracked_module_in_eval_with_training_false_uses_running_stats(backend):
-    theirs = torch.nn.BatchNorm1d(4, affine=False)
-    ours = lamina.nn.BatchNorm1d(4, affine=False)
+@pytest.mark.parametrize("affine", [False, True])
+def test_eval_uses_running_stats_and_frozen_params(backend, affine):
+    theirs = torch.nn.BatchNorm1d(4, affine=affine)
+    ours = lamina.nn.BatchNorm1d(4, affine=affine)
     train_steps(ours, theirs, (8, 4), steps=2)
     ours.eval(), theirs.eval()
+    if affine:  # frozen: the backward needs no parameter sums
+        for m in (ours, theirs):
+            m.requires_grad_(False)
     x = torch.randn(8, 4, requires_grad=True)
     xb = x.detach().clone().requires_grad_()
     y, yb = ours(x), theirs(xb)

@@ -178,12 +178,18 @@ def _(x, weight, bias, running_mean, running_var, training, eps):
 
 @torch.library.custom_op("lamina::batch_norm_backward", mutates_args=())
 def _batch_norm_backward(
-    dy: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor, training: bool
+    dy: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor, training: bool,
+    param_grads: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); dweight = sum(dy * xhat) and dbias = sum(dy) per
-    channel in the statistics dtype."""
+    channel in the statistics dtype. In eval with ``param_grads`` False the
+    kernels skip the reduction pass (dx needs no sums) and return zeros."""
     if use_kernels(x):
-        dx, dw, db = kernels("normalization").batch_norm_backward(dy, x, weight, mean.float(), rstd.float(), training)
+        dx, dw, db = kernels("normalization").batch_norm_backward(
+            dy, x, weight, mean.float(), rstd.float(), training, param_grads
+        )
+        if dw is None:  # two tensors: a custom op's outputs may not alias each other
+            dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
         return dx, dw.to(mean.dtype), db.to(mean.dtype)
     dx, dw, db = ref_norm.batch_norm_backward(
         to_numpy(dy), (to_numpy(x), to_numpy(weight), to_numpy(mean), to_numpy(rstd), training)
@@ -192,7 +198,7 @@ def _batch_norm_backward(
 
 
 @_batch_norm_backward.register_fake
-def _(dy, x, weight, mean, rstd, training):
+def _(dy, x, weight, mean, rstd, training, param_grads=True):
     return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
 
 
@@ -206,7 +212,8 @@ def _batch_norm_setup(ctx, inputs, output):
 
 def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _batch_norm_backward(dy, x, weight, mean, rstd, ctx.training)
+    param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+    dx, dw, db = _batch_norm_backward(dy, x, weight, mean, rstd, ctx.training, param_grads)
     return (
         dx,
         None if weight is None else dw.to(weight.dtype),
