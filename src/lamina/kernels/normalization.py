@@ -13,6 +13,7 @@ import triton.language as tl
 # batch and instance norm
 # =============================================================================
 
+import functools  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
 #
@@ -27,10 +28,13 @@ from typing import NamedTuple  # noqa: E402
 # Training forward = a statistics pass (each program: a slice of one channel, or
 # of a block of channels, writes float32 partial (count, mean, M2)), a tiny
 # combine pass (Chan's parallel-variance formula across the partials, then
-# mean, rstd and the unbiased variance), and a normalize pass. Backward = a
+# mean, biased variance and rstd), and a normalize pass. Backward = a
 # reduction pass (partial sum(dy), sum(dy * (x - mean))), a tiny combine pass
 # (dbias, dweight) and an elementwise dx pass. Partial buffers, not atomics:
-# results are bit-identical run to run.
+# results are bit-identical run to run. Eval = the normalize pass alone.
+#
+# Instance norm is the same passes with one statistic per (n, c): on rows the
+# (1, N*C, S) view, on columns one group of S rows per sample.
 #
 # Within a program the variance is accumulated around a shift, the mean of the
 # program's first tile: sum(x - K) and sum((x - K)^2). With K close to the
@@ -386,13 +390,18 @@ def _fit_block(k: int, tile: int) -> int:
     return min((tile // 4, tile // 2, tile), key=lambda b: (triton.cdiv(k, b) * b, -b))
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _splits(n_tiles: int, channel_programs: int, device: torch.device):
     """How many programs share one channel (block): enough programs in all to
     fill the GPU a few times over, every program with at least one tile.
     Returns (programs per channel, tiles per program)."""
     if device.type == "cuda":
         # several programs per SM, each streaming many tiles: loads in flight everywhere
-        target = 8 * torch.cuda.get_device_properties(device).multi_processor_count
+        target = 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:
         target = 2  # the interpreter: still exercise the multi-program combine
     p = max(1, min(n_tiles, triton.cdiv(target, channel_programs), _MAX_SPLITS))
