@@ -246,13 +246,15 @@ def _bn_tile(
     statistic r % C of feature r % CW; on columns, column k is feature k and,
     GROUPED (instance norm: one group of group_rows rows per sample),
     statistic (r // group_rows) * K + k, else statistic k."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
+    row_ids = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = row_ids[:, None]
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
     mask = (rows < R) & (cols < K)
     offs = rows.to(tl.int64) * K + cols
     if CHANNELS_ON_ROWS:
-        stat = rows % C
-        smask = rows < R
+        # 1-D over the rows: loaded as vectors, made columns by _bn_param
+        stat = row_ids % C
+        smask = row_ids < R
         feature = stat % CW
     else:
         feature = cols
@@ -263,6 +265,17 @@ def _bn_tile(
             stat = cols
             smask = cols < K
     return offs, mask, stat, smask, feature
+
+
+@triton.jit
+def _bn_param(ptr, idx, mask, CHANNELS_ON_ROWS: tl.constexpr):
+    """Per-statistic (or per-feature) values at idx, float32, shaped to
+    broadcast over the tile. On rows they load as one vector (16-byte loads
+    rather than a scalar load per element) and then stand as a column."""
+    v = tl.load(ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    if CHANNELS_ON_ROWS:
+        v = v[:, None]
+    return v
 
 
 @triton.jit
@@ -281,14 +294,14 @@ def _bn_normalize_kernel(
 ):
     """y = (x - mean[i]) * (rstd[i] * w[c]) + b[c], statistic i of channel c."""
     offs, mask, i, imask, f = _bn_tile(R, K, C, CW, group_rows, CHANNELS_ON_ROWS, GROUPED, BLOCK_R, BLOCK_K)
-    mean = tl.load(mean_ptr + i, mask=imask, other=0.0)
-    scale = tl.load(rstd_ptr + i, mask=imask, other=0.0)
+    mean = _bn_param(mean_ptr, i, imask, CHANNELS_ON_ROWS)
+    scale = _bn_param(rstd_ptr, i, imask, CHANNELS_ON_ROWS)
     if HAS_W:
-        scale *= tl.load(w_ptr + f, mask=imask, other=0.0).to(tl.float32)
+        scale *= _bn_param(w_ptr, f, imask, CHANNELS_ON_ROWS)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = (x - mean) * scale
     if HAS_B:
-        y += tl.load(b_ptr + f, mask=imask, other=0.0).to(tl.float32)
+        y += _bn_param(b_ptr, f, imask, CHANNELS_ON_ROWS)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -311,16 +324,16 @@ def _bn_backward_input_kernel(
     """training: dx = g*rstd*dy - g*rstd*sum(dy)/M - (x - mean) * g*rstd^3*sum(dy*xhat)/rstd/M
        eval:     dx = g*rstd*dy.     (g = weight[c]; coefficients per channel)"""
     offs, mask, i, imask, f = _bn_tile(R, K, C, CW, group_rows, CHANNELS_ON_ROWS, GROUPED, BLOCK_R, BLOCK_K)
-    rstd = tl.load(rstd_ptr + i, mask=imask, other=0.0)
+    rstd = _bn_param(rstd_ptr, i, imask, CHANNELS_ON_ROWS)
     a = rstd
     if HAS_W:
-        a *= tl.load(w_ptr + f, mask=imask, other=0.0).to(tl.float32)
+        a *= _bn_param(w_ptr, f, imask, CHANNELS_ON_ROWS)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dx = a * dy
     if TRAINING:
-        mean = tl.load(mean_ptr + i, mask=imask, other=0.0)
-        sum_dy = tl.load(sum_dy_ptr + i, mask=imask, other=0.0)
-        sum_dy_xhat = tl.load(sum_dy_xhat_ptr + i, mask=imask, other=0.0)
+        mean = _bn_param(mean_ptr, i, imask, CHANNELS_ON_ROWS)
+        sum_dy = _bn_param(sum_dy_ptr, i, imask, CHANNELS_ON_ROWS)
+        sum_dy_xhat = _bn_param(sum_dy_xhat_ptr, i, imask, CHANNELS_ON_ROWS)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         b = a * rstd * sum_dy_xhat * inv_m
         dx = dx - (x - mean) * b - a * sum_dy * inv_m
