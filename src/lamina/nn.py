@@ -169,6 +169,268 @@ class Swish(torch.nn.Module):
 # normalization: batch, sync-batch and instance norm
 # =============================================================================
 
+import inspect  # noqa: E402
+import warnings  # noqa: E402
+
+import torch.distributed as _dist  # noqa: E402
+
+from . import validate  # noqa: E402
+
+__all__ += ["BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d"]
+
+
+def _batch_norm_module_forward(module, input: Tensor) -> Tensor:
+    """torch.nn's _BatchNorm.forward, computing through lamina.functional:
+    momentum=None is a cumulative average (factor 1 / num_batches_tracked);
+    eval uses the running statistics when they are tracked."""
+    module._check_input_dim(input)
+    factor = 0.0 if module.momentum is None else module.momentum
+    if module.training and module.track_running_stats and module.num_batches_tracked is not None:
+        module.num_batches_tracked.add_(1)
+        factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
+    bn_training = module.training or (module.running_mean is None and module.running_var is None)
+    use_running = not module.training or module.track_running_stats
+    return F.batch_norm(
+        input,
+        module.running_mean if use_running else None,
+        module.running_var if use_running else None,
+        module.weight, module.bias, bn_training, factor, module.eps,
+    )
+
+
+class BatchNorm1d(torch.nn.BatchNorm1d):
+    r"""Batch normalization over a 2D or 3D input :math:`(N, C)` or :math:`(N, C, L)`:
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    Ioffe & Szegedy, *Batch Normalization* (2015). Training: statistics of the
+    batch (biased variance to normalize, unbiased into ``running_var``);
+    eval: the running statistics. Same arguments, buffers and state_dict as
+    :class:`torch.nn.BatchNorm1d`.
+
+    Args:
+        num_features: C. eps: added to the variance, default ``1e-5``.
+        momentum: running-statistics factor, default ``0.1``; ``None`` for a
+            cumulative average. affine: learnable weight and bias, default
+            ``True``. track_running_stats: keep running statistics, default ``True``.
+
+    Shape:
+        - Input: :math:`(N, C)` or :math:`(N, C, L)`; Output: same shape.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _batch_norm_module_forward(self, input)
+
+
+class BatchNorm2d(torch.nn.BatchNorm2d):
+    r"""Batch normalization over a 4D input :math:`(N, C, H, W)`, per channel:
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    Arguments, buffers and state_dict as :class:`torch.nn.BatchNorm2d`; see
+    :class:`BatchNorm1d`. NCHW and channels_last inputs are both fast; the
+    output keeps the input's memory format.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`; Output: same shape.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _batch_norm_module_forward(self, input)
+
+
+# --- SyncBatchNorm ----------------------------------------------------------------
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Batch norm whose statistics span every process of a group.
+
+    forward: local (count, mean, M2) per channel; ONE all_reduce of a
+    (world, 3, C) buffer where each rank fills its own row (an all-gather by
+    summation), then Chan's formula merges the ranks' rows, so a large mean
+    does not cancel. backward: local (sum dy, sum dy * xhat); ONE all_reduce
+    of the two packed; dx uses the global sums and the global count.
+    dweight / dbias are the local sums, as torch's SyncBatchNorm returns them
+    (data-parallel training then averages them across ranks)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, eps, momentum, process_group, world_size):
+        c = input.shape[1]
+        count = input.numel() // c
+        mean, var = F._bn_stats(input)
+        sdt = mean.dtype
+        packed = torch.zeros((world_size, 3, c), dtype=sdt, device=input.device)
+        rank = _dist.get_rank(process_group)
+        if count > 0:
+            packed[rank, 0] = count
+            packed[rank, 1] = mean
+            packed[rank, 2] = var * count
+        _dist.all_reduce(packed, group=process_group)
+        counts, means, m2s = packed[:, 0], packed[:, 1], packed[:, 2]
+        total = counts.sum(0)
+        m = int(total[0].item())  # values per channel over all ranks
+        if m == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+        # Chan et al.: merge the ranks' (count, mean, M2)
+        g_mean = (counts * means).sum(0) / total
+        g_var = (m2s + counts * (means - g_mean) ** 2).sum(0) / total
+        rstd = torch.rsqrt(g_var + eps)
+        if m > 0:
+            F._bn_update_running_stats(running_mean, running_var, g_mean, g_var, m, momentum)
+        y = F._bn_normalize(input, g_mean, rstd, weight, bias) if input.numel() else torch.empty_like(input)
+        ctx.save_for_backward(input, weight, g_mean, rstd)
+        ctx.process_group, ctx.m = process_group, m
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        input, weight, mean, rstd = ctx.saved_tensors
+        c = input.shape[1]
+        if input.numel():
+            sum_dy, sum_dy_xhat = F._bn_backward_reduce(dy, input, mean, rstd)
+        else:
+            sum_dy = sum_dy_xhat = torch.zeros(c, dtype=mean.dtype, device=input.device)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            packed = torch.stack([sum_dy, sum_dy_xhat])
+            _dist.all_reduce(packed, group=ctx.process_group)
+            dx = (
+                F._bn_backward_input(dy, input, mean, rstd, weight, packed[0], packed[1], ctx.m)
+                if input.numel() else torch.empty_like(input)
+            )
+        dw = sum_dy_xhat.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        db = sum_dy.to(weight.dtype if weight is not None else dy.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None, None, None, None
+
+
+class SyncBatchNorm(torch.nn.SyncBatchNorm):
+    r"""Batch normalization whose statistics are computed over the whole
+    mini-batch across every process of ``process_group`` (default: the world):
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    One all_reduce forward (the ranks' count, mean and M2 per channel) and
+    one backward (sum dy and sum dy * xhat per channel). Outside a
+    distributed run, in eval, or with one process it is :class:`BatchNorm2d`.
+    Unlike torch's, CPU tensors (gloo) are accepted. Arguments, buffers and
+    state_dict as :class:`torch.nn.SyncBatchNorm`.
+
+    Shape:
+        - Input: :math:`(N, C, *)`; Output: same shape.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        running_mean = self.running_mean if use_running else None
+        running_var = self.running_var if use_running else None
+        need_sync = bn_training and self.training and _dist.is_available() and _dist.is_initialized()
+        if need_sync:
+            process_group = self.process_group or _dist.group.WORLD
+            world_size = _dist.get_world_size(process_group)
+            need_sync = world_size > 1
+        if not need_sync:
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, bn_training, factor, self.eps)
+        validate.floating(input)
+        return _SyncBatchNormFunction.apply(
+            input, self.weight, self.bias, running_mean, running_var, self.eps, factor, process_group, world_size
+        )
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """Every BatchNorm*d in ``module`` replaced by a lamina SyncBatchNorm that
+        shares its parameters and buffers (``module`` itself is returned converted
+        when it is a batch norm)."""
+        converted = module
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            kwargs = {}
+            if "bias" in inspect.signature(torch.nn.SyncBatchNorm.__init__).parameters:
+                kwargs["bias"] = module.bias is not None  # torch versions with BatchNorm(bias=...)
+            converted = cls(
+                module.num_features, module.eps, module.momentum, module.affine,
+                module.track_running_stats, process_group, **kwargs,
+            )
+            if module.affine:
+                with torch.no_grad():
+                    converted.weight = module.weight
+                    converted.bias = module.bias
+            converted.running_mean = module.running_mean
+            converted.running_var = module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+            converted.training = module.training
+            if hasattr(module, "qconfig"):
+                converted.qconfig = module.qconfig
+        for name, child in module.named_children():
+            converted.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return converted
+
+
+# --- InstanceNorm -----------------------------------------------------------------
+
+def _instance_norm_module_forward(module, input: Tensor) -> Tensor:
+    """torch.nn's _InstanceNorm.forward through lamina.functional: unbatched
+    input gets a batch of one; running statistics (when tracked) are updated in
+    training and used in eval."""
+    module._check_input_dim(input)
+    no_batch_dim = module._get_no_batch_dim()
+    feature_dim = input.dim() - no_batch_dim
+    if input.size(feature_dim) != module.num_features:
+        if module.affine:
+            raise ValueError(
+                f"expected input's size at dim={feature_dim} to match num_features"
+                f" ({module.num_features}), but got: {input.size(feature_dim)}."
+            )
+        warnings.warn(
+            f"input's size at dim={feature_dim} does not match num_features. "
+            "You can silence this warning by not passing in num_features, "
+            "which is not used because affine=False"
+        )
+    unbatched = input.dim() == no_batch_dim
+    x = input.unsqueeze(0) if unbatched else input
+    y = F.instance_norm(
+        x, module.running_mean, module.running_var, module.weight, module.bias,
+        module.training or not module.track_running_stats,
+        module.momentum if module.momentum is not None else 0.0, module.eps,
+    )
+    return y.squeeze(0) if unbatched else y
+
+
+class InstanceNorm1d(torch.nn.InstanceNorm1d):
+    r"""Instance normalization over a 2D (unbatched) or 3D input :math:`(N, C, L)`:
+    each (n, c) normalized over L,
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    Ulyanov et al., *Instance Normalization* (2016). Arguments (``affine`` and
+    ``track_running_stats`` default ``False``), buffers and state_dict as
+    :class:`torch.nn.InstanceNorm1d`.
+
+    Shape:
+        - Input: :math:`(N, C, L)` or :math:`(C, L)`; Output: same shape.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _instance_norm_module_forward(self, input)
+
+
+class InstanceNorm2d(torch.nn.InstanceNorm2d):
+    r"""Instance normalization over a 3D (unbatched) or 4D input :math:`(N, C, H, W)`:
+    each (n, c) normalized over H x W. See :class:`InstanceNorm1d`.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`; Output: same shape.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _instance_norm_module_forward(self, input)
+
+
 
 # =============================================================================
 # normalization: layer, RMS and group norm

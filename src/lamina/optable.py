@@ -100,6 +100,49 @@ OPS: list[OpCase] = [
     OpCase("swish", F.swish, _torch_swish, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL,
            kwargs=[{}, {"beta": 1.7}]),
     # ---- normalization: batch, sync-batch, instance ------------------------
+    # Shapes: one channel with several values, primes, (N, C), (N, C, L), 4-D
+    # (also run channels_last and as a strided view), wider than a kernel
+    # tile, empty batch. `stats` makes the (running_mean, running_var)
+    # arguments inside each call, so lamina and torch start from equal fresh
+    # buffers. The shared pieces are bound once by the first `for` clauses.
+    *[
+        OpCase(
+            name,
+            lambda x, *p, _s=stats, _t=train, **kw: F.batch_norm(x, *_s(x), *p, training=_t, **kw),
+            lambda x, *p, _s=stats, _t=train, **kw: TF.batch_norm(x, *_s(x), *p, training=_t, **kw),
+            [(5, 1), (7, 1, 3), (13, 17), (3, 5, 11), (2, 3, 5, 7), (3, 2, 2053), (0, 3, 4)],
+            [(5, 1), (13, 17), (3, 5, 11), (2, 3, 5, 7)],
+            params=params,
+            reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],  # the values of a channel
+        )
+        for affine in [lambda shape, dtype: [torch.randn(shape[1], dtype=torch.float64).to(dtype) for _ in "wb"]]
+        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype))]
+        for eval_stats in [lambda x: (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.dtype),
+                                      torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.dtype))]
+        for name, stats, train, params in [
+            ("batch_norm_train", fresh, True, affine),
+            ("batch_norm_train_no_affine", fresh, True, no_params),
+            ("batch_norm_train_no_running", lambda x: (None, None), True, affine),
+            ("batch_norm_eval", eval_stats, False, affine),
+        ]
+    ],
+    *[
+        OpCase(
+            name,
+            lambda x, *p, _s=stats, **kw: F.instance_norm(x, *_s(x), *p, **kw),
+            lambda x, *p, _s=stats, **kw: TF.instance_norm(x, *_s(x), *p, **kw),
+            [(1, 1, 5), (3, 5, 11), (2, 3, 5, 7), (2, 2, 3, 700)],
+            [(3, 5, 11), (2, 3, 5, 7)],
+            params=params,
+            reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],
+        )
+        for affine in [lambda shape, dtype: [torch.randn(shape[1], dtype=torch.float64).to(dtype) for _ in "wb"]]
+        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype))]
+        for name, stats, params in [
+            ("instance_norm", lambda x: (None, None), affine),
+            ("instance_norm_no_affine_running", fresh, no_params),
+        ]
+    ],
     # ---- normalization: layer, RMS, group ------------------------------------
     # ---- pooling -------------------------------------------------------------
     # ---- dropout -------------------------------------------------------------

@@ -9,3 +9,4 @@ classes on top.
 
 from . import activation  # noqa: F401
 from . import dropout  # noqa: F401
+from . import normalization  # noqa: F401

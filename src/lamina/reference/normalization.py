@@ -16,6 +16,231 @@ from .layer import Layer
 # batch and instance norm
 # =============================================================================
 
+# Batch norm normalizes each channel (dimension 1) over every other dimension:
+# an input (N, C, *) has M = N * prod(*) values per channel.
+
+
+def _channel_axes(x: np.ndarray) -> tuple:
+    """Every axis but the channel axis 1: the axes batch statistics reduce."""
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A (C,) vector shaped (1, C, 1, ...) to broadcast against an ndim input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _stat_dtype(x: np.ndarray):
+    """Statistics in float32 at least, float64 for float64 input."""
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def batch_norm_stats(x: np.ndarray):
+    """Per-channel batch statistics, two passes so a large mean does not cancel:
+
+        mean = sum(x) / M,    var = sum((x - mean)^2) / M    (biased)
+
+    Returns (mean, var, M)."""
+    axes = _channel_axes(x)
+    xs = x.astype(_stat_dtype(x), copy=False)
+    m = int(np.prod([x.shape[a] for a in axes]))
+    mean = xs.mean(axis=axes)
+    var = np.square(xs - _per_channel(mean, x.ndim)).mean(axis=axes)
+    return mean, var, m
+
+
+def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+    """y = (x - mean) * rstd * weight + bias,   rstd = 1 / sqrt(var + eps), per channel.
+
+    training: mean and the biased var are the batch statistics of each
+    channel (over N and every spatial position); otherwise they are
+    ``running_mean`` and ``running_var``. weight / bias None mean 1 / 0.
+
+    Returns (y, cache); cache = (x, weight, mean, rstd, training), what
+    backward needs. The running-statistics update is a separate step,
+    :func:`batch_norm_update_running_stats` (it is not differentiated).
+    """
+    sdt = _stat_dtype(x)
+    if training:
+        mean, var, _ = batch_norm_stats(x)
+    else:
+        mean, var = running_mean.astype(sdt), running_var.astype(sdt)
+    rstd = (1.0 / np.sqrt(var + sdt(eps))).astype(sdt)
+    mean = mean.astype(sdt)
+    y = batch_norm_normalize(x, mean, rstd, weight, bias)
+    return y, (x, weight, mean, rstd, training)
+
+
+def batch_norm_normalize(x, mean, rstd, weight=None, bias=None):
+    """y = (x - mean) * (rstd * weight) + bias, per channel, in the statistics' dtype."""
+    sdt = mean.dtype
+    scale = rstd if weight is None else rstd * weight.astype(sdt)
+    y = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(scale, x.ndim)
+    if bias is not None:
+        y = y + _per_channel(bias.astype(sdt), x.ndim)
+    return y.astype(x.dtype, copy=False)
+
+
+def batch_norm_backward(dy, cache):
+    """Gradients of batch norm, with xhat = (x - mean) * rstd, g = weight:
+
+        dbias   = sum(dy)                 dweight = sum(dy * xhat)      (per channel)
+        training:  dx = rstd / M * (M * g * dy - g * sum(dy) - xhat * g * sum(dy * xhat))
+        eval:      dx = g * rstd * dy     (the running statistics are constants)
+
+    The training form follows from mean and var depending on every x of the
+    channel: d mean / dx = 1/M, d var / dx = 2 (x - mean) / M.
+    Returns (dx, dweight, dbias)."""
+    x, weight, mean, rstd, training = cache
+    sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
+    if training:
+        m = x.size // max(x.shape[1], 1)
+        dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m)
+    else:
+        g = rstd if weight is None else rstd * weight.astype(rstd.dtype)
+        dx = (_per_channel(g, x.ndim) * dy.astype(rstd.dtype, copy=False)).astype(x.dtype, copy=False)
+    return dx, sum_dy_xhat, sum_dy
+
+
+def batch_norm_backward_reduce(dy, x, mean, rstd):
+    """The two per-channel sums the backward needs: (sum(dy), sum(dy * xhat)).
+    They are also dbias and dweight."""
+    sdt = mean.dtype
+    axes = _channel_axes(x)
+    dys = dy.astype(sdt, copy=False)
+    xhat = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(rstd, x.ndim)
+    return dys.sum(axis=axes), (dys * xhat).sum(axis=axes)
+
+
+def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m):
+    """Training dx from the channel sums over all M values (M may span several
+    processes, as in sync batch norm):
+
+        dx = g * rstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
+    """
+    sdt = mean.dtype
+    nd = x.ndim
+    g = rstd if weight is None else rstd * weight.astype(sdt)
+    xhat = (x.astype(sdt, copy=False) - _per_channel(mean, nd)) * _per_channel(rstd, nd)
+    dx = _per_channel(g / m, nd) * (
+        m * dy.astype(sdt, copy=False) - _per_channel(sum_dy, nd) - xhat * _per_channel(sum_dy_xhat, nd)
+    )
+    return dx.astype(x.dtype, copy=False)
+
+
+def batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum):
+    """The running statistics after one training step (returned, not modified):
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+
+    running_var takes the unbiased variance; ``var`` is the biased one the
+    forward normalized with. Returned in the buffers' dtype."""
+    unbiased = var * (m / (m - 1)) if m > 1 else np.full_like(var, np.nan)
+    new_mean = (1 - momentum) * running_mean + momentum * mean
+    new_var = (1 - momentum) * running_var + momentum * unbiased
+    return new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+
+
+def _instance_view(x: np.ndarray) -> np.ndarray:
+    """(N, C, *) seen as (1, N*C, *): each (n, c) pair becomes one channel."""
+    return x.reshape((1, x.shape[0] * x.shape[1]) + x.shape[2:])
+
+
+def instance_norm_forward(x, weight=None, bias=None, eps=1e-5):
+    """y = (x - mean) * rstd * weight[c] + bias[c], with mean and the biased var
+    of each (n, c) over the spatial dimensions: batch norm of the (1, N*C, *)
+    view, weight and bias repeated N times. Returns (y, cache)."""
+    n = x.shape[0]
+    w = None if weight is None else np.tile(weight, n)
+    b = None if bias is None else np.tile(bias, n)
+    y, cache = batch_norm_forward(_instance_view(x), w, b, training=True, eps=eps)
+    return y.reshape(x.shape), (x.shape, weight is not None, cache)
+
+
+def instance_norm_backward(dy, cache):
+    """Batch norm's training backward on the (1, N*C, *) view; dweight and dbias
+    of the repeated parameters are summed over n. Returns (dx, dweight, dbias)."""
+    shape, has_weight, bn_cache = cache
+    dx, dw, db = batch_norm_backward(_instance_view(dy), bn_cache)
+    n, c = shape[0], shape[1]
+    return dx.reshape(shape), dw.reshape(n, c).sum(axis=0), db.reshape(n, c).sum(axis=0)
+
+
+def instance_norm_stats(x: np.ndarray):
+    """Per-channel running-statistics inputs for instance norm, as torch uses them:
+    the (n, c) means and unbiased variances averaged over n.
+    Returns (mean, unbiased var) of shape (C,)."""
+    mean, var, m = batch_norm_stats(_instance_view(x))
+    n, c = x.shape[0], x.shape[1]
+    unbiased = var * (m / (m - 1)) if m > 1 else np.full_like(var, np.nan)
+    return mean.reshape(n, c).mean(axis=0), unbiased.reshape(n, c).mean(axis=0)
+
+
+class BatchNorm(Layer):
+    """Batch norm over dimension 1 of (N, C) or (N, C, *) inputs, with running
+    statistics as torch.nn.BatchNorm*d keeps them: momentum=None means a
+    cumulative average (factor 1 / num_batches_tracked); eval uses the running
+    statistics when tracked, else the batch statistics."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=np.float64):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        if affine:
+            self.params = {"weight": np.ones(num_features, dtype), "bias": np.zeros(num_features, dtype)}
+        self.track_running_stats = track_running_stats
+        if track_running_stats:
+            self.running_mean = np.zeros(num_features, dtype)
+            self.running_var = np.ones(num_features, dtype)
+            self.num_batches_tracked = 0
+        else:
+            self.running_mean = self.running_var = None
+
+    def forward(self, x):
+        use_batch_stats = self.training or self.running_mean is None
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        y, self._cache = batch_norm_forward(
+            x, self.params.get("weight"), self.params.get("bias"),
+            self.running_mean, self.running_var, training=use_batch_stats, eps=self.eps,
+        )
+        if use_batch_stats and self.running_mean is not None and x.size:
+            mean, var, m = batch_norm_stats(x)
+            self.running_mean, self.running_var = batch_norm_update_running_stats(
+                self.running_mean, self.running_var, mean, var, m, factor
+            )
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = batch_norm_backward(dy, self._need_cache())
+        if self.params:
+            self.grads = {"weight": dw, "bias": db}
+        return dx
+
+
+class InstanceNorm(Layer):
+    """Instance norm over (N, C, *) inputs: each (n, c) normalized over its
+    spatial values; optional per-channel affine weight and bias."""
+
+    def __init__(self, num_features, eps=1e-5, affine=False, dtype=np.float64):
+        super().__init__()
+        self.eps = eps
+        if affine:
+            self.params = {"weight": np.ones(num_features, dtype), "bias": np.zeros(num_features, dtype)}
+
+    def forward(self, x):
+        y, self._cache = instance_norm_forward(x, self.params.get("weight"), self.params.get("bias"), self.eps)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = instance_norm_backward(dy, self._need_cache())
+        if self.params:
+            self.grads = {"weight": dw, "bias": db}
+        return dx
+
+
 
 # =============================================================================
 # layer, RMS and group norm
