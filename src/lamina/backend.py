@@ -20,6 +20,13 @@ import torch
 
 BACKENDS = ("auto", "reference", "triton")
 
+# Triton fixes at import whether its own library functions (tl.sum, tl.max,
+# ...) are interpreted, and torch imports triton on the first custom-op call
+# (through torch._dynamo), before kernels() below runs: without CUDA, switch
+# the interpreter on as soon as lamina is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _backend = os.environ.get("LAMINA_BACKEND", "auto").strip().lower() or "auto"
 if _backend not in BACKENDS:
     raise ValueError(f"LAMINA_BACKEND must be one of {BACKENDS}, got {_backend!r}")

@@ -318,7 +318,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     if m == 0 or n == 0:
         dx.zero_()
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
-        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty
+        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
     rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
     programs = min(_programs_per_device(x), triton.cdiv(m, rows))
@@ -335,10 +335,11 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     else:
         _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags)
     if not need_partials:
-        return dx, empty, empty
+        return dx, empty, empty.clone()
     sums = part.sum(dim=0)  # (2, N): deterministic second pass over the partial rows
-    dweight = sums[0].reshape(normalized_shape).to(pdtype) if has_weight else empty
-    dbias = sums[1].reshape(normalized_shape).to(pdtype) if has_bias else empty
+    # copies, not views of one buffer: a custom op's outputs must not alias
+    dweight = sums[0].reshape(normalized_shape).to(pdtype, copy=True) if has_weight else empty
+    dbias = sums[1].reshape(normalized_shape).to(pdtype, copy=True) if has_bias else empty.clone()
     return dx, dweight, dbias
 
 
@@ -576,7 +577,7 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     if xv.numel() == 0:
         dx.zero_()
         zeros = torch.zeros(c, dtype=pdtype, device=x.device)
-        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty
+        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     weight = weight.contiguous() if has_weight else xv
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
@@ -593,8 +594,8 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
         HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
     if not (has_weight or has_bias):
-        return dx, empty, empty
+        return dx, empty, empty.clone()
     channel_sums = channel_part.sum(dim=(1, 3))  # (2, C)
-    dweight = channel_sums[0].to(pdtype) if has_weight else empty
-    dbias = channel_sums[1].to(pdtype) if has_bias else empty
+    dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
+    dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
     return dx, dweight, dbias

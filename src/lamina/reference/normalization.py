@@ -197,7 +197,7 @@ class RMSNorm(Layer):
 
 def _grouped(a: np.ndarray, num_groups: int) -> np.ndarray:
     """(N, C, *S) -> (N, G, C/G * prod(S)): one row per (sample, group)."""
-    return a.reshape(a.shape[0], num_groups, -1)
+    return a.reshape(a.shape[0], num_groups, a.shape[1] // num_groups * int(np.prod(a.shape[2:])))
 
 
 def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
