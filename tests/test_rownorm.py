@@ -144,7 +144,7 @@ def test_kernel_gradients_bit_identical_run_to_run(op, backend):
     """Parameter gradients go through per-program partials, not atomics."""
     backend("triton")
     torch.manual_seed(0)
-    x = torch.randn(37, 6, 40)
+    x = torch.randn(5, 6, 40)
     w, b = torch.randn(40), torch.randn(40)
     if op == "group_norm":
         w, b = torch.randn(6), torch.randn(6)
@@ -153,7 +153,7 @@ def test_kernel_gradients_bit_identical_run_to_run(op, backend):
         "rms_norm": lambda x, w, b: F.rms_norm(x, [40], w) + 0 * b.sum(),
         "group_norm": lambda x, w, b: F.group_norm(x, 3, w, b),
     }
-    dy = torch.randn(37, 6, 40)
+    dy = torch.randn(5, 6, 40)
 
     def grads():
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
@@ -164,15 +164,43 @@ def test_kernel_gradients_bit_identical_run_to_run(op, backend):
         assert torch.equal(first, second)
 
 
-def test_empty_inputs_like_torch():
-    for fn in (lambda m, x: m.layer_norm(x, [5]), lambda m, x: m.rms_norm(x, [5])):
-        x = torch.randn(0, 5, requires_grad=True)
+@pytest.mark.parametrize("with_kernels", [False, True])
+def test_empty_inputs_like_torch(with_kernels, backend):
+    backend("triton" if with_kernels else "auto")
+    w, b = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    for fn, shape in (
+        (lambda m, x: m.layer_norm(x, [5], w, b), (0, 5)),
+        (lambda m, x: m.rms_norm(x, [5], w), (0, 5)),
+        (lambda m, x: m.group_norm(x, 5, w, b), (0, 5, 3)),
+    ):
+        x = torch.randn(shape, requires_grad=True)
         y = fn(F, x)
         assert y.shape == fn(TF, x).shape
-        y.sum().backward()
-        assert x.grad.shape == x.shape
-    x = torch.randn(3, 0)
-    assert F.layer_norm(x, [0]).shape == (3, 0)
+        dx, dw = torch.autograd.grad(y.sum(), (x, w))
+        assert dx.shape == x.shape
+        assert torch.equal(dw, torch.zeros(5))
+    assert F.layer_norm(torch.randn(3, 0), [0]).shape == (3, 0)
+
+
+def test_torch_compile_fullgraph_sees_plain_ops():
+    """Fake implementations and the autograd formula work under
+    torch.compile(fullgraph=True) (aot_eager: no C++ compiler needed)."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 6, 5, requires_grad=True), torch.randn(5, requires_grad=True), torch.randn(6, requires_grad=True)
+    for fn in (
+        lambda x, w, b: F.layer_norm(x, [5], w, None),
+        lambda x, w, b: F.rms_norm(x, [5], w),
+        lambda x, w, b: F.group_norm(x, 3, None, b),
+    ):
+        compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+        y = compiled(x, w, b)
+        torch.testing.assert_close(y, fn(x, w, b))
+        grads = torch.autograd.grad(y.square().sum(), (x, w, b), allow_unused=True)
+        expected = torch.autograd.grad(fn(x, w, b).square().sum(), (x, w, b), allow_unused=True)
+        for g, e in zip(grads, expected):
+            assert (g is None) == (e is None)
+            if g is not None:
+                torch.testing.assert_close(g, e)
 
 
 def test_custom_ops_pass_opcheck():

@@ -336,10 +336,10 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags)
     if not need_partials:
         return dx, empty, empty.clone()
-    sums = part.sum(dim=0)  # (2, N): deterministic second pass over the partial rows
-    # copies, not views of one buffer: a custom op's outputs must not alias
-    dweight = sums[0].reshape(normalized_shape).to(pdtype, copy=True) if has_weight else empty
-    dbias = sums[1].reshape(normalized_shape).to(pdtype, copy=True) if has_bias else empty.clone()
+    # the deterministic second pass: one sum over the partial rows a parameter
+    # (two separate results: a custom op's outputs must not alias each other)
+    dweight = part[:, 0].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_weight else empty
+    dbias = part[:, 1].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_bias else empty.clone()
     return dx, dweight, dbias
 
 
@@ -559,7 +559,7 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
     _group_norm_apply_kernel[grid](
-        xv, y, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd, *shape_args,
+        xv, y, weight.contiguous() if weight is not None else xv, bias.contiguous() if bias is not None else xv, mean, rstd, *shape_args,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
     return y, mean, rstd
