@@ -97,24 +97,26 @@ __all__ += ["layer_norm", "rms_norm", "group_norm"]
 # backward rebuilds xhat from x and them. Backward returns (dx, dweight,
 # dbias) with empty tensors standing for "no such parameter", which the
 # autograd formulas turn into None.
+# (_rn_ marks this section's private helpers, so that they cannot collide
+# with the batch/instance norm section's names in the same module.)
 
 
-def _stat_dtype(x: Tensor) -> torch.dtype:
+def _rn_stat_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _lead_numel(x: Tensor, normalized_shape) -> int:
+def _rn_lead_numel(x: Tensor, normalized_shape) -> int:
     n = 1
     for size in x.shape[: x.dim() - len(normalized_shape)]:
         n *= size
     return n
 
 
-def _stats_to_torch(a, like: Tensor) -> Tensor:
-    return to_torch(a.reshape(-1), like, _stat_dtype(like))
+def _rn_stats_to_torch(a, like: Tensor) -> Tensor:
+    return to_torch(a.reshape(-1), like, _rn_stat_dtype(like))
 
 
-def _param_grad_to_torch(g, param: Optional[Tensor], like: Tensor) -> Tensor:
+def _rn_param_grad_to_torch(g, param: Optional[Tensor], like: Tensor) -> Tensor:
     if g is None or param is None:
         return like.new_empty(0, dtype=param.dtype if param is not None else like.dtype)
     return to_torch(g, param)
@@ -158,13 +160,13 @@ def _layer_norm_forward(
         return kernels("normalization").row_norm_forward(x, normalized_shape, weight, bias, eps, rms=False)
     y, (_, mean, rstd, _, _, _) = ref_rownorm.layer_norm_forward(
         to_numpy(x), normalized_shape, to_numpy(weight), to_numpy(bias), eps)
-    return to_torch(y, x), _stats_to_torch(mean, x), _stats_to_torch(rstd, x)
+    return to_torch(y, x), _rn_stats_to_torch(mean, x), _rn_stats_to_torch(rstd, x)
 
 
 @_layer_norm_forward.register_fake
 def _(x, normalized_shape, weight, bias, eps):
-    m = _lead_numel(x, normalized_shape)
-    stat = _stat_dtype(x)
+    m = _rn_lead_numel(x, normalized_shape)
+    stat = _rn_stat_dtype(x)
     return x.new_empty(x.shape), x.new_empty(m, dtype=stat), x.new_empty(m, dtype=stat)
 
 
@@ -179,7 +181,7 @@ def _layer_norm_backward(
     dx, dweight, dbias = ref_rownorm.layer_norm_backward(to_numpy(dy), cache)
     pdtype = weight.dtype if weight is not None else x.dtype
     dbias_t = to_torch(dbias, x, pdtype) if has_bias else x.new_empty(0, dtype=pdtype)
-    return to_torch(dx, x), _param_grad_to_torch(dweight, weight, x), dbias_t
+    return to_torch(dx, x), _rn_param_grad_to_torch(dweight, weight, x), dbias_t
 
 
 @_layer_norm_backward.register_fake
@@ -229,12 +231,12 @@ def _rms_norm_forward(x: Tensor, normalized_shape: _List[int], weight: Optional[
         y, _, rstd = kernels("normalization").row_norm_forward(x, normalized_shape, weight, None, eps, rms=True)
         return y, rstd
     y, (_, rstd, _, _) = ref_rownorm.rms_norm_forward(to_numpy(x), normalized_shape, to_numpy(weight), eps)
-    return to_torch(y, x), _stats_to_torch(rstd, x)
+    return to_torch(y, x), _rn_stats_to_torch(rstd, x)
 
 
 @_rms_norm_forward.register_fake
 def _(x, normalized_shape, weight, eps):
-    return x.new_empty(x.shape), x.new_empty(_lead_numel(x, normalized_shape), dtype=_stat_dtype(x))
+    return x.new_empty(x.shape), x.new_empty(_rn_lead_numel(x, normalized_shape), dtype=_rn_stat_dtype(x))
 
 
 @torch.library.custom_op("lamina::rms_norm_backward", mutates_args=())
@@ -246,7 +248,7 @@ def _rms_norm_backward(
         return dx, dweight
     cache = (to_numpy(x), _row_norm_cache_stats(x, normalized_shape, rstd), to_numpy(weight), len(normalized_shape))
     dx, dweight = ref_rownorm.rms_norm_backward(to_numpy(dy), cache)
-    return to_torch(dx, x), _param_grad_to_torch(dweight, weight, x)
+    return to_torch(dx, x), _rn_param_grad_to_torch(dweight, weight, x)
 
 
 @_rms_norm_backward.register_fake
@@ -287,7 +289,7 @@ def rms_norm(input: Tensor, normalized_shape: _List[int], weight: Optional[Tenso
 
 # --- group_norm ------------------------------------------------------------------
 
-def _like_memory_format(t: Tensor, x: Tensor) -> Tensor:
+def _rn_like_memory_format(t: Tensor, x: Tensor) -> Tensor:
     """t (contiguous) in x's channels-last format when x has it, as torch's
     group_norm keeps the input's memory format."""
     if not x.is_contiguous():
@@ -304,12 +306,12 @@ def _group_norm_forward(
     if use_kernels(x):
         return kernels("normalization").group_norm_forward(x, num_groups, weight, bias, eps)
     y, (_, mean, rstd, _, _) = ref_rownorm.group_norm_forward(to_numpy(x), num_groups, to_numpy(weight), to_numpy(bias), eps)
-    return _like_memory_format(to_torch(y, x), x), _stats_to_torch(mean, x), _stats_to_torch(rstd, x)
+    return _rn_like_memory_format(to_torch(y, x), x), _rn_stats_to_torch(mean, x), _rn_stats_to_torch(rstd, x)
 
 
 @_group_norm_forward.register_fake
 def _(x, num_groups, weight, bias, eps):
-    stat = _stat_dtype(x)
+    stat = _rn_stat_dtype(x)
     m = x.shape[0] * num_groups
     return torch.empty_like(x), x.new_empty(m, dtype=stat), x.new_empty(m, dtype=stat)
 
@@ -325,7 +327,7 @@ def _group_norm_backward(
     dx, dweight, dbias = ref_rownorm.group_norm_backward(to_numpy(dy), cache)
     pdtype = weight.dtype if weight is not None else x.dtype
     dbias_t = to_torch(dbias, x, pdtype) if has_bias else x.new_empty(0, dtype=pdtype)
-    return _like_memory_format(to_torch(dx, x), x), _param_grad_to_torch(dweight, weight, x), dbias_t
+    return _rn_like_memory_format(to_torch(dx, x), x), _rn_param_grad_to_torch(dweight, weight, x), dbias_t
 
 
 @_group_norm_backward.register_fake

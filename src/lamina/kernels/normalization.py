@@ -35,6 +35,8 @@ import triton.language as tl
 #   forward  - tile partials (count, mean, M2) -> per-group combine -> y pass.
 #   backward - tile partials of sum(g), sum(g * xhat) and per-channel
 #              sum(dy * xhat), sum(dy) -> torch sums -> dx pass.
+# (_rn_ marks this section's private helpers, so that they cannot collide
+# with the batch/instance norm section's names in the same module.)
 
 import math
 import os
@@ -65,12 +67,12 @@ def _interpreter_loops_fix() -> None:
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_loops_fix()
 
-_TILE = 4096  # elements a program holds at once (16 KB of float32)
+_RN_TILE = 4096  # elements a program holds at once (16 KB of float32)
 _WIDE_ROW_FORWARD = 16384  # wider rows are looped over in forward
 _WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
 
 
-def _programs_per_device(t: torch.Tensor) -> int:
+def _rn_programs_per_device(t: torch.Tensor) -> int:
     """About four programs an SM on the GPU; a handful under the interpreter
     (so that the row loops run more than once in CI)."""
     if t.is_cuda:
@@ -78,7 +80,7 @@ def _programs_per_device(t: torch.Tensor) -> int:
     return 3
 
 
-def _stat_dtype(x: torch.Tensor) -> torch.dtype:
+def _rn_stat_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
@@ -270,7 +272,7 @@ def _row_tile(n: int, wide: int):
     block = row_block(n)
     if block > wide:
         return 1, 4096, True
-    rows = max(1, min(128, _TILE // block))
+    rows = max(1, min(128, _RN_TILE // block))
     return rows, block, False
 
 
@@ -283,7 +285,7 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
     x2 = _rows(x, normalized_shape)
     m = x2.shape[0]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    stat = _stat_dtype(x)
+    stat = _rn_stat_dtype(x)
     mean = torch.empty(0 if rms else m, dtype=stat, device=x.device)
     rstd = torch.empty(m, dtype=stat, device=x.device)
     if m == 0 or n == 0:
@@ -321,7 +323,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
     rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
-    programs = min(_programs_per_device(x), triton.cdiv(m, rows))
+    programs = min(_rn_programs_per_device(x), triton.cdiv(m, rows))
     rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
     programs = triton.cdiv(m, rows_per_program)
     need_partials = has_weight or has_bias
@@ -521,13 +523,13 @@ def _group_view(x: torch.Tensor):
 
 
 def _group_tiles(cpg: int, s: int, channels_contiguous: bool):
-    """(C_BLOCK, S_BLOCK): about _TILE elements, long along the contiguous dim."""
+    """(C_BLOCK, S_BLOCK): about _RN_TILE elements, long along the contiguous dim."""
     if channels_contiguous:
-        c_block = min(row_block(cpg), _TILE)
-        s_block = min(row_block(s), max(1, _TILE // c_block))
+        c_block = min(row_block(cpg), _RN_TILE)
+        s_block = min(row_block(s), max(1, _RN_TILE // c_block))
     else:
-        s_block = min(row_block(s), _TILE)
-        c_block = min(row_block(cpg), max(1, _TILE // s_block))
+        s_block = min(row_block(s), _RN_TILE)
+        c_block = min(row_block(cpg), max(1, _RN_TILE // s_block))
     return c_block, s_block
 
 
@@ -543,7 +545,7 @@ def _group_launch(x, num_groups):
 def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     """Returns (y, mean, rstd): y like x (same memory format), mean and rstd
     of shape (N*G,) in float32 (float64 for float64 x)."""
-    stat = _stat_dtype(x)
+    stat = _rn_stat_dtype(x)
     mean = torch.empty(x.shape[0] * num_groups, dtype=stat, device=x.device)
     rstd = torch.empty_like(mean)
     xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups)

@@ -27,17 +27,25 @@ from .layer import Layer
 # its float32 (float64 for float64 input) statistics, the weight and whether
 # there was a bias: backward rebuilds xhat from them, so the same cache can be
 # made from the tensors that lamina.functional saves.
+# (_rn_ marks this section's private helpers, so that they cannot collide
+# with the batch/instance norm section's names in the same module.)
 
-def _stat_dtype(x: np.ndarray):
+def _rn_stat_dtype(x: np.ndarray):
     """float64 statistics for float64 input, float32 for everything else."""
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def _trailing_axes(x: np.ndarray, n: int):
+def _rn_safe_mean(a: np.ndarray, axes) -> np.ndarray:
+    """mean over ``axes`` keeping them; NaN (no warning) where they are empty."""
+    count = int(np.prod([a.shape[i] for i in axes]))
+    return np.sum(a, axis=axes, keepdims=True) / (count if count else np.nan)
+
+
+def _rn_trailing_axes(x: np.ndarray, n: int):
     return tuple(range(x.ndim - n, x.ndim))
 
 
-def _normalized_backward(g: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, axes, center: bool):
+def _rn_normalized_backward(g: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, axes, center: bool):
     """dx of xhat = (x - mean) * rstd (center=True) or xhat = x * rstd, given
     g = dL/dxhat, with the statistics taken over ``axes``:
 
@@ -50,7 +58,7 @@ def _normalized_backward(g: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, axes
     return rstd * dx
 
 
-def _param_grads(dy, xhat, weight, has_bias, reduce_axes, param_shape):
+def _rn_param_grads(dy, xhat, weight, has_bias, reduce_axes, param_shape):
     """dweight = sum(dy * xhat), dbias = sum(dy) over every axis but the
     parameter's; None where there is no such parameter."""
     dweight = None if weight is None else np.sum(dy * xhat, axis=reduce_axes).reshape(param_shape).astype(weight.dtype)
@@ -71,11 +79,11 @@ def layer_norm_forward(x: np.ndarray, normalized_shape, weight=None, bias=None, 
     ``mean`` and ``rstd`` keep the reduced dims (size 1).
     """
     ndim = len(tuple(normalized_shape))
-    axes = _trailing_axes(x, ndim)
-    xs = x.astype(_stat_dtype(x))
+    axes = _rn_trailing_axes(x, ndim)
+    xs = x.astype(_rn_stat_dtype(x))
     with np.errstate(invalid="ignore", divide="ignore"):  # empty rows give NaN, as in torch
-        mean = _safe_mean(xs, axes)
-        var = _safe_mean((xs - mean) ** 2, axes)
+        mean = _rn_safe_mean(xs, axes)
+        var = _rn_safe_mean((xs - mean) ** 2, axes)
         rstd = 1.0 / np.sqrt(var + eps)
     xhat = (xs - mean) * rstd
     y = xhat
@@ -96,13 +104,13 @@ def layer_norm_backward(dy: np.ndarray, cache):
     Returns ``(dx, dweight, dbias)``, None for a missing weight or bias.
     """
     x, mean, rstd, weight, has_bias, ndim = cache
-    axes = _trailing_axes(x, ndim)
+    axes = _rn_trailing_axes(x, ndim)
     xhat = (x.astype(mean.dtype) - mean) * rstd
     dys = dy.astype(mean.dtype)
     g = dys if weight is None else dys * weight
-    dx = _normalized_backward(g, xhat, rstd, axes, center=True) if x.size else np.zeros_like(xhat)
+    dx = _rn_normalized_backward(g, xhat, rstd, axes, center=True) if x.size else np.zeros_like(xhat)
     lead = tuple(range(x.ndim - ndim))
-    dweight, dbias = _param_grads(dys, xhat, weight, has_bias, lead, x.shape[x.ndim - ndim:])
+    dweight, dbias = _rn_param_grads(dys, xhat, weight, has_bias, lead, x.shape[x.ndim - ndim:])
     return dx.astype(x.dtype), dweight, dbias
 
 
@@ -146,10 +154,10 @@ def rms_norm_forward(x: np.ndarray, normalized_shape, weight=None, eps=None):
     Returns ``y`` and the cache ``(x, rstd, weight, ndim)``.
     """
     ndim = len(tuple(normalized_shape))
-    axes = _trailing_axes(x, ndim)
-    xs = x.astype(_stat_dtype(x))
+    axes = _rn_trailing_axes(x, ndim)
+    xs = x.astype(_rn_stat_dtype(x))
     with np.errstate(invalid="ignore", divide="ignore"):
-        rstd = 1.0 / np.sqrt(_safe_mean(xs * xs, axes) + rms_eps(x.dtype, eps))
+        rstd = 1.0 / np.sqrt(_rn_safe_mean(xs * xs, axes) + rms_eps(x.dtype, eps))
     y = xs * rstd
     if weight is not None:
         y = y * weight
@@ -165,13 +173,13 @@ def rms_norm_backward(dy: np.ndarray, cache):
     Returns ``(dx, dweight)``, dweight None without a weight.
     """
     x, rstd, weight, ndim = cache
-    axes = _trailing_axes(x, ndim)
+    axes = _rn_trailing_axes(x, ndim)
     xhat = x.astype(rstd.dtype) * rstd
     dys = dy.astype(rstd.dtype)
     g = dys if weight is None else dys * weight
-    dx = _normalized_backward(g, xhat, rstd, axes, center=False) if x.size else np.zeros_like(xhat)
+    dx = _rn_normalized_backward(g, xhat, rstd, axes, center=False) if x.size else np.zeros_like(xhat)
     lead = tuple(range(x.ndim - ndim))
-    dweight, _ = _param_grads(dys, xhat, weight, False, lead, x.shape[x.ndim - ndim:])
+    dweight, _ = _rn_param_grads(dys, xhat, weight, False, lead, x.shape[x.ndim - ndim:])
     return dx.astype(x.dtype), dweight
 
 
@@ -195,7 +203,7 @@ class RMSNorm(Layer):
 
 # --- GroupNorm ---------------------------------------------------------------
 
-def _grouped(a: np.ndarray, num_groups: int) -> np.ndarray:
+def _rn_grouped(a: np.ndarray, num_groups: int) -> np.ndarray:
     """(N, C, *S) -> (N, G, C/G * prod(S)): one row per (sample, group)."""
     return a.reshape(a.shape[0], num_groups, a.shape[1] // num_groups * int(np.prod(a.shape[2:])))
 
@@ -211,10 +219,10 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     Returns ``y`` and the cache ``(x, mean, rstd, weight, has_bias)``, with
     ``mean`` and ``rstd`` of shape (N, G).
     """
-    xs = _grouped(x.astype(_stat_dtype(x)), num_groups)
+    xs = _rn_grouped(x.astype(_rn_stat_dtype(x)), num_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = _safe_mean(xs, (2,))
-        var = _safe_mean((xs - mean) ** 2, (2,))
+        mean = _rn_safe_mean(xs, (2,))
+        var = _rn_safe_mean((xs - mean) ** 2, (2,))
         rstd = 1.0 / np.sqrt(var + eps)
     xhat = ((xs - mean) * rstd).reshape(x.shape)
     channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector over (N, C, *S)
@@ -238,16 +246,16 @@ def group_norm_backward(dy: np.ndarray, cache):
     num_groups = mean.shape[1]
     stat = mean.dtype
     mean, rstd = mean[..., None], rstd[..., None]
-    xhat = (_grouped(x.astype(stat), num_groups) - mean) * rstd
+    xhat = (_rn_grouped(x.astype(stat), num_groups) - mean) * rstd
     channel = (1, -1) + (1,) * (x.ndim - 2)
     dys = dy.astype(stat)
     g = dys if weight is None else dys * weight.reshape(channel)
     if x.size:
-        dx = _normalized_backward(_grouped(g, num_groups), xhat, rstd, (2,), center=True).reshape(x.shape)
+        dx = _rn_normalized_backward(_rn_grouped(g, num_groups), xhat, rstd, (2,), center=True).reshape(x.shape)
     else:
         dx = np.zeros(x.shape, stat)
     reduce_axes = (0,) + tuple(range(2, x.ndim))
-    dweight, dbias = _param_grads(dys, xhat.reshape(x.shape), weight, has_bias, reduce_axes, (x.shape[1],))
+    dweight, dbias = _rn_param_grads(dys, xhat.reshape(x.shape), weight, has_bias, reduce_axes, (x.shape[1],))
     return dx.astype(x.dtype), dweight, dbias
 
 
@@ -270,8 +278,3 @@ class GroupNorm(Layer):
         self.grads = {k: v for k, v in (("weight", dweight), ("bias", dbias)) if v is not None}
         return dx
 
-
-def _safe_mean(a: np.ndarray, axes) -> np.ndarray:
-    """mean over ``axes`` keeping them; NaN (no warning) where they are empty."""
-    count = int(np.prod([a.shape[i] for i in axes]))
-    return np.sum(a, axis=axes, keepdims=True) / (count if count else np.nan)
