@@ -108,7 +108,7 @@ def _rownorm_cases():
     row2_shapes = [(1, 1), (3, 7, 11), (2, 3, 5, 7), (0, 4, 3)]
     row2_small = [(3, 4, 5)]
     group_shapes = [(2, 6), (3, 6, 7), (2, 6, 5, 7), (1, 4, 70, 70), (0, 6, 3), (2, 12, 3, 2)]
-    group_small = [(3, 6, 4), (2, 4, 3, 5)]
+    group_small = [(3, 6, 4), (2, 4, 3, 5)]  # whole group a program; split groups: tests/test_rownorm.py
     return [
         layer_norm_case("layer_norm", 1, row_shapes, row_small),
         layer_norm_case("layer_norm_last2", 2, row2_shapes, row2_small),

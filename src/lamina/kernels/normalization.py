@@ -508,6 +508,65 @@ def _group_norm_backward_dx_kernel(
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _group_norm_forward_whole_kernel(
+    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel
+    inv_count,  # 1 / (C/G * S)
+    G, CPG, S, stride_n, stride_c, stride_s, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    # the whole (sample, group) block in one tile: statistics and y from a
+    # single read, one launch
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(tl.sum(x, axis=1), axis=0) * inv_count
+    xc = tl.where(mask, x - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count + eps)
+    tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+    tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+    scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
+    if HAS_WEIGHT:
+        scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    y = xc * scale[:, None]
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_norm_backward_whole_kernel(
+    dy_ptr, x_ptr, dx_ptr, w_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_backward_dx_kernel
+    channel_part_ptr,  # (2, N, C, 1) float32: sum(dy * xhat), sum(dy) over the positions
+    inv_count, N, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    # the whole (sample, group) block in one tile: the group sums need no
+    # partials, so dx and the per-channel partials come from one read
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    mean_g = tl.sum(tl.sum(g, axis=1), axis=0) * inv_count
+    mean_gx = tl.sum(tl.sum(g * xhat, axis=1), axis=0) * inv_count
+    dx = (g - mean_g - xhat * mean_gx) * rstd
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    C = G * CPG
+    chan = channel_part_ptr + n * C + channels
+    tl.store(chan, tl.sum(dy * xhat, axis=1), mask=c_ok)
+    tl.store(chan + N * C, tl.sum(dy, axis=1), mask=c_ok)
+
+
 def _group_view(x: torch.Tensor):
     """(x or a contiguous copy, (N, C, S), (stride_n, stride_c, stride_s)) for
     an input (N, C, *spatial): contiguous (NCHW) and channels-last inputs are
@@ -522,8 +581,17 @@ def _group_view(x: torch.Tensor):
     return x, (n, c, s), (c * s, s, 1)
 
 
-def _group_tiles(cpg: int, s: int, channels_contiguous: bool):
-    """(C_BLOCK, S_BLOCK): about _RN_TILE elements, long along the contiguous dim."""
+# a (sample, group) block up to this many elements (padded to powers of two)
+# is held whole by one program: forward holds x, backward x, dy and more
+_RN_WHOLE_GROUP_FORWARD = 16384
+_RN_WHOLE_GROUP_BACKWARD = 8192
+
+
+def _group_tiles(cpg: int, s: int, channels_contiguous: bool, whole_limit: int):
+    """(C_BLOCK, S_BLOCK): the whole group when it fits in whole_limit, else
+    about _RN_TILE elements, long along the contiguous dim."""
+    if row_block(cpg) * row_block(s) <= whole_limit:
+        return row_block(cpg), row_block(s)
     if channels_contiguous:
         c_block = min(row_block(cpg), _RN_TILE)
         s_block = min(row_block(s), max(1, _RN_TILE // c_block))
@@ -533,10 +601,10 @@ def _group_tiles(cpg: int, s: int, channels_contiguous: bool):
     return c_block, s_block
 
 
-def _group_launch(x, num_groups):
+def _group_launch(x, num_groups, whole_limit):
     x, (n, c, s), strides = _group_view(x)
     cpg = c // num_groups
-    c_block, s_block = _group_tiles(cpg, s, strides[1] == 1 and s > 1)
+    c_block, s_block = _group_tiles(cpg, s, strides[1] == 1 and s > 1, whole_limit)
     s_tiles = triton.cdiv(s, s_block)
     tiles = triton.cdiv(cpg, c_block) * s_tiles
     return x, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles
@@ -548,7 +616,7 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     stat = _rn_stat_dtype(x)
     mean = torch.empty(x.shape[0] * num_groups, dtype=stat, device=x.device)
     rstd = torch.empty_like(mean)
-    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups)
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _RN_WHOLE_GROUP_FORWARD)
     y = torch.empty_like(xv)  # a dense tensor: same strides as xv
     if xv.numel() == 0:
         mean.fill_(float("nan"))
@@ -557,20 +625,23 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
+    w = weight.contiguous() if weight is not None else xv
+    b = bias.contiguous() if bias is not None else xv
+    flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
+    if tiles == 1:
+        _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
+        return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
-    _group_norm_apply_kernel[grid](
-        xv, y, weight.contiguous() if weight is not None else xv, bias.contiguous() if bias is not None else xv, mean, rstd, *shape_args,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
-    )
+    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, *shape_args, **flags)
     return y, mean, rstd
 
 
 def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bool):
     """Gradients of group_norm_forward: (dx, dweight, dbias), dx in x's memory
     format; dweight/dbias empty tensors where there is no weight/bias."""
-    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups)
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _RN_WHOLE_GROUP_BACKWARD)
     dyv = same_layout(dy, xv)
     dx = torch.empty_like(xv)
     has_weight = weight is not None
@@ -584,8 +655,29 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
-    group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=x.device)
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
+    if tiles == 1:
+        _group_norm_backward_whole_kernel[grid](
+            dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
+            HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+        )
+    else:
+        _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
+                                   has_weight, c_block, s_block, warps)
+    if not (has_weight or has_bias):
+        return dx, empty, empty.clone()
+    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C), deterministic
+    dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
+    dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
+    return dx, dweight, dbias
+
+
+def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
+                               has_weight, c_block, s_block, warps):
+    """Backward for groups spread over several tiles: tile partials, their
+    sums per group, then the dx pass."""
+    tiles, s_tiles = shape_args[0], shape_args[1]
+    group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=xv.device)
     _group_norm_backward_partial_kernel[grid](
         dyv, xv, weight, mean, rstd, group_part, channel_part, tiles, s_tiles, n, num_groups, cpg, s, *strides,
         HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
@@ -595,9 +687,3 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
         dyv, xv, dx, weight, mean, rstd, group_sums, 1.0 / (cpg * s), *shape_args,
         HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
-    if not (has_weight or has_bias):
-        return dx, empty, empty.clone()
-    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C)
-    dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
-    dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
-    return dx, dweight, dbias
