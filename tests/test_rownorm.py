@@ -217,6 +217,8 @@ def test_custom_ops_pass_opcheck():
         ("layer_norm", (3, 17000)),  # wider than one block: looped forward and backward
         ("rms_norm", (3, 17000)),
         ("layer_norm", (5, 9000)),  # one-block forward, looped backward
+        ("layer_norm", (300, 40)),  # several backward programs, each over several row tiles
+        ("rms_norm", (300, 40)),
         ("group_norm", (1, 8, 70, 70)),  # groups spread over several tiles
         ("group_norm", (2, 64, 3, 3)),  # many channels a group, the whole group in one tile
     ],

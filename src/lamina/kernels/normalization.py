@@ -23,7 +23,7 @@ import triton.language as tl
 #   forward  - a program holds ROWS whole rows in registers (ROWS * BLOCK about
 #              4096 elements, so narrow rows still give each program enough
 #              work), reads x once, writes y, mean and rstd; rows wider than
-#              _WIDE_ROW loop over the row in chunks instead (three reads).
+#              _WIDE_ROW_FORWARD loop over the row in chunks instead (three reads).
 #   backward - a fixed grid of about 4 programs per SM; each walks a
 #              contiguous run of rows, writes dx, and keeps its dweight/dbias
 #              partial sums in registers, written once at the end as one row
@@ -70,6 +70,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 _RN_TILE = 4096  # elements a program holds at once (16 KB of float32)
 _WIDE_ROW_FORWARD = 16384  # wider rows are looped over in forward
 _WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
+_RN_MIN_ROWS_A_PROGRAM = 16  # backward: rows a program walks, at least
 
 
 def _rn_programs_per_device(t: torch.Tensor) -> int:
@@ -323,7 +324,10 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
     rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
-    programs = min(_rn_programs_per_device(x), triton.cdiv(m, rows))
+    # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
+    # few percent of the traffic when there are few rows
+    min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
+    programs = min(_rn_programs_per_device(x), triton.cdiv(m, max(rows, min_rows)))
     rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
     programs = triton.cdiv(m, rows_per_program)
     need_partials = has_weight or has_bias
