@@ -577,3 +577,677 @@ def instance_norm_backward(dy, x, weight, mean, rstd):
 # =============================================================================
 # layer, RMS and group norm
 # =============================================================================
+#
+# LayerNorm and RMSNorm share their kernels (RMS: constexpr flag, no centering).
+# The input is seen as (M, N) rows, N = prod(normalized_shape):
+#   forward  - a program holds ROWS whole rows in registers (ROWS * BLOCK about
+#              4096 elements, so narrow rows still give each program enough
+#              work), reads x once, writes y, mean and rstd; rows wider than
+#              _WIDE_ROW_FORWARD loop over the row in chunks instead (three reads).
+#   backward - a fixed grid of about 4 programs per SM; each walks a
+#              contiguous run of rows, writes dx, and keeps its dweight/dbias
+#              partial sums in registers, written once at the end as one row
+#              of a float32 (programs, 2, N) buffer summed by torch. No atomics.
+# GroupNorm sees the input as (N, C, S) with any strides where S flattens
+# (NCHW contiguous: S stride 1; channels_last: C stride 1) and tiles each
+# (sample, group) block of C/G x S elements, so a group is spread over many
+# programs:
+#   forward  - tile partials (count, mean, M2) -> per-group combine -> y pass.
+#   backward - tile partials of sum(g), sum(g * xhat) and per-channel
+#              sum(dy * xhat), sum(dy) -> torch sums -> dx pass.
+# (_rn_ marks this section's private helpers, so that they cannot collide
+# with the batch/instance norm section's names in the same module.)
+
+import math
+import os
+
+from .launch import row_block, same_layout, warps_for
+
+
+def _interpreter_loops_fix() -> None:
+    """Triton 3.6's interpreter turns a loop bound into a Python int with
+    int(array of shape (1,)), which NumPy >= 2.4 refuses, so any
+    ``range(.., runtime_value)`` fails under TRITON_INTERPRET=1. Convert
+    through .item() instead. Interpreter only; compiled kernels are untouched.
+    (Belongs in backend.kernels(); kept here, idempotent, to stay in section.)"""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_lamina_fixed", False):
+        return
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]) if self.handle.data.size == 1 else int(self.handle.data))
+
+    patch._lamina_fixed = True
+    interpreter._patch_lang_tensor = patch
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_loops_fix()
+
+_RN_TILE = 4096  # elements a program holds at once (16 KB of float32)
+_WIDE_ROW_FORWARD = 16384  # wider rows are looped over in forward
+_WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
+_RN_MIN_ROWS_A_PROGRAM = 16  # backward: rows a program walks, at least
+
+
+def _rn_programs_per_device(t: torch.Tensor) -> int:
+    """About four programs an SM on the GPU; a handful under the interpreter
+    (so that the row loops run more than once in CI)."""
+    if t.is_cuda:
+        return 4 * torch.cuda.get_device_properties(t.device).multi_processor_count
+    return 3
+
+
+def _rn_stat_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _rows(x: torch.Tensor, normalized_shape) -> torch.Tensor:
+    """x as (M, N) rows, N = prod(normalized_shape), unit column stride (a
+    copy only when the layout needs one)."""
+    m = math.prod(x.shape[: x.dim() - len(normalized_shape)])
+    x2 = x.reshape(m, math.prod(normalized_shape))
+    return x2 if x2.stride(1) == 1 or x2.shape[1] <= 1 else x2.contiguous()
+
+
+@triton.jit
+def _row_norm_forward_kernel(
+    x_ptr,  # (M, N) input rows, row stride stride_x, unit column stride
+    y_ptr,  # (M, N) output, contiguous
+    w_ptr,  # (N,) weight (unused without HAS_WEIGHT)
+    b_ptr,  # (N,) bias (unused without HAS_BIAS)
+    mean_ptr,  # (M,) float32 row means (not written for RMS)
+    rstd_ptr,  # (M,) float32 row 1/sqrt(var + eps)
+    M, N, stride_x, eps,
+    RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK)
+    row_ok = rows < M
+    col_ok = cols < N
+    mask = row_ok[:, None] & col_ok[None, :]
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if RMS:
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / N + eps)
+        xhat = x * rstd[:, None]
+    else:
+        mean = tl.sum(x, axis=1) / N
+        xc = tl.where(mask, x - mean[:, None], 0.0)  # two-pass variance: robust to a large mean
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+        xhat = xc * rstd[:, None]
+        tl.store(mean_ptr + rows, mean.to(mean_ptr.dtype.element_ty), mask=row_ok)
+    tl.store(rstd_ptr + rows, rstd.to(rstd_ptr.dtype.element_ty), mask=row_ok)
+    y = xhat
+    if HAS_WEIGHT:
+        y = y * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _row_norm_forward_wide_kernel(
+    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _row_norm_forward_kernel
+    M, N, stride_x, eps,
+    RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # one row a program, too wide for registers: walk it in BLOCK chunks
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_x
+    y_row = y_ptr + row * N
+    cols = tl.arange(0, BLOCK)
+    mean = 0.0
+    if not RMS:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, N, BLOCK):
+            acc += tl.load(x_row + start + cols, mask=start + cols < N, other=0.0).to(tl.float32)
+        mean = tl.sum(acc, axis=0) / N
+        tl.store(mean_ptr + row, mean.to(mean_ptr.dtype.element_ty))
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, N, BLOCK):
+        ok = start + cols < N
+        xc = tl.where(ok, tl.load(x_row + start + cols, mask=ok, other=0.0).to(tl.float32) - mean, 0.0)
+        acc += xc * xc
+    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / N + eps)
+    tl.store(rstd_ptr + row, rstd.to(rstd_ptr.dtype.element_ty))
+    for start in range(0, N, BLOCK):
+        ok = start + cols < N
+        y = (tl.load(x_row + start + cols, mask=ok, other=0.0).to(tl.float32) - mean) * rstd
+        if HAS_WEIGHT:
+            y = y * tl.load(w_ptr + start + cols, mask=ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y = y + tl.load(b_ptr + start + cols, mask=ok, other=0.0).to(tl.float32)
+        tl.store(y_row + start + cols, y.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _row_norm_backward_kernel(
+    dy_ptr,  # (M, N) upstream gradient, row stride stride_dy
+    x_ptr,  # (M, N) forward input, row stride stride_x
+    w_ptr,  # (N,) weight (unused without HAS_WEIGHT)
+    mean_ptr, rstd_ptr,  # (M,) float32 saved statistics (mean unused for RMS)
+    dx_ptr,  # (M, N) input gradient, contiguous
+    part_ptr,  # (programs, 2, N) float32: this program's sum of dy*xhat, then of dy
+    M, N, stride_x, stride_dy, rows_per_program,
+    RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    first = pid.to(tl.int64) * rows_per_program  # rows_per_program: a multiple of ROWS
+    cols = tl.arange(0, BLOCK)
+    col_ok = cols < N
+    if HAS_WEIGHT:
+        w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    db = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(0, rows_per_program, ROWS):
+        rows = first + i + tl.arange(0, ROWS)
+        row_ok = rows < M
+        mask = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if RMS:
+            xhat = x * rstd[:, None]
+        else:
+            mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+            xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        g = dy
+        if HAS_WEIGHT:
+            g = dy * w[None, :]
+        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); no mean(g) for RMS
+        dx = g - xhat * (tl.sum(g * xhat, axis=1) / N)[:, None]
+        if not RMS:
+            dx = dx - (tl.sum(g, axis=1) / N)[:, None]
+        dx = dx * rstd[:, None]
+        tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        if HAS_WEIGHT:
+            dw += tl.sum(dy * xhat, axis=0)
+        if HAS_BIAS:
+            db += tl.sum(dy, axis=0)
+    part = part_ptr + pid.to(tl.int64) * 2 * N
+    if HAS_WEIGHT:
+        tl.store(part + cols, dw, mask=col_ok)
+    if HAS_BIAS:
+        tl.store(part + N + cols, db, mask=col_ok)
+
+
+@triton.jit
+def _row_norm_backward_wide_kernel(
+    dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr,  # as in _row_norm_backward_kernel
+    part_ptr,  # (programs, 2, N) float32, zero-filled: accumulated in place, row by row
+    M, N, stride_x, stride_dy, rows_per_program,
+    RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # rows too wide for registers: two chunked sweeps a row; the partial row
+    # belongs to this program alone, so read-modify-write needs no atomics
+    pid = tl.program_id(0)
+    first = pid.to(tl.int64) * rows_per_program
+    cols = tl.arange(0, BLOCK)
+    part = part_ptr + pid.to(tl.int64) * 2 * N
+    for i in range(0, tl.minimum(rows_per_program, M - first)):
+        row = first + i
+        x_row = x_ptr + row * stride_x
+        dy_row = dy_ptr + row * stride_dy
+        rstd = tl.load(rstd_ptr + row).to(tl.float32)
+        mean = 0.0
+        if not RMS:
+            mean = tl.load(mean_ptr + row).to(tl.float32)
+        sum_g = tl.zeros([BLOCK], dtype=tl.float32)
+        sum_gx = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, N, BLOCK):
+            ok = start + cols < N
+            xhat = tl.where(ok, (tl.load(x_row + start + cols, mask=ok, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
+            g = tl.load(dy_row + start + cols, mask=ok, other=0.0).to(tl.float32)
+            if HAS_WEIGHT:
+                g = g * tl.load(w_ptr + start + cols, mask=ok, other=0.0).to(tl.float32)
+            sum_g += g
+            sum_gx += g * xhat
+        c_g = tl.sum(sum_g, axis=0) / N
+        c_gx = tl.sum(sum_gx, axis=0) / N
+        if RMS:
+            c_g = 0.0
+        for start in range(0, N, BLOCK):
+            ok = start + cols < N
+            xhat = tl.where(ok, (tl.load(x_row + start + cols, mask=ok, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
+            dy = tl.load(dy_row + start + cols, mask=ok, other=0.0).to(tl.float32)
+            g = dy
+            if HAS_WEIGHT:
+                g = dy * tl.load(w_ptr + start + cols, mask=ok, other=0.0).to(tl.float32)
+            dx = (g - c_g - xhat * c_gx) * rstd
+            tl.store(dx_ptr + row * N + start + cols, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+            if HAS_WEIGHT:
+                tl.store(part + start + cols, tl.load(part + start + cols, mask=ok) + dy * xhat, mask=ok)
+            if HAS_BIAS:
+                tl.store(part + N + start + cols, tl.load(part + N + start + cols, mask=ok) + dy, mask=ok)
+
+
+def _row_tile(n: int, wide: int):
+    """(ROWS, BLOCK, wide?) for rows of n elements."""
+    block = row_block(n)
+    if block > wide:
+        return 1, 4096, True
+    rows = max(1, min(128, _RN_TILE // block))
+    return rows, block, False
+
+
+def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
+    """LayerNorm (rms=False) or RMSNorm (rms=True) over the trailing
+    ``normalized_shape`` dims. Returns (y, mean, rstd): y shaped like x
+    (contiguous), mean and rstd flat (M,) in float32 (float64 for float64 x);
+    mean is empty for RMS."""
+    n = math.prod(normalized_shape)
+    x2 = _rows(x, normalized_shape)
+    m = x2.shape[0]
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    stat = _rn_stat_dtype(x)
+    mean = torch.empty(0 if rms else m, dtype=stat, device=x.device)
+    rstd = torch.empty(m, dtype=stat, device=x.device)
+    if m == 0 or n == 0:
+        mean.fill_(float("nan"))
+        rstd.fill_(float("nan"))
+        return y, mean, rstd
+    w = weight.contiguous() if weight is not None else x2
+    b = bias.contiguous() if bias is not None else x2
+    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
+    flags = dict(RMS=rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
+    mean_arg = rstd if rms else mean
+    if wide:
+        _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, BLOCK=block, num_warps=8, **flags)
+    else:
+        _row_norm_forward_kernel[(triton.cdiv(m, rows),)](
+            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags
+        )
+    return y, mean, rstd
+
+
+def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: bool, rms: bool):
+    """Gradients of row_norm_forward: (dx, dweight, dbias); dweight/dbias are
+    empty tensors where there is no weight/bias (always no bias for RMS)."""
+    n = math.prod(normalized_shape)
+    x2 = _rows(x, normalized_shape)
+    dy2 = _rows(dy, normalized_shape)
+    m = x2.shape[0]
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    has_weight = weight is not None
+    pdtype = weight.dtype if has_weight else x.dtype
+    empty = x.new_empty(0, dtype=pdtype)
+    if m == 0 or n == 0:
+        dx.zero_()
+        zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
+        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
+    w = weight.contiguous() if has_weight else x2
+    rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
+    # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
+    # few percent of the traffic when there are few rows
+    min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
+    programs = min(_rn_programs_per_device(x), triton.cdiv(m, max(rows, min_rows)))
+    rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
+    programs = triton.cdiv(m, rows_per_program)
+    need_partials = has_weight or has_bias
+    alloc = torch.zeros if wide else torch.empty
+    part = alloc((programs, 2, n) if need_partials else (1,), dtype=torch.float32, device=x.device)
+    flags = dict(RMS=rms, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias)
+    mean_arg = rstd if rms else mean
+    args = (dy2, x2, w, mean_arg, rstd, dx, part, m, n, x2.stride(0), dy2.stride(0), rows_per_program)
+    if wide:
+        _row_norm_backward_wide_kernel[(programs,)](*args, BLOCK=block, num_warps=8, **flags)
+    else:
+        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags)
+    if not need_partials:
+        return dx, empty, empty.clone()
+    # the deterministic second pass: one sum over the partial rows a parameter
+    # (two separate results: a custom op's outputs must not alias each other)
+    dweight = part[:, 0].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_weight else empty
+    dbias = part[:, 1].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_bias else empty.clone()
+    return dx, dweight, dbias
+
+
+# --- GroupNorm ---------------------------------------------------------------
+#
+# A program owns one tile of one (sample, group) block: C_BLOCK of its C/G
+# channels x S_BLOCK spatial positions, addressed through (stride_n,
+# stride_c, stride_s), so NCHW (stride_s = 1) and channels_last (stride_c = 1)
+# run the same kernels; the tile is shaped to be long along whichever
+# dimension is contiguous. The 1-D grid is (N * G) x tiles_per_group.
+
+@triton.jit
+def _group_tile(pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+                C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr):
+    """This program's (group row n*G+g, sample n, first channel of the tile's
+    group, channel offsets, spatial tile index, mask, element offsets)."""
+    ng = pid // tiles_per_group
+    tile = pid % tiles_per_group
+    n = ng // G
+    g = ng % G
+    c_in_group = (tile // s_tiles) * C_BLOCK + tl.arange(0, C_BLOCK)
+    s_tile = tile % s_tiles
+    s = s_tile * S_BLOCK + tl.arange(0, S_BLOCK)
+    channels = g * CPG + c_in_group
+    mask = (c_in_group < CPG)[:, None] & (s < S)[None, :]
+    offs = n * stride_n + channels.to(tl.int64)[:, None] * stride_c + s.to(tl.int64)[None, :] * stride_s
+    return ng, n, channels, c_in_group < CPG, s_tile, mask, offs
+
+
+@triton.jit
+def _group_stats_partial_kernel(
+    x_ptr,  # (N, C, S) input, strides (stride_n, stride_c, stride_s)
+    part_ptr,  # (N*G, tiles_per_group, 3) float32: count, mean, M2 of each tile
+    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    count = tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
+    mean = tl.sum(tl.sum(x, axis=1), axis=0) / count
+    xc = tl.where(mask, x - mean, 0.0)
+    m2 = tl.sum(tl.sum(xc * xc, axis=1), axis=0)
+    tl.store(part_ptr + pid * 3, count)
+    tl.store(part_ptr + pid * 3 + 1, mean)
+    tl.store(part_ptr + pid * 3 + 2, m2)
+
+
+@triton.jit
+def _group_stats_combine_kernel(
+    part_ptr,  # (N*G, tiles_per_group, 3) float32 tile partials
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics out
+    tiles_per_group, eps,
+    BLOCK: tl.constexpr,
+):
+    # Chan's parallel variance: mean = sum(n_i m_i) / n,
+    # M2 = sum(M2_i + n_i (m_i - mean)^2): exact, no cancellation
+    ng = tl.program_id(0).to(tl.int64)
+    base = part_ptr + ng * tiles_per_group * 3
+    t = tl.arange(0, BLOCK)
+    counts = tl.zeros([BLOCK], dtype=tl.float32)
+    sums = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, tiles_per_group, BLOCK):
+        ok = start + t < tiles_per_group
+        c = tl.load(base + (start + t) * 3, mask=ok, other=0.0)
+        counts += c
+        sums += c * tl.load(base + (start + t) * 3 + 1, mask=ok, other=0.0)
+    total = tl.sum(counts, axis=0)
+    mean = tl.sum(sums, axis=0) / total
+    m2 = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, tiles_per_group, BLOCK):
+        ok = start + t < tiles_per_group
+        c = tl.load(base + (start + t) * 3, mask=ok, other=0.0)
+        d = tl.load(base + (start + t) * 3 + 1, mask=ok, other=0.0) - mean
+        m2 += tl.load(base + (start + t) * 3 + 2, mask=ok, other=0.0) + c * d * d
+    rstd = 1.0 / tl.sqrt(tl.sum(m2, axis=0) / total + eps)
+    tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+    tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _group_norm_apply_kernel(
+    x_ptr,  # (N, C, S) input, strides (stride_n, stride_c, stride_s)
+    y_ptr,  # (N, C, S) output, same strides as x
+    w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    # y = x * scale + shift per channel: one multiply-add an element
+    scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
+    if HAS_WEIGHT:
+        scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    shift = -mean * scale
+    if HAS_BIAS:
+        shift = shift + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = x * scale[:, None] + shift[:, None]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_norm_backward_partial_kernel(
+    dy_ptr, x_ptr,  # (N, C, S), both with strides (stride_n, stride_c, stride_s)
+    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    group_part_ptr,  # (N*G, tiles_per_group, 2) float32: sum(g), sum(g * xhat) of the tile
+    channel_part_ptr,  # (2, N, C, s_tiles) float32: sum(dy * xhat), sum(dy) over the tile's positions
+    tiles_per_group, s_tiles, N, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    tl.store(group_part_ptr + pid * 2, tl.sum(tl.sum(g, axis=1), axis=0))
+    tl.store(group_part_ptr + pid * 2 + 1, tl.sum(tl.sum(g * xhat, axis=1), axis=0))
+    C = G * CPG
+    chan = channel_part_ptr + (n * C + channels) * s_tiles + s_tile
+    tl.store(chan, tl.sum(dy * xhat, axis=1), mask=c_ok)
+    tl.store(chan + N * C * s_tiles, tl.sum(dy, axis=1), mask=c_ok)
+
+
+@triton.jit
+def _group_norm_backward_dx_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (N, C, S), all with strides (stride_n, stride_c, stride_s)
+    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    group_sums_ptr,  # (N*G, 2) float32: sum(g), sum(g * xhat) over the group
+    inv_count,  # 1 / (C/G * S), the group size
+    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    mean_g = tl.load(group_sums_ptr + ng * 2) * inv_count
+    mean_gx = tl.load(group_sums_ptr + ng * 2 + 1) * inv_count
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = (x - mean) * rstd
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    dx = (g - mean_g - xhat * mean_gx) * rstd
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_norm_forward_whole_kernel(
+    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel
+    inv_count,  # 1 / (C/G * S)
+    G, CPG, S, stride_n, stride_c, stride_s, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    # the whole (sample, group) block in one tile: statistics and y from a
+    # single read, one launch
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(tl.sum(x, axis=1), axis=0) * inv_count
+    xc = tl.where(mask, x - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count + eps)
+    tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+    tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+    scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
+    if HAS_WEIGHT:
+        scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    y = xc * scale[:, None]
+    if HAS_BIAS:
+        y = y + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_norm_backward_whole_kernel(
+    dy_ptr, x_ptr, dx_ptr, w_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_backward_dx_kernel
+    channel_part_ptr,  # (2, N, C, 1) float32: sum(dy * xhat), sum(dy) over the positions
+    inv_count, N, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    # the whole (sample, group) block in one tile: the group sums need no
+    # partials, so dx and the per-channel partials come from one read
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    mean_g = tl.sum(tl.sum(g, axis=1), axis=0) * inv_count
+    mean_gx = tl.sum(tl.sum(g * xhat, axis=1), axis=0) * inv_count
+    dx = (g - mean_g - xhat * mean_gx) * rstd
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    C = G * CPG
+    chan = channel_part_ptr + n * C + channels
+    tl.store(chan, tl.sum(dy * xhat, axis=1), mask=c_ok)
+    tl.store(chan + N * C, tl.sum(dy, axis=1), mask=c_ok)
+
+
+def _group_view(x: torch.Tensor):
+    """(x or a contiguous copy, (N, C, S), (stride_n, stride_c, stride_s)) for
+    an input (N, C, *spatial): contiguous (NCHW) and channels-last inputs are
+    used as they are, anything else is copied to contiguous."""
+    n, c = x.shape[0], x.shape[1]
+    s = math.prod(x.shape[2:])
+    if not x.is_contiguous():
+        channels_last = x.dim() > 2 and x.permute(0, *range(2, x.dim()), 1).is_contiguous()
+        if channels_last:
+            return x, (n, c, s), (s * c, 1, c)
+        x = x.contiguous()
+    return x, (n, c, s), (c * s, s, 1)
+
+
+# a (sample, group) block up to this many elements (padded to powers of two)
+# is held whole by one program: forward holds x, backward x, dy and more
+_RN_WHOLE_GROUP_FORWARD = 16384
+_RN_WHOLE_GROUP_BACKWARD = 8192
+
+
+def _group_tiles(cpg: int, s: int, channels_contiguous: bool, whole_limit: int):
+    """(C_BLOCK, S_BLOCK): the whole group when it fits in whole_limit, else
+    about _RN_TILE elements, long along the contiguous dim."""
+    if row_block(cpg) * row_block(s) <= whole_limit:
+        return row_block(cpg), row_block(s)
+    if channels_contiguous:
+        c_block = min(row_block(cpg), _RN_TILE)
+        s_block = min(row_block(s), max(1, _RN_TILE // c_block))
+    else:
+        s_block = min(row_block(s), _RN_TILE)
+        c_block = min(row_block(cpg), max(1, _RN_TILE // s_block))
+    return c_block, s_block
+
+
+def _group_launch(x, num_groups, whole_limit):
+    x, (n, c, s), strides = _group_view(x)
+    cpg = c // num_groups
+    c_block, s_block = _group_tiles(cpg, s, strides[1] == 1 and s > 1, whole_limit)
+    s_tiles = triton.cdiv(s, s_block)
+    tiles = triton.cdiv(cpg, c_block) * s_tiles
+    return x, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles
+
+
+def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
+    """Returns (y, mean, rstd): y like x (same memory format), mean and rstd
+    of shape (N*G,) in float32 (float64 for float64 x)."""
+    stat = _rn_stat_dtype(x)
+    mean = torch.empty(x.shape[0] * num_groups, dtype=stat, device=x.device)
+    rstd = torch.empty_like(mean)
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _RN_WHOLE_GROUP_FORWARD)
+    y = torch.empty_like(xv)  # a dense tensor: same strides as xv
+    if xv.numel() == 0:
+        mean.fill_(float("nan"))
+        rstd.fill_(float("nan"))
+        return y, mean, rstd
+    grid = (n * num_groups * tiles,)
+    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
+    warps = warps_for(c_block * s_block)
+    w = weight.contiguous() if weight is not None else xv
+    b = bias.contiguous() if bias is not None else xv
+    flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
+    if tiles == 1:
+        _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
+        return y, mean, rstd
+    part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
+    _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
+    _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
+    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, *shape_args, **flags)
+    return y, mean, rstd
+
+
+def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bool):
+    """Gradients of group_norm_forward: (dx, dweight, dbias), dx in x's memory
+    format; dweight/dbias empty tensors where there is no weight/bias."""
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _RN_WHOLE_GROUP_BACKWARD)
+    dyv = same_layout(dy, xv)
+    dx = torch.empty_like(xv)
+    has_weight = weight is not None
+    pdtype = weight.dtype if has_weight else x.dtype
+    empty = x.new_empty(0, dtype=pdtype)
+    if xv.numel() == 0:
+        dx.zero_()
+        zeros = torch.zeros(c, dtype=pdtype, device=x.device)
+        return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
+    weight = weight.contiguous() if has_weight else xv
+    grid = (n * num_groups * tiles,)
+    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
+    warps = warps_for(c_block * s_block)
+    channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
+    if tiles == 1:
+        _group_norm_backward_whole_kernel[grid](
+            dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
+            HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+        )
+    else:
+        _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
+                                   has_weight, c_block, s_block, warps)
+    if not (has_weight or has_bias):
+        return dx, empty, empty.clone()
+    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C), deterministic
+    dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
+    dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
+    return dx, dweight, dbias
+
+
+def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
+                               has_weight, c_block, s_block, warps):
+    """Backward for groups spread over several tiles: tile partials, their
+    sums per group, then the dx pass."""
+    tiles, s_tiles = shape_args[0], shape_args[1]
+    group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=xv.device)
+    _group_norm_backward_partial_kernel[grid](
+        dyv, xv, weight, mean, rstd, group_part, channel_part, tiles, s_tiles, n, num_groups, cpg, s, *strides,
+        HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+    )
+    group_sums = group_part.sum(dim=1)  # (N*G, 2), deterministic
+    _group_norm_backward_dx_kernel[grid](
+        dyv, xv, dx, weight, mean, rstd, group_sums, 1.0 / (cpg * s), *shape_args,
+        HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+    )
