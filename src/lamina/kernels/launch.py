@@ -5,6 +5,8 @@ One place for the heuristics so that every family launches the same way.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 
@@ -59,3 +61,26 @@ def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(like, dtype=t.dtype)
     out.copy_(t)
     return out
+
+
+def _interpreter_loops_fix() -> None:
+    """Triton 3.6's interpreter turns a loop bound into a Python int with
+    int(array of shape (1,)), which NumPy >= 2.4 refuses, so any
+    ``range(.., runtime_value)`` fails under TRITON_INTERPRET=1. Convert
+    through .item() instead. Interpreter only; compiled kernels are untouched."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_lamina_fixed", False):
+        return
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]) if self.handle.data.size == 1 else int(self.handle.data))
+
+    patch._lamina_fixed = True
+    interpreter._patch_lang_tensor = patch
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_loops_fix()

@@ -604,29 +604,6 @@ import os
 from .launch import row_block, same_layout, warps_for
 
 
-def _interpreter_loops_fix() -> None:
-    """Triton 3.6's interpreter turns a loop bound into a Python int with
-    int(array of shape (1,)), which NumPy >= 2.4 refuses, so any
-    ``range(.., runtime_value)`` fails under TRITON_INTERPRET=1. Convert
-    through .item() instead. Interpreter only; compiled kernels are untouched.
-    (Belongs in backend.kernels(); kept here, idempotent, to stay in section.)"""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_lamina_fixed", False):
-        return
-
-    def patch(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]) if self.handle.data.size == 1 else int(self.handle.data))
-
-    patch._lamina_fixed = True
-    interpreter._patch_lang_tensor = patch
-
-
-if os.environ.get("TRITON_INTERPRET") == "1":
-    _interpreter_loops_fix()
-
 _RN_TILE = 4096  # elements a program holds at once (16 KB of float32)
 _WIDE_ROW_FORWARD = 16384  # wider rows are looped over in forward
 _WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
