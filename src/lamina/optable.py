@@ -57,3 +57,13 @@ OPS: list[OpCase] = [
     # ---- pooling -------------------------------------------------------------
     # ---- dropout -------------------------------------------------------------
 ]
+
+
+# (rtol, atol) per dtype, shared by tests/test_ops.py and ``lamina check``;
+# a reduced gradient (dweight, dbias) scales atol by sqrt(reduction length).
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-2),
+}
