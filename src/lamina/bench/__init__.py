@@ -1,0 +1,1 @@
+"""Benchmarks: the GPU harness (gpu.py) and the CPU comparison (cpu.py)."""
