@@ -109,8 +109,11 @@ def run_bench(argv: list[str]) -> int:
 
         if not torch.cuda.is_available():
             ArgumentParser(prog="lamina bench").error("--device cuda: no CUDA device is available")
-        from .bench import gpu
-
+        try:
+            from .bench import gpu
+        except ImportError as error:
+            print(f"lamina bench: error: the GPU harness lamina.bench.gpu cannot be imported ({error})", file=sys.stderr)
+            return 1
         return gpu.main(_without_device(argv)) or 0
     from .bench import cpu
 

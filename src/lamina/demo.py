@@ -212,9 +212,17 @@ def run(args) -> int:
 
         ArgumentParser(prog="lamina demo").error("--device cuda: no CUDA device is available")
     what = "Triton kernels" if args.device == "cuda" else "NumPy reference"
-    print(f"lamina demo: digits 8x8, {args.epochs} epochs, seed {args.seed}, "
+    plural = "" if args.epochs == 1 else "s"
+    print(f"lamina demo: digits 8x8, {args.epochs} epoch{plural}, seed {args.seed}, "
           f"device {args.device} (lamina's layers run the {what})")
-    result = train(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size, lr=args.lr)
+    # 8x8 images are far too small to gain from threads, and on a busy machine
+    # threads that wait for each other made training ten times slower: one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size, lr=args.lr)
+    finally:
+        torch.set_num_threads(threads)
     save_plot(result["history"], args.plot)
     accuracy = result["test_correct"] / result["test_total"]
     print()
