@@ -20,7 +20,7 @@ def test_info_prints_versions_device_and_backend(capsys):
 
 
 def test_check_relu_passes(capsys):
-    assert main(["check", "--device", "cpu", "--ops", "relu"]) == 0
+    assert main(["check", "--device", "cpu", "--backend", "auto", "--ops", "relu"]) == 0  # auto on CPU: the reference
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith("relu ")]
     assert [row[2] for row in rows] == ["float64", "float32"]  # one row per dtype
@@ -34,7 +34,7 @@ def test_check_fails_on_a_wrong_op(capsys, monkeypatch):
 
     relu = next(case for case in optable.OPS if case.name == "relu")
     monkeypatch.setattr(relu, "lamina", lambda x: lamina.functional.relu(x) * 1.01)
-    assert main(["check", "--device", "cpu", "--ops", "relu", "--dtype", "float64"]) == 1
+    assert main(["check", "--device", "cpu", "--backend", "auto", "--ops", "relu", "--dtype", "float64"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out
     assert out.strip().splitlines()[-1] == "check: 0 passed, 1 failed"
