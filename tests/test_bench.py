@@ -208,8 +208,7 @@ def test_output_file_names_are_plain():
 def test_tolerances_are_the_op_tests():
     from test_ops import TOLERANCES
 
-    assert correctness.FALLBACK_TOLERANCES == TOLERANCES
-    assert correctness.tolerances() == TOLERANCES
+    assert correctness.tolerances() is TOLERANCES
 
 
 def test_scaled_shapes():

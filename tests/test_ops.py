@@ -17,15 +17,7 @@ import pytest
 import torch
 
 import lamina
-from lamina.optable import OPS
-
-# (rtol, atol) per dtype; reduced gradients scale atol with sqrt(reduction).
-TOLERANCES = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (2e-2, 1e-2),
-}
+from lamina.optable import OPS, TOLERANCES  # (rtol, atol) per dtype, shared with `lamina check`
 INTERPRETER_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 

@@ -262,3 +262,13 @@ def _torch_drop_block2d(x, p, block_size, training=True, seed=None, eps=1e-6):
     noise = TF.max_pool2d(noise, stride=1, kernel_size=b, padding=b // 2)
     mask = 1 - noise
     return x * mask * (mask.numel() / (eps + mask.sum()))
+
+
+# (rtol, atol) per dtype, shared by tests/test_ops.py and ``lamina check``;
+# a reduced gradient (dweight, dbias) scales atol by sqrt(reduction length).
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-2),
+}

@@ -19,22 +19,15 @@ import math
 
 import torch
 
-# (rtol, atol) per dtype: the same numbers as tests/test_ops.py (a test keeps
-# them equal); lamina.optable.TOLERANCES wins where it exists.
-FALLBACK_TOLERANCES = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (2e-2, 1e-2),
-}
 CHECK_DTYPES = ("float32", "float16", "bfloat16")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def tolerances() -> dict:
-    from lamina import optable
+    """(rtol, atol) per dtype: the op tests' own (lamina.optable.TOLERANCES)."""
+    from lamina.optable import TOLERANCES
 
-    return getattr(optable, "TOLERANCES", FALLBACK_TOLERANCES)
+    return TOLERANCES
 
 
 def candidate_shapes(shape: tuple) -> list[tuple]:
