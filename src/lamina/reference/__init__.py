@@ -8,3 +8,4 @@ classes on top.
 """
 
 from . import activation  # noqa: F401
+from . import pooling  # noqa: F401
