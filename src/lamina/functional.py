@@ -194,7 +194,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     stride = validate.pool_pair(stride, "stride", op, allow_none=True) or kernel_size
     padding = validate.pool_pair(padding, "padding", op)
     dilation = validate.pool_pair(dilation, "dilation", op)
-    validate.pool_geometry(input, op, kernel_size, stride, padding, dilation, ceil_mode, effective_pad=True)
+    validate.pool_geometry(input, op, kernel_size, stride, padding, dilation, ceil_mode)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     y, _, indices = _max_pool2d_forward(x, list(kernel_size), list(stride), list(padding), list(dilation),
@@ -269,7 +269,7 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     kernel_size = validate.pool_pair(kernel_size, "kernel_size", op)
     stride = validate.pool_pair(stride, "stride", op, allow_none=True) or kernel_size
     padding = validate.pool_pair(padding, "padding", op)
-    validate.pool_geometry(input, op, kernel_size, stride, padding, (1, 1), ceil_mode, effective_pad=False)
+    validate.pool_geometry(input, op, kernel_size, stride, padding, (1, 1), ceil_mode)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool2d: divisor_override must be non-zero (divisor must be not zero)")
     batched = input.dim() == 4
@@ -328,7 +328,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     ``None`` entry keeps the input's size.
     """
     op = "adaptive_avg_pool2d"
-    validate.pool_input(input, op)
+    validate.pool_input(input, op, nonempty=2)
     output_size = validate.adaptive_output_size(input, output_size, op)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
@@ -401,7 +401,7 @@ def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False
     ``return_indices`` also PyTorch's int64 indices (flat ``h*W + w``).
     """
     op = "adaptive_max_pool2d"
-    validate.pool_input(input, op)
+    validate.pool_input(input, op, nonempty=3 if input.dim() == 4 else 2)
     output_size = validate.adaptive_output_size(input, output_size, op)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)

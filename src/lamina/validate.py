@@ -58,18 +58,20 @@ def pool_pair(value, name: str, op: str, allow_none: bool = False):
     raise RuntimeError(f"{op}: {name} must either {omitted}a single int, or a tuple of two ints, got {value!r}")
 
 
-def pool_input(x: torch.Tensor, op: str) -> None:
-    """A float tensor of 3 (C, H, W) or 4 (N, C, H, W) dimensions, only the batch may be empty."""
+def pool_input(x: torch.Tensor, op: str, nonempty: int = 3) -> None:
+    """A float tensor of 3 (C, H, W) or 4 (N, C, H, W) dimensions whose last
+    ``nonempty`` dimensions are non-empty (PyTorch: C, H, W for max and average
+    pooling, H and W for adaptive average pooling, C of a 3-D input may be empty
+    for adaptive max pooling)."""
     floating(x)
-    if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[-3:]):
-        raise RuntimeError(f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input with non-zero C, H and W "
-                           f"(only the batch may be empty), got shape {tuple(x.shape)}")
+    if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[x.dim() - nonempty:]):
+        what = "C, H and W" if nonempty == 3 else "H and W"
+        raise RuntimeError(f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input with non-zero {what}, "
+                           f"got shape {tuple(x.shape)}")
 
 
-def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, ceil_mode: bool, effective_pad: bool):
-    """Checks kernel/stride/padding/dilation like PyTorch and returns the output (OH, OW).
-    ``effective_pad``: padding is bounded by half the dilated kernel (max pool)
-    rather than half the kernel (average pool)."""
+def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, ceil_mode: bool):
+    """Checks kernel/stride/padding/dilation like PyTorch and returns the output (OH, OW)."""
     from .reference.pooling import pool_output_size
 
     if min(kernel) <= 0:
@@ -80,11 +82,12 @@ def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, c
         raise RuntimeError(f"{op}: dilation should be greater than zero, but got {dilation}")
     if min(padding) < 0:
         raise RuntimeError(f"{op}: padding must be non-negative, but got {padding}")
-    for k, p, d in zip(kernel, padding, dilation):
-        span = (k - 1) * d + 1 if effective_pad else k
-        if p > span // 2:
-            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
-                               f"kernel_size={k} and dilation={d}")
+    for k, p in zip(kernel, padding):
+        # PyTorch bounds the padding by half the undilated kernel (for max pool
+        # too, whatever the dilation)
+        if p > k // 2:
+            raise RuntimeError(f"{op}: pad should be at most half of kernel size, but got padding={padding} "
+                               f"and kernel_size={kernel}")
     h, w = x.shape[-2:]
     oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
