@@ -91,7 +91,6 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 # pooling
 # =============================================================================
 
-import numpy as np  # noqa: E402
 
 from .reference import pooling as ref_pooling  # noqa: E402
 
@@ -136,7 +135,7 @@ def _max_pool2d_forward(x: Tensor, kernel_size: list[int], stride: list[int], pa
         return kernels("pooling").max_pool2d_forward(x, kernel_size, stride, padding, dilation, (oh, ow), return_indices)
     y, cache = ref_pooling.max_pool2d_forward(to_numpy(x), kernel_size, stride, padding, dilation, ceil_mode)
     cl = _is_channels_last(x)
-    pos = torch.from_numpy(cache[0].astype(np.int32)).to(device=x.device, dtype=_position_dtype(kernel_size[0] * kernel_size[1]))
+    pos = torch.from_numpy(cache[0]).to(device=x.device, dtype=_position_dtype(kernel_size[0] * kernel_size[1]))
     indices = (_like_layout(torch.from_numpy(ref_pooling.max_pool2d_indices(cache)).to(x.device), cl) if return_indices
                else x.new_empty((0,), dtype=torch.int64))
     return _like_layout(to_torch(y, x), cl), _like_layout(pos, cl), indices
@@ -154,7 +153,7 @@ def _max_pool2d_backward(dy: Tensor, pos: Tensor, input_size: list[int], kernel_
                          padding: list[int], dilation: list[int], channels_last: bool) -> Tensor:
     if use_kernels(dy):
         return kernels("pooling").max_pool2d_backward(dy, pos, input_size, kernel_size, stride, padding, dilation, channels_last)
-    cache = (to_numpy(pos.int()), tuple(input_size), tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
+    cache = (to_numpy(pos), tuple(input_size), tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
     return _like_layout(to_torch(ref_pooling.max_pool2d_backward(to_numpy(dy), cache), dy), channels_last)
 
 
@@ -345,7 +344,7 @@ def _adaptive_max_pool2d_forward(x: Tensor, output_size: list[int], return_indic
         return kernels("pooling").adaptive_max_pool2d_forward(x, output_size, return_indices)
     y, cache = ref_pooling.adaptive_max_pool2d_forward(to_numpy(x), output_size)
     cl = _is_channels_last(x)
-    pos = torch.from_numpy(cache[0].astype(np.int32)).to(device=x.device, dtype=_adaptive_position_dtype(x, output_size))
+    pos = torch.from_numpy(cache[0]).to(device=x.device, dtype=_adaptive_position_dtype(x, output_size))
     indices = (_like_layout(torch.from_numpy(ref_pooling.adaptive_max_pool2d_indices(cache)).to(x.device), cl)
                if return_indices else x.new_empty((0,), dtype=torch.int64))
     return _like_layout(to_torch(y, x), cl), _like_layout(pos, cl), indices
@@ -370,7 +369,7 @@ def _adaptive_max_pool2d_backward(dy: Tensor, pos: Tensor, input_size: list[int]
     oh, ow = dy.shape[2:]
     start, end = ref_pooling.adaptive_windows(input_size[3], ow)
     kw_max = int((end - start).max(initial=1))
-    cache = (to_numpy(pos.int()), kw_max, tuple(input_size))
+    cache = (to_numpy(pos), kw_max, tuple(input_size))
     return _like_layout(to_torch(ref_pooling.adaptive_max_pool2d_backward(to_numpy(dy), cache), dy), channels_last)
 
 

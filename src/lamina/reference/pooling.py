@@ -12,7 +12,8 @@ input plus the left padding. Output window (oh, ow) reads input rows
 Vectorization: the Python loops run over the k*k offsets inside a window, never
 over elements. For one offset (i, j), the input elements seen by every window
 form one strided slice of a padded copy of x, so forward is "combine k*k
-strided slices" and backward is "add k*k strided slices".
+strided slices" and backward is "add k*k strided slices" (see _Phases for how
+those slices are made contiguous).
 
 Max pool remembers, per output, only *which* of the k*k window positions held
 the maximum (a small unsigned integer, row-major within the window): backward
@@ -51,30 +52,88 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
 
 
 def position_dtype(window_size: int):
-    """The smallest unsigned integer type that numbers the positions of a window."""
+    """The smallest integer type that numbers the positions of a window: uint8,
+    else int16 or int32 (types torch tensors hold on every version)."""
     if window_size <= 256:
         return np.uint8
-    if window_size <= 65536:
-        return np.uint16
-    return np.uint32
+    if window_size <= 32767:
+        return np.int16
+    return np.int32
 
 
-def _padded(x, pad_h, pad_w, out_h, out_w, kernel, stride, dilation, fill):
-    """x inside a border of ``fill`` wide enough for every window (ceil_mode
-    windows may reach past the right padding)."""
-    n, c, h, w = x.shape
-    need_h = (out_h - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
-    need_w = (out_w - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
-    hp, wp = max(need_h, h + pad_h), max(need_w, w + pad_w)
-    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
-    xp[:, :, pad_h:pad_h + h, pad_w:pad_w + w] = x
-    return xp
+def _padded_size(hw, pad, out_hw, kernel, stride, dilation):
+    """(Hp, Wp): the input plus padding, or more where ceil_mode windows reach past it."""
+    return tuple(max((o - 1) * s + d * (k - 1) + 1, n + p)
+                 for o, s, d, k, n, p in zip(out_hw, stride, dilation, kernel, hw, pad))
 
 
-def _window_slice(offset, dilation, stride, out_len):
-    """The slice of the padded array that window offset ``offset`` reads, one per output."""
-    start = offset * dilation
-    return slice(start, start + (out_len - 1) * stride + 1, stride)
+class _Phases:
+    """A padded (N, C, Hp, Wp) array split into its sh*sw stride phases, so
+    that every window offset reads one *contiguous* run per plane.
+
+    Phase (a, b) holds rows a, a+sh, ... and columns b, b+sw, ... of each
+    plane, stored flat as an (N*C, Hq*Wq) array with a spare row. Window
+    offset (i, j) reads, for output (oh, ow), element (r0 + oh, c0 + ow) of
+    phase ((i*dh) % sh, (j*dw) % sw), with r0 = (i*dh)//sh and c0 = (j*dw)//sw:
+    in flat terms, offset r0*Wq + c0 plus oh*Wq + ow. So the outputs are
+    computed on a "wide" (OH, Wq) grid -- columns past OW are scratch,
+    cropped at the end -- and each offset is a single slice
+    ``flat[:, start:start + OH*Wq]``: long runs, NumPy's fast inner loop,
+    whatever the stride.
+    """
+
+    def __init__(self, shape, stride, dilation, out_hw, dtype, fill=0, source=None, pad=(0, 0)):
+        """Phases of an (N, C, Hp, Wp) array of ``fill`` holding ``source``
+        (if given) at offset ``pad`` -- the padded input, never built whole."""
+        n, c, self.hp, self.wp = shape
+        self.stride, self.dilation, self.out_hw = stride, dilation, out_hw
+        sh, sw = stride
+        self.hq, self.wq = -(-self.hp // sh) + 1, -(-self.wp // sw)
+        self.parts = {}
+        for a in range(sh):
+            for b in range(sw):
+                part = np.full((n * c, self.hq, self.wq), fill, dtype)
+                if source is not None:
+                    # the first phase row/column that lands inside the source
+                    r0, q0 = -(-(pad[0] - a) // sh), -(-(pad[1] - b) // sw)
+                    src = source[:, :, a + r0 * sh - pad[0]::sh, b + q0 * sw - pad[1]::sw]
+                    part[:, r0:r0 + src.shape[2], q0:q0 + src.shape[3]] = src.reshape((n * c,) + src.shape[2:])
+                self.parts[a, b] = part.reshape(n * c, self.hq * self.wq)
+
+    def window(self, i, j):
+        """The (N*C, OH*Wq) slice that window offset (i, j) reads (a view)."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        (a, r0), (b, c0) = ((i * dh) % sh, (i * dh) // sh), ((j * dw) % sw, (j * dw) // sw)
+        start = r0 * self.wq + c0
+        return self.parts[a, b][:, start:start + self.out_hw[0] * self.wq]
+
+    def widen(self, t, fill=0):
+        """(N, C, OH, OW) -> the wide (N*C, OH*Wq) grid, scratch columns = fill."""
+        n, c, oh, ow = t.shape
+        wide = np.full((n * c, oh, self.wq), fill, t.dtype)
+        wide[:, :, :ow] = t.reshape(n * c, oh, ow)
+        return wide.reshape(n * c, oh * self.wq)
+
+    def narrow(self, wide, n, c):
+        """The wide (N*C, OH*Wq) grid -> (N, C, OH, OW), scratch columns dropped."""
+        oh, ow = self.out_hw
+        return np.ascontiguousarray(wide.reshape(n * c, oh, self.wq)[:, :, :ow]).reshape(n, c, oh, ow)
+
+    def join(self, n, c):
+        """The phases put back together as one (N, C, Hp, Wp) array."""
+        sh, sw = self.stride
+        out = np.empty((n, c, self.hp, self.wp), self.parts[0, 0].dtype)
+        for (a, b), part in self.parts.items():
+            dst = out[:, :, a::sh, b::sw]
+            dst[...] = part.reshape(n, c, self.hq, self.wq)[:, :, :dst.shape[2], :dst.shape[3]]
+        return out
+
+
+def _crop(xp, pad, h, w):
+    """The input-sized part of a padded array (itself when there is no border)."""
+    if xp.shape[2:] == (h, w):
+        return xp
+    return np.ascontiguousarray(xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w])
 
 
 def _first_valid_offset(out_len, size, kernel, stride, padding, dilation):
@@ -103,24 +162,27 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode=Fals
     """
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     n, c, h, w = x.shape
-    oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
-    ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
-    xp = _padded(x, ph, pw, oh, ow, kernel_size, stride, dilation, -np.inf)
+    out_hw = oh, ow = (pool_output_size(h, kh, sh, ph, dh, ceil_mode), pool_output_size(w, kw, sw, pw, dw, ceil_mode))
+    shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
+    phases = _Phases(shape, stride, dilation, out_hw, x.dtype, -np.inf, source=x, pad=padding)
     has_nan = bool(np.isnan(x).any())
 
-    y = None
-    pos = np.zeros((n, c, oh, ow), dtype=position_dtype(kh * kw))
+    y = phases.window(0, 0).copy()
+    pos = np.zeros(y.shape, dtype=position_dtype(kh * kw))
+    better = np.empty(y.shape, dtype=bool)
     for i in range(kh):
         for j in range(kw):
-            v = xp[:, :, _window_slice(i, dh, sh, oh), _window_slice(j, dw, sw, ow)]
-            if y is None:
-                y = v.copy()
+            if i == j == 0:
                 continue
-            better = v > y  # strict: ties keep the first maximum
+            v = phases.window(i, j)
+            np.greater(v, y, out=better)  # strict: ties keep the first maximum
             if has_nan:
                 better |= np.isnan(v)  # NaN wins, and a later NaN replaces an earlier one
-            np.copyto(y, v, where=better)
-            pos[better] = i * kw + j
+            # (arithmetic, not masked copies: NumPy's fast path) maximum
+            # propagates NaN; offsets only grow, so max(pos, better * k) = k where better
+            np.maximum(y, v, out=y)
+            np.maximum(pos, better * pos.dtype.type(i * kw + j), out=pos)
+    y, pos = phases.narrow(y, n, c), phases.narrow(pos, n, c)
     # A window whose maximum is -inf (all -inf, or offset 0 in the padding and
     # nothing larger): PyTorch points at the window's first element inside the input.
     all_low = y == -np.inf
@@ -143,15 +205,21 @@ def max_pool2d_indices(cache):
 
 def max_pool2d_backward(dy, cache):
     """dx[n,c,h,w] = sum of dy over the windows whose maximum sits at (h, w)."""
-    pos, (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = cache
-    oh, ow = dy.shape[2:]
-    dxp = _padded(np.zeros((n, c, h, w), dy.dtype), ph, pw, oh, ow, (kh, kw), (sh, sw), (dh, dw), 0)
-    zero = np.zeros((), dy.dtype)
+    pos, (n, c, h, w), kernel_size, stride, padding, dilation = cache
+    kh, kw = kernel_size
+    out_hw = dy.shape[2:]
+    shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
+    phases = _Phases(shape, stride, dilation, out_hw, dy.dtype)  # zeros: dx, padded
+    pos, dy = phases.widen(pos), phases.widen(dy)  # scratch columns add 0
+    finite = bool(np.isfinite(dy).all())
     for i in range(kh):
         for j in range(kw):
-            # within one offset the windows touch distinct elements: += is safe
-            dxp[:, :, _window_slice(i, dh, sh, oh), _window_slice(j, dw, sw, ow)] += np.where(pos == i * kw + j, dy, zero)
-    return dxp[:, :, ph:ph + h, pw:pw + w].copy()
+            hit = pos == i * kw + j
+            # within one offset the windows touch distinct elements: += is safe.
+            # dy * hit is the fast form; where() keeps a NaN/inf in dy from
+            # leaking into elements that were not the maximum.
+            phases.window(i, j)[...] += dy * hit if finite else np.where(hit, dy, 0)
+    return _crop(phases.join(n, c), padding, h, w)
 
 
 # =============================================================================
@@ -183,14 +251,16 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode=False, count_i
     clipped to input + padding (``count_include_pad``) or to the input alone."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     n, c, h, w = x.shape
-    oh = pool_output_size(h, kh, sh, ph, 1, ceil_mode)
-    ow = pool_output_size(w, kw, sw, pw, 1, ceil_mode)
-    xp = _padded(x, ph, pw, oh, ow, kernel_size, stride, (1, 1), 0)
-    y = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    out_hw = (pool_output_size(h, kh, sh, ph, 1, ceil_mode), pool_output_size(w, kw, sw, pw, 1, ceil_mode))
+    shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, (1, 1))
+    phases = _Phases(shape, stride, (1, 1), out_hw, x.dtype, source=x, pad=padding)
+    y = phases.window(0, 0).copy()
     for i in range(kh):
         for j in range(kw):
-            y += xp[:, :, _window_slice(i, 1, sh, oh), _window_slice(j, 1, sw, ow)]
-    divisor = avg_pool2d_divisor((h, w), (oh, ow), kernel_size, stride, padding, count_include_pad,
+            if i or j:
+                y += phases.window(i, j)
+    y = phases.narrow(y, n, c)
+    divisor = avg_pool2d_divisor((h, w), out_hw, kernel_size, stride, padding, count_include_pad,
                                  divisor_override, x.dtype)
     y /= divisor
     return y, (divisor, x.shape, kernel_size, stride, padding)
@@ -198,14 +268,16 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode=False, count_i
 
 def avg_pool2d_backward(dy, cache):
     """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / divisor."""
-    divisor, (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = cache
-    oh, ow = dy.shape[2:]
+    divisor, (n, c, h, w), kernel_size, stride, padding = cache
+    out_hw = dy.shape[2:]
     g = dy / divisor
-    dxp = _padded(np.zeros((n, c, h, w), dy.dtype), ph, pw, oh, ow, (kh, kw), (sh, sw), (1, 1), 0)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, _window_slice(i, 1, sh, oh), _window_slice(j, 1, sw, ow)] += g
-    return dxp[:, :, ph:ph + h, pw:pw + w].copy()
+    shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, (1, 1))
+    phases = _Phases(shape, stride, (1, 1), out_hw, dy.dtype)  # zeros: dx, padded
+    g = phases.widen(g)
+    for i in range(kernel_size[0]):
+        for j in range(kernel_size[1]):
+            phases.window(i, j)[...] += g
+    return _crop(phases.join(n, c), padding, h, w)
 
 
 # =============================================================================
@@ -266,6 +338,10 @@ def adaptive_avg_pool2d_forward(x, output_size):
     oh, ow = output_size
     hs, he = adaptive_windows(h, oh)
     ws, we = adaptive_windows(w, ow)
+    if oh and ow and h % oh == 0 and w % ow == 0:
+        # equal windows that tile the plane (global pooling among them): one reshape
+        y = x.reshape(n, c, oh, h // oh, ow, w // ow).mean(axis=(3, 5), dtype=x.dtype)
+        return y, (adaptive_avg_count((h, w), (oh, ow), x.dtype), x.shape)
     # sum along H, then along W (sums are separable)
     rows = np.zeros((n, c, oh, w), dtype=x.dtype)
     for _, v, inside in _gather_windows(x, 2, hs, he):
@@ -283,6 +359,11 @@ def adaptive_avg_pool2d_backward(dy, cache):
     count, (n, c, h, w) = cache
     oh, ow = dy.shape[2:]
     g = dy / count
+    if oh and ow and h % oh == 0 and w % ow == 0:
+        # tiling windows: each input element belongs to exactly one
+        dx = np.empty((n, c, oh, h // oh, ow, w // ow), dy.dtype)
+        dx[...] = g[:, :, :, None, :, None]
+        return dx.reshape(n, c, h, w)
     return _expand_avg(_expand_avg(g, 3, w, ow), 2, h, oh)
 
 
