@@ -42,8 +42,9 @@ from .launch import same_layout
 
 BLOCK = 1024
 WARPS = 4
-# the per-plane reduction of global average pooling: ROWS planes a program
-PLANE_ROWS = 16
+# the per-plane reduction of global average pooling: this many elements a
+# program (whole planes of H*W contiguous elements, padded to a power of two)
+PLANE_BLOCK = 4096
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -117,9 +118,10 @@ def _pool2d_forward_kernel(
     idx_ptr,  # max with WRITE_INDICES: int64 indices h*W + w, same layout as y
     total, C, H, W, OH, OW,
     sxn, sxc, sxh, sxw,
-    SH, SW, PH, PW, DH, DW,
     DIVISOR_OVERRIDE,  # average: 0 = none
-    KH: tl.constexpr, KW: tl.constexpr,
+    # the geometry is compile-time: divisions by the stride become multiplies
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, WRITE_INDICES: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -163,7 +165,8 @@ def _pool2d_forward_kernel(
 
 
 @triton.jit
-def _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH: tl.constexpr, KW: tl.constexpr, DIVISOR_OVERRIDE,
+def _avg_divisor(oh, ow, H, W, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                 KH: tl.constexpr, KW: tl.constexpr, DIVISOR_OVERRIDE,
                  COUNT_INCLUDE_PAD: tl.constexpr):
     """PyTorch's divisor of window (oh, ow): the window clipped to input +
     padding, or to the input alone, or the override."""
@@ -184,7 +187,7 @@ def _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH: tl.constexpr, KW: tl.constexp
 # =============================================================================
 
 @triton.jit
-def _window_of(t, S, D, K: tl.constexpr, O, NON_OVERLAP: tl.constexpr, i):
+def _window_of(t, S: tl.constexpr, D: tl.constexpr, K: tl.constexpr, O, NON_OVERLAP: tl.constexpr, i):
     """For input coordinate t + pad and window offset i (general case) -- or
     the only candidate offset (NON_OVERLAP) -- the output index and whether it exists."""
     if NON_OVERLAP:
@@ -206,9 +209,9 @@ def _pool2d_backward_kernel(
     dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
     total, C, H, W, OH, OW,
     syn, syc, syh, syw,
-    SH, SW, PH, PW, DH, DW,
     DIVISOR_OVERRIDE,
-    KH: tl.constexpr, KW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, NON_OVERLAP: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -266,9 +269,9 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
     if total:
         _pool2d_forward_kernel[_grid(total)](
             x, y, pos, idx if return_indices else y,
-            total, c, h, w, oh, ow, *_strides(x),
-            stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], int(divisor_override),
-            KH=kernel_size[0], KW=kernel_size[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
+            total, c, h, w, oh, ow, *_strides(x), int(divisor_override),
+            KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
             BLOCK=BLOCK, num_warps=WARPS,
         )
@@ -288,9 +291,9 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
     if total:
         _pool2d_backward_kernel[_grid(total)](
             dy, pos if is_max else dy, dx,
-            total, c, h, w, oh, ow, *_strides(dy),
-            stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], int(divisor_override),
-            KH=kernel_size[0], KW=kernel_size[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
+            total, c, h, w, oh, ow, *_strides(dy), int(divisor_override),
+            KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
             NON_OVERLAP=non_overlap, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
             BLOCK=BLOCK, num_warps=WARPS,
         )
@@ -402,6 +405,27 @@ def _global_avg_pool_nchw_kernel(
 
 
 @triton.jit
+def _global_avg_pool_backward_kernel(
+    dy_ptr,  # (N, C, 1, 1), strides syn, syc
+    dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
+    total, C, HW,
+    syn, syc,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dx = dy / (H*W) broadcast over each plane: elementwise over dx."""
+    o, mask = _block(total, BLOCK, INDEX64)
+    if CHANNELS_LAST:
+        c = o % C
+        n = o // (HW * C)
+    else:
+        plane = o // HW
+        c = plane % C
+        n = plane // C
+    g = tl.load(dy_ptr + n * syn + c * syc, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + o, (g / HW).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _adaptive_pool2d_backward_kernel(
     dy_ptr,  # (N, C, OH, OW), strides sy*
     pos_ptr,  # max: saved window positions, same strides as dy
@@ -471,8 +495,9 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
     if not is_max and oh == 1 and ow == 1 and x.is_contiguous():
         rows, hw = n * c, h * w
         block_hw = min(triton.next_power_of_2(hw), 256)
-        _global_avg_pool_nchw_kernel[(triton.cdiv(rows, PLANE_ROWS),)](
-            x, y, rows, hw, ROWS=PLANE_ROWS, BLOCK_HW=block_hw, CHUNKS=triton.cdiv(hw, block_hw),
+        plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
+        _global_avg_pool_nchw_kernel[(triton.cdiv(rows, plane_rows),)](
+            x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=triton.cdiv(hw, block_hw),
             INDEX64=_needs_int64(x), num_warps=4,
         )
         return y, pos, idx
@@ -492,7 +517,12 @@ def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
         dy = same_layout(dy, pos)
     dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
     total = dx.numel()
-    if total and oh and ow:
+    if total and not is_max and oh == 1 and ow == 1:
+        _global_avg_pool_backward_kernel[_grid(total)](
+            dy, dx, total, c, h * w, dy.stride(0), dy.stride(1),
+            CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy), BLOCK=BLOCK, num_warps=WARPS,
+        )
+    elif total and oh and ow:
         _adaptive_pool2d_backward_kernel[_grid(total)](
             dy, pos if is_max else dy, dx,
             total, c, h, w, oh, ow, *_strides(dy),

@@ -92,7 +92,8 @@ class _Phases:
         self.parts = {}
         for a in range(sh):
             for b in range(sw):
-                part = np.full((n * c, self.hq, self.wq), fill, dtype)
+                shape = (n * c, self.hq, self.wq)
+                part = np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
                 if source is not None:
                     # the first phase row/column that lands inside the source
                     r0, q0 = -(-(pad[0] - a) // sh), -(-(pad[1] - b) // sw)
