@@ -118,11 +118,11 @@ def _pool2d_forward_kernel(
     idx_ptr,  # max with WRITE_INDICES: int64 indices h*W + w, same layout as y
     total, C, H, W, OH, OW,
     sxn, sxc, sxh, sxw,
-    DIVISOR_OVERRIDE,  # average: 0 = none
+    DIVISOR,  # average: divisor_override as a float (used when HAS_DIVISOR)
     # the geometry is compile-time: divisions by the stride become multiplies
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, WRITE_INDICES: tl.constexpr,
+    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, WRITE_INDICES: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     o, mask = _block(total, BLOCK, INDEX64)
@@ -160,13 +160,13 @@ def _pool2d_forward_kernel(
             iw = (w0 + (pos % KW) * DW).to(tl.int64)
             tl.store(idx_ptr + o, ih * W + iw, mask=mask)
     else:
-        divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR_OVERRIDE, COUNT_INCLUDE_PAD)
+        divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
         tl.store(y_ptr + o, (acc / divisor).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _avg_divisor(oh, ow, H, W, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                 KH: tl.constexpr, KW: tl.constexpr, DIVISOR_OVERRIDE,
+                 KH: tl.constexpr, KW: tl.constexpr, DIVISOR, HAS_DIVISOR: tl.constexpr,
                  COUNT_INCLUDE_PAD: tl.constexpr):
     """PyTorch's divisor of window (oh, ow): the window clipped to input +
     padding, or to the input alone, or the override."""
@@ -178,8 +178,10 @@ def _avg_divisor(oh, ow, H, W, SH: tl.constexpr, SW: tl.constexpr, PH: tl.conste
         count = (he - hs) * (we - ws)
     else:
         count = (tl.minimum(he, H) - tl.maximum(hs, 0)) * (tl.minimum(we, W) - tl.maximum(ws, 0))
-    count = tl.where(DIVISOR_OVERRIDE != 0, DIVISOR_OVERRIDE, count)
-    return count.to(tl.float32)
+    count = count.to(tl.float32)
+    if HAS_DIVISOR:
+        count = tl.full(count.shape, 1.0, tl.float32) * DIVISOR
+    return count
 
 
 # =============================================================================
@@ -209,10 +211,10 @@ def _pool2d_backward_kernel(
     dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
     total, C, H, W, OH, OW,
     syn, syc, syh, syw,
-    DIVISOR_OVERRIDE,
+    DIVISOR,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, NON_OVERLAP: tl.constexpr,
+    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, NON_OVERLAP: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     o, mask = _block(total, BLOCK, INDEX64)
@@ -231,7 +233,7 @@ def _pool2d_backward_kernel(
             acc = tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
         else:
             g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
-            divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR_OVERRIDE, COUNT_INCLUDE_PAD)
+            divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
             acc = tl.where(ok, g / divisor, 0.0)
     else:
         for i in range(KH):
@@ -247,7 +249,7 @@ def _pool2d_backward_kernel(
                     acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
                 else:
                     g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
-                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR_OVERRIDE, COUNT_INCLUDE_PAD)
+                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
                     acc += tl.where(ok, g / divisor, 0.0)
     tl.store(dx_ptr + o, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -269,9 +271,9 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
     if total:
         _pool2d_forward_kernel[_grid(total)](
             x, y, pos, idx if return_indices else y,
-            total, c, h, w, oh, ow, *_strides(x), int(divisor_override),
+            total, c, h, w, oh, ow, *_strides(x), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
-            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
             BLOCK=BLOCK, num_warps=WARPS,
         )
@@ -291,9 +293,9 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
     if total:
         _pool2d_backward_kernel[_grid(total)](
             dy, pos if is_max else dy, dx,
-            total, c, h, w, oh, ow, *_strides(dy), int(divisor_override),
+            total, c, h, w, oh, ow, *_strides(dy), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
-            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad),
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             NON_OVERLAP=non_overlap, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
             BLOCK=BLOCK, num_warps=WARPS,
         )

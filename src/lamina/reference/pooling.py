@@ -16,7 +16,7 @@ strided slices" and backward is "add k*k strided slices" (see _Phases for how
 those slices are made contiguous).
 
 Max pool remembers, per output, only *which* of the k*k window positions held
-the maximum (a small unsigned integer, row-major within the window): backward
+the maximum (uint8 for windows up to 256, row-major in the window): backward
 needs nothing else. PyTorch's int64 indices (flat ``h*W + w`` within each
 (n, c) plane) are derived from it on request. Ties go to the first maximum in
 row-major window order and NaN wins (the last NaN, as PyTorch's
