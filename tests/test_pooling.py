@@ -273,3 +273,22 @@ def test_opcheck(op, args):
               torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)]:
         torch.library.opcheck(getattr(torch.ops.lamina, op), (x.requires_grad_(True), *rest),
                               test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_empty_stride_means_kernel_size():
+    x = torch.randn(2, 3, 7, 9)
+    assert torch.equal(F.max_pool2d(x, 3, stride=[]), TF.max_pool2d(x, 3, stride=[]))
+    assert torch.equal(F.avg_pool2d(x, 2, stride=()), TF.avg_pool2d(x, 2, stride=()))
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_max_pool_saves_compact_positions(backend, backend_name):
+    """What backward keeps is one uint8 per output (window position), not int64 indices."""
+    backend(backend_name)
+    x = torch.randn(1, 2, 6, 6)
+    y, pos, indices = torch.ops.lamina.max_pool2d_forward(x, [3, 3], [2, 2], [1, 1], [1, 1], False, False)
+    assert pos.dtype == torch.uint8 and pos.shape == y.shape and indices.numel() == 0
+    _, expected = TF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    row, col = pos.long() // 3, pos.long() % 3
+    oh, ow = torch.arange(3).view(3, 1), torch.arange(3).view(1, 3)
+    assert torch.equal((oh * 2 - 1 + row) * 6 + (ow * 2 - 1 + col), expected)

@@ -46,8 +46,8 @@ def ndim(x: torch.Tensor, allowed, layer: str) -> None:
 
 def pool_pair(value, name: str, op: str, allow_none: bool = False):
     """An int or a pair of ints as a pair (PyTorch's RuntimeError otherwise)."""
-    if value is None and allow_none:
-        return None
+    if allow_none and (value is None or (isinstance(value, (list, tuple)) and len(value) == 0)):
+        return None  # PyTorch reads an empty stride as "omitted"
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     if isinstance(value, int) and not isinstance(value, bool):
