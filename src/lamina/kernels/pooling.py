@@ -273,7 +273,8 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
             x, y, pos, idx if return_indices else y,
             total, c, h, w, oh, ow, *_strides(x), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
-            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
+            COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
             BLOCK=BLOCK, num_warps=WARPS,
         )
@@ -295,7 +296,8 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
             dy, pos if is_max else dy, dx,
             total, c, h, w, oh, ow, *_strides(dy), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
-            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
+            COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             NON_OVERLAP=non_overlap, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
             BLOCK=BLOCK, num_warps=WARPS,
         )
