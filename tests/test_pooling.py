@@ -176,6 +176,7 @@ def test_ceil_mode_edge_windows(backend, backend_name):
     for h, kwargs in [(8, dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),  # last window = 1 element + pad
                       (7, dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)),  # would start in the pad: dropped
                       (6, dict(kernel_size=3, stride=2, ceil_mode=True)),  # hangs past the input, no padding
+                      (7, dict(kernel_size=2, stride=2, ceil_mode=True)),  # tiles, the last one hanging over
                       (5, dict(kernel_size=3, stride=3, padding=1, ceil_mode=True))]:
         x = torch.randn(1, 2, h, h)
         assert_same("max_pool2d", dict(kwargs, return_indices=True), x)

@@ -137,6 +137,25 @@ def _crop(xp, pad, h, w):
     return np.ascontiguousarray(xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w])
 
 
+def _tiles_cover(kernel_size, stride, padding, dilation):
+    """True when the windows tile the input without overlap or padding (2x2/s2
+    and the like): backward is then a broadcast over (OH, kh, OW, kw) tiles."""
+    return tuple(stride) == tuple(kernel_size) and tuple(padding) == (0, 0) and tuple(dilation) == (1, 1)
+
+
+def _untile(tiles, h, w):
+    """(N, C, OH, kh, OW, kw) tiles -> the (N, C, H, W) input gradient: rows and
+    columns no window reaches (floor mode) get 0, ceil_mode overhang is cut."""
+    n, c, oh, kh, ow, kw = tiles.shape
+    tiles = tiles.reshape(n, c, oh * kh, ow * kw)
+    if (oh * kh, ow * kw) == (h, w):
+        return tiles
+    th, tw = min(oh * kh, h), min(ow * kw, w)
+    dx = np.zeros((n, c, h, w), tiles.dtype)
+    dx[:, :, :th, :tw] = tiles[:, :, :th, :tw]
+    return dx
+
+
 def _first_valid_offset(out_len, size, kernel, stride, padding, dilation):
     """Per output index: the first window offset that lands inside the input."""
     starts = np.arange(out_len) * stride - padding
@@ -208,17 +227,23 @@ def max_pool2d_backward(dy, cache):
     """dx[n,c,h,w] = sum of dy over the windows whose maximum sits at (h, w)."""
     pos, (n, c, h, w), kernel_size, stride, padding, dilation = cache
     kh, kw = kernel_size
-    out_hw = dy.shape[2:]
+    out_hw = (oh, ow) = dy.shape[2:]
+    # dy * hit is the fast form of "dy where hit"; where() keeps a NaN/inf in
+    # dy from leaking into elements that were not the maximum
+    finite = bool(np.isfinite(dy).all())
+    if _tiles_cover(kernel_size, stride, padding, dilation):
+        # each element gets its window's gradient if it held the maximum:
+        # compare every tile element's window position with the saved one
+        hit = pos[:, :, :, None, :, None] == np.arange(kh * kw, dtype=pos.dtype).reshape(kh, 1, kw)
+        dy = dy[:, :, :, None, :, None]
+        return _untile(dy * hit if finite else np.where(hit, dy, 0), h, w)
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
     phases = _Phases(shape, stride, dilation, out_hw, dy.dtype)  # zeros: dx, padded
     pos, dy = phases.widen(pos), phases.widen(dy)  # scratch columns add 0
-    finite = bool(np.isfinite(dy).all())
     for i in range(kh):
         for j in range(kw):
             hit = pos == i * kw + j
-            # within one offset the windows touch distinct elements: += is safe.
-            # dy * hit is the fast form; where() keeps a NaN/inf in dy from
-            # leaking into elements that were not the maximum.
+            # within one offset the windows touch distinct elements: += is safe
             phases.window(i, j)[...] += dy * hit if finite else np.where(hit, dy, 0)
     return _crop(phases.join(n, c), padding, h, w)
 
@@ -270,8 +295,14 @@ def avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode=False, count_i
 def avg_pool2d_backward(dy, cache):
     """dx[n,c,h,w] = sum over the windows containing (h, w) of dy / divisor."""
     divisor, (n, c, h, w), kernel_size, stride, padding = cache
-    out_hw = dy.shape[2:]
+    out_hw = (oh, ow) = dy.shape[2:]
+    kh, kw = kernel_size
     g = dy / divisor
+    if _tiles_cover(kernel_size, stride, padding, (1, 1)):
+        # each element gets its one window's gradient: a broadcast
+        tiles = np.empty((n, c, oh, kh, ow, kw), dy.dtype)
+        tiles[...] = g[:, :, :, None, :, None]
+        return _untile(tiles, h, w)
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, (1, 1))
     phases = _Phases(shape, stride, (1, 1), out_hw, dy.dtype)  # zeros: dx, padded
     g = phases.widen(g)
