@@ -293,3 +293,25 @@ def test_max_pool_saves_compact_positions(backend, backend_name):
     row, col = pos.long() // 3, pos.long() % 3
     oh, ow = torch.arange(3).view(3, 1), torch.arange(3).view(1, 3)
     assert torch.equal((oh * 2 - 1 + row) * 6 + (ow * 2 - 1 + col), expected)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("max_pool2d", dict(kernel_size=2, stride=2, ceil_mode=True)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=2, divisor_override=3)),
+    ("adaptive_avg_pool2d", dict(output_size=(3, 4))),
+    ("adaptive_max_pool2d", dict(output_size=(3, 4))),
+])
+def test_double_backward(name, kwargs):
+    lamina.set_backend("auto")
+    x = torch.randn(1, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: getattr(F, name)(t, **kwargs), (x,))
+    # and equal to PyTorch's
+    dy = torch.randn_like(getattr(TF, name)(x, **kwargs))
+    ddx = torch.randn_like(x)
+    outs = []
+    for fn in (getattr(F, name), getattr(TF, name)):
+        (dx,) = torch.autograd.grad(fn(x, **kwargs), x, dy.requires_grad_(True), create_graph=True)
+        outs.append(torch.autograd.grad(dx, dy, ddx)[0])
+    torch.testing.assert_close(outs[0], outs[1])

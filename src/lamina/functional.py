@@ -178,6 +178,36 @@ def _max_pool2d_grad(ctx, dy, _dpos, _dindices):
 _max_pool2d_forward.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
 
 
+def _gather_at(ddx: Tensor, indices: Tensor) -> Tensor:
+    """ddx (N, C, H, W) read at flat per-plane indices (N, C, OH, OW)."""
+    return ddx.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+
+
+def _max_pool2d_indices(pos, input_size, kernel_size, stride, padding, dilation):
+    """PyTorch's int64 indices from the saved window positions, in torch ops."""
+    oh, ow = pos.shape[2:]
+    p = pos.long()
+    rows = (torch.arange(oh, device=p.device) * stride[0] - padding[0]).view(oh, 1) + (p // kernel_size[1]) * dilation[0]
+    cols = (torch.arange(ow, device=p.device) * stride[1] - padding[1]).view(1, ow) + (p % kernel_size[1]) * dilation[1]
+    return rows * input_size[3] + cols
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    _, pos, *geometry = inputs
+    ctx.geometry = geometry[:-1]
+    ctx.save_for_backward(pos)
+
+
+def _max_pool2d_backward_grad(ctx, ddx):
+    """Double backward: dx = scatter of dy to the maxima is linear in dy, its
+    adjoint reads ddx at the maxima."""
+    (pos,) = ctx.saved_tensors
+    return (_gather_at(ddx, _max_pool2d_indices(pos, *ctx.geometry)),) + (None,) * 7
+
+
+_max_pool2d_backward.register_autograd(_max_pool2d_backward_grad, setup_context=_max_pool2d_backward_setup)
+
+
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False):
     r"""max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
@@ -254,6 +284,23 @@ def _avg_pool2d_grad(ctx, dy):
 _avg_pool2d_forward.register_autograd(_avg_pool2d_grad, setup_context=_avg_pool2d_setup)
 
 
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    dy, input_size, kernel_size, stride, padding, count_include_pad, divisor_override, _ = inputs
+    # the forward's ceil_mode: whichever rounding gives dy's size
+    floor_hw = _pool_output_hw(torch.empty(input_size, device="meta"), kernel_size, stride, padding, (1, 1), False)
+    ceil_mode = tuple(floor_hw) != tuple(dy.shape[2:])
+    ctx.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _avg_pool2d_backward_grad(ctx, ddx):
+    """Double backward: backward is the transpose of the (linear) average
+    pool, so its adjoint is the average pool itself."""
+    return (_avg_pool2d_forward(ddx, *ctx.args),) + (None,) * 7
+
+
+_avg_pool2d_backward.register_autograd(_avg_pool2d_backward_grad, setup_context=_avg_pool2d_backward_setup)
+
+
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None) -> Tensor:
     r"""avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)
@@ -317,6 +364,19 @@ def _adaptive_avg_pool2d_grad(ctx, dy):
 
 
 _adaptive_avg_pool2d_forward.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_adaptive_avg_pool2d_setup)
+
+
+def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.output_size = list(inputs[0].shape[2:])
+
+
+def _adaptive_avg_pool2d_backward_grad(ctx, ddx):
+    """Double backward: the adjoint of the (linear) backward is the pool itself."""
+    return _adaptive_avg_pool2d_forward(ddx, ctx.output_size), None, None
+
+
+_adaptive_avg_pool2d_backward.register_autograd(_adaptive_avg_pool2d_backward_grad,
+                                                setup_context=_adaptive_avg_pool2d_backward_setup)
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
@@ -390,6 +450,33 @@ def _adaptive_max_pool2d_grad(ctx, dy, _dpos, _dindices):
 
 
 _adaptive_max_pool2d_forward.register_autograd(_adaptive_max_pool2d_grad, setup_context=_adaptive_max_pool2d_setup)
+
+
+def _adaptive_max_pool2d_indices(pos, input_size):
+    """PyTorch's int64 indices from the saved positions (kh * KW + kw), in torch ops."""
+    oh, ow = pos.shape[2:]
+    hs, _ = ref_pooling.adaptive_windows(input_size[2], oh)
+    ws, we = ref_pooling.adaptive_windows(input_size[3], ow)
+    kw_max = int((we - ws).max(initial=1))
+    p = pos.long()
+    rows = torch.as_tensor(hs, device=p.device).view(oh, 1) + p // kw_max
+    cols = torch.as_tensor(ws, device=p.device).view(1, ow) + p % kw_max
+    return rows * input_size[3] + cols
+
+
+def _adaptive_max_pool2d_backward_setup(ctx, inputs, output):
+    ctx.input_size = inputs[2]
+    ctx.save_for_backward(inputs[1])
+
+
+def _adaptive_max_pool2d_backward_grad(ctx, ddx):
+    """Double backward: read ddx at the maxima (see _max_pool2d_backward_grad)."""
+    (pos,) = ctx.saved_tensors
+    return _gather_at(ddx, _adaptive_max_pool2d_indices(pos, ctx.input_size)), None, None, None
+
+
+_adaptive_max_pool2d_backward.register_autograd(_adaptive_max_pool2d_backward_grad,
+                                                setup_context=_adaptive_max_pool2d_backward_setup)
 
 
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
