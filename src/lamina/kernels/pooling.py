@@ -24,12 +24,10 @@ maximum in row-major window order, NaN wins (the last NaN), as in PyTorch.
 Math in float32, stored in the input's dtype. Index arithmetic is int32 unless
 a tensor spans 2**31 elements, then int64 (INDEX64).
 
-Under the Triton interpreter a call to a @triton.jit helper restores
-triton.language's own jit functions (tl.zeros, ...) on return, so the kernels
-here build constants with the builtin tl.full instead. Likewise, when torch
-has imported triton before TRITON_INTERPRET was set, triton.language's jit
-functions (tl.sum, tl.zeros) cannot run in the interpreter at all: reductions
-here go through the builtin tl.reduce with a combine function of our own.
+When torch has imported triton before TRITON_INTERPRET was set (importing
+torch._dynamo does), triton.language's own @jit helpers (tl.zeros, tl.sum, ...)
+cannot run under the interpreter; the kernels here use only builtins (tl.full,
+and tl.reduce with a combine function of their own), so they run either way.
 """
 
 from __future__ import annotations
