@@ -1,16 +1,20 @@
-"""Host-side cost of one lamina call, layer by layer, on a tiny CUDA tensor
-(so the GPU time is negligible): raw Triton launch, the launcher, the custom
-op, the public function with autograd (forward + backward), against torch."""
+"""Where host time goes. Part 1: host microseconds per call on tiny CUDA
+tensors (GPU time negligible), lamina against torch, forward and
+forward+backward. Part 2: cProfile of lamina's small LayerNorm fwd+bwd.
+Part 3: torch.profiler of ReLU fwd+bwd at 2**26 elements (GPU kernels and
+their durations)."""
+import cProfile
+import pstats
 import time
 
 import torch
+import torch.nn.functional as TF
 
 import lamina.functional as F
-from lamina.kernels import activation as K
 
 
-def per_call_us(fn, reps=2000):
-    for _ in range(50):
+def per_call_us(fn, reps=300):
+    for _ in range(20):
         fn()
     torch.cuda.synchronize()
     t = time.perf_counter()
@@ -20,27 +24,63 @@ def per_call_us(fn, reps=2000):
     return (time.perf_counter() - t) / reps * 1e6
 
 
-x = torch.randn(4096, device="cuda")
-y = torch.empty_like(x)
-xg = x.clone().requires_grad_(True)
+def leaf(*shape):
+    return torch.randn(*shape, device="cuda", requires_grad=True)
+
+
+x1 = leaf(4096)
+x2 = leaf(64, 768)
+x4 = leaf(4, 8, 6, 6)
+w768, b768 = leaf(768), leaf(768)
+w8, b8 = leaf(8), leaf(8)
+rm, rv = torch.zeros(8, device="cuda"), torch.ones(8, device="cuda")
+ops = {
+    "relu": (lambda m: m.relu(x1), x1),
+    "gelu": (lambda m: m.gelu(x1), x1),
+    "dropout": (lambda m: m.dropout(x1, 0.1), x1),
+    "layer_norm": (lambda m: m.layer_norm(x2, (768,), w768, b768), x2),
+    "rms_norm": (lambda m: m.rms_norm(x2, (768,), w768), x2),
+    "batch_norm": (lambda m: m.batch_norm(x4, rm, rv, w8, b8, True), x4),
+    "group_norm": (lambda m: m.group_norm(x4, 2, w8, b8), x4),
+}
+if hasattr(F, "max_pool2d"):
+    ops["max_pool2d"] = (lambda m: m.max_pool2d(x4, 2), x4)
+    ops["avg_pool2d"] = (lambda m: m.avg_pool2d(x4, 2), x4)
+print(f"{'op':12s} {'lamina fwd':>10s} {'torch fwd':>10s} {'lamina f+b':>10s} {'torch f+b':>10s}  (host us per call)")
+for name, (call, inp) in ops.items():
+    row = []
+    for mode in ("fwd", "fwdbwd"):
+        for mod in (F, TF):
+            if mode == "fwd":
+                def fn(mod=mod):
+                    with torch.no_grad():
+                        call(mod)
+            else:
+                y = call(mod)
+                dy = torch.randn_like(y)
+
+                def fn(mod=mod, dy=dy):
+                    torch.autograd.backward(call(mod), dy)
+            row.append(per_call_us(fn))
+    print(f"{name:12s} " + " ".join(f"{v:10.1f}" for v in row))
+
+dy2 = torch.randn_like(x2)
+prof = cProfile.Profile()
+prof.enable()
+for _ in range(200):
+    torch.autograd.backward(F.layer_norm(x2, (768,), w768, b768), dy2)
+torch.cuda.synchronize()
+prof.disable()
+pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+
+x = torch.randn(2**26, device="cuda", requires_grad=True)
 dy = torch.randn_like(x)
-w = torch.randn(768, device="cuda", requires_grad=True)
-b = torch.randn(768, device="cuda", requires_grad=True)
-xl = torch.randn(4096, 768, device="cuda", requires_grad=True)
-dyl = torch.randn_like(xl)
-rows = [
-    ("raw triton launch", lambda: K._activation_forward_kernel[(1,)](x, y, y, 4096, 0.0, ACT=0, WRITE_MASK=False, BLOCK=4096, num_warps=8)),
-    ("launcher relu_forward", lambda: K.relu_forward(x)),
-    ("torch.ops.lamina.relu_forward", lambda: torch.ops.lamina.relu_forward(x)),
-    ("F.relu no grad", lambda: F.relu(x)),
-    ("torch.relu no grad", lambda: torch.relu(x)),
-    ("F.relu fwd+bwd", lambda: torch.autograd.backward(F.relu(xg), dy)),
-    ("torch.relu fwd+bwd", lambda: torch.autograd.backward(torch.relu(xg), dy)),
-]
-if hasattr(F, "layer_norm"):
-    rows += [
-        ("F.layer_norm 4096x768 fwd+bwd", lambda: torch.autograd.backward(F.layer_norm(xl, (768,), w, b), dyl)),
-        ("torch layer_norm 4096x768 fwd+bwd", lambda: torch.autograd.backward(torch.nn.functional.layer_norm(xl, (768,), w, b), dyl)),
-    ]
-for name, fn in rows:
-    print(f"{name:38s} {per_call_us(fn):8.1f} us")
+for _ in range(3):
+    torch.autograd.backward(F.relu(x), dy)
+torch.cuda.synchronize()
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as p:
+    for _ in range(5):
+        torch.autograd.backward(F.relu(x), dy)
+        x.grad = None
+    torch.cuda.synchronize()
+print(p.key_averages().table(sort_by="cuda_time_total", row_limit=12))

@@ -25,6 +25,12 @@ from . import functional as F
 ELEMENTWISE_SHAPES = [(), (1,), (7,), (13, 17), (3, 5, 4099), (0, 3), (2, 3, 5, 7)]
 # Small odd shapes for the Triton interpreter, which is slow.
 ELEMENTWISE_SHAPES_SMALL = [(1,), (13, 17), (2, 3, 5, 7)]
+# Pooling: odd planes (windows that do not tile), 3-D (C, H, W), empty batch.
+POOL_SHAPES = [(2, 3, 7, 9), (1, 2, 13, 11), (3, 8, 8), (0, 3, 8, 8)]
+POOL_SHAPES_SMALL = [(2, 3, 7, 9), (3, 8, 8)]
+# adaptive: sizes that do not divide the input, global, None entries, upsampling
+ADAPTIVE_KWARGS = [dict(output_size=(3, 4)), dict(output_size=(1, 1)), dict(output_size=(None, 4)),
+                   dict(output_size=5), dict(output_size=(9, 11))]
 
 
 def no_params(shape, dtype):
@@ -218,6 +224,34 @@ OPS: list[OpCase] = [
     # ---- normalization: layer, RMS, group ------------------------------------
     *_rownorm_cases(),
     # ---- pooling -------------------------------------------------------------
+    *[
+        OpCase(name, getattr(F, fn), getattr(TF, fn), shapes, small, kwargs)
+        for name, fn, shapes, small, kwargs in [
+            ("max_pool2d", "max_pool2d", POOL_SHAPES, POOL_SHAPES_SMALL, [
+                dict(kernel_size=3, stride=2, padding=1),
+                dict(kernel_size=2),
+                dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=2),
+                dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),  # first window starts in the padding
+                dict(kernel_size=3, stride=2, ceil_mode=True),  # last window hangs past the input
+                dict(kernel_size=3, stride=2, padding=1, return_indices=True),
+            ]),
+            ("max_pool2d_k1", "max_pool2d", [(1, 1, 1, 1)], [(1, 1, 1, 1)], [dict(kernel_size=1)]),
+            ("avg_pool2d", "avg_pool2d", POOL_SHAPES, POOL_SHAPES_SMALL, [
+                dict(kernel_size=3, stride=2, padding=1),
+                dict(kernel_size=2),
+                dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+                dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), divisor_override=3),
+                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+                dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+            ]),
+            ("avg_pool2d_k1", "avg_pool2d", [(1, 1, 1, 1)], [(1, 1, 1, 1)], [dict(kernel_size=1)]),
+            ("adaptive_avg_pool2d", "adaptive_avg_pool2d", POOL_SHAPES, POOL_SHAPES_SMALL, ADAPTIVE_KWARGS),
+            ("adaptive_avg_pool2d_1", "adaptive_avg_pool2d", [(1, 1, 1, 1)], [(1, 1, 1, 1)], [dict(output_size=1)]),
+            ("adaptive_max_pool2d", "adaptive_max_pool2d", POOL_SHAPES, POOL_SHAPES_SMALL,
+             ADAPTIVE_KWARGS + [dict(output_size=(3, 4), return_indices=True)]),
+            ("adaptive_max_pool2d_1", "adaptive_max_pool2d", [(1, 1, 1, 1)], [(1, 1, 1, 1)], [dict(output_size=1)]),
+        ]
+    ],
     # ---- dropout -------------------------------------------------------------
     # Random ops, compared under an explicit seed with oracles that build the
     # mask from lamina.rng (defined at the end of this file, called lazily).

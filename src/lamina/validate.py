@@ -42,7 +42,8 @@ def ndim(x: torch.Tensor, allowed, layer: str) -> None:
 
 # =============================================================================
 # activation
-# =============================================================================
+# ======================================================================
+
 
 def prelu_weight(x: torch.Tensor, weight) -> None:
     """PReLU's weight: a tensor of 0 or 1 dims with 1 or x.shape[1] elements
@@ -64,3 +65,71 @@ def prelu_weight(x: torch.Tensor, weight) -> None:
             raise RuntimeError(
                 "Mismatch of parameter numbers and input channel size. "
                 f"Found parameter numbers = {n} and channel size = {channels}.")
+=======
+# pooling
+# =============================================================================
+
+def pool_pair(value, name: str, op: str, allow_none: bool = False):
+    """An int or a pair of ints as a pair (PyTorch's RuntimeError otherwise)."""
+    if allow_none and (value is None or (isinstance(value, (list, tuple)) and len(value) == 0)):
+        return None  # PyTorch reads an empty stride as "omitted"
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (int(value), int(value))
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (int(value[0]), int(value[1]))
+    omitted = "be omitted, " if allow_none else ""
+    raise RuntimeError(f"{op}: {name} must either {omitted}a single int, or a tuple of two ints, got {value!r}")
+
+
+def pool_input(x: torch.Tensor, op: str, nonempty: int = 3) -> None:
+    """A float tensor of 3 (C, H, W) or 4 (N, C, H, W) dimensions whose last
+    ``nonempty`` dimensions are non-empty (PyTorch: C, H, W for max and average
+    pooling, H and W for adaptive average pooling, C of a 3-D input may be empty
+    for adaptive max pooling)."""
+    floating(x)
+    if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[x.dim() - nonempty:]):
+        what = "C, H and W" if nonempty == 3 else "H and W"
+        raise RuntimeError(f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input with non-zero {what}, "
+                           f"got shape {tuple(x.shape)}")
+
+
+def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, ceil_mode: bool):
+    """Checks kernel/stride/padding/dilation like PyTorch and returns the output (OH, OW)."""
+    from .reference.pooling import pool_output_size
+
+    if min(kernel) <= 0:
+        raise RuntimeError(f"{op}: kernel_size should be greater than zero, but got {kernel}")
+    if min(stride) <= 0:
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got {stride}")
+    if min(dilation) <= 0:
+        raise RuntimeError(f"{op}: dilation should be greater than zero, but got {dilation}")
+    if min(padding) < 0:
+        raise RuntimeError(f"{op}: padding must be non-negative, but got {padding}")
+    for k, p in zip(kernel, padding):
+        # PyTorch bounds the padding by half the undilated kernel (for max pool
+        # too, whatever the dilation)
+        if p > k // 2:
+            raise RuntimeError(f"{op}: pad should be at most half of kernel size, but got padding={padding} "
+                               f"and kernel_size={kernel}")
+    h, w = x.shape[-2:]
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        c = x.shape[-3]
+        raise RuntimeError(f"{op}: Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{oh}x{ow}). "
+                           f"Output size is too small")
+    return oh, ow
+
+
+def adaptive_output_size(x: torch.Tensor, output_size, op: str):
+    """output_size as a pair of non-negative ints, None entries taking the input's size."""
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    if not isinstance(output_size, (list, tuple)) or len(output_size) != 2:
+        raise RuntimeError(f"{op}: output_size must be an int or a pair of ints (or None), got {output_size!r}")
+    out = tuple(int(x.shape[-2 + i]) if v is None else v for i, v in enumerate(output_size))
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in out):
+        raise RuntimeError(f"{op}: output_size must be non-negative ints, got {output_size!r}")
+    return out

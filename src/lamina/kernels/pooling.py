@@ -1,0 +1,555 @@
+"""Pooling kernels: max, average and adaptive pools, forward and backward.
+
+Forward: each program computes BLOCK outputs, taken in the output's memory
+order (NCHW: along ow; channels_last: along c, so every window offset is one
+coalesced load of contiguous channels). A flat output index is split into
+(n, c, oh, ow) and the window is read through the input's strides, so any
+strided input works without a copy. The output keeps the input's memory
+format.
+
+Backward is a gather, not a scatter: each program computes BLOCK elements of
+dx, in dx's memory order; for every window offset it works out which output
+window (if any) would read this element at that offset and adds that
+window's gradient when the saved window position says the maximum was here
+(max) or always, divided by the window's divisor (average). Every dx element
+is written once by one program: deterministic, no atomics. When windows do not
+overlap (stride >= dilated kernel, e.g. 2x2/s2) each element has at most one
+window, found by one division.
+
+Max pool saves, per output, the window position of the maximum (uint8 for
+windows up to 256 elements) -- the same compact format as the NumPy reference
+-- and writes PyTorch's int64 indices only when asked. Ties go to the first
+maximum in row-major window order, NaN wins (the last NaN), as in PyTorch.
+
+Math in float32, stored in the input's dtype. Index arithmetic is int32 unless
+a tensor spans 2**31 elements, then int64 (INDEX64).
+
+When torch has imported triton before TRITON_INTERPRET was set (importing
+torch._dynamo does), triton.language's own @jit helpers (tl.zeros, tl.sum, ...)
+cannot run under the interpreter; the kernels here use only builtins (tl.full,
+and tl.reduce with a combine function of their own), so they run either way.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch import same_layout
+
+BLOCK = 1024
+WARPS = 4
+# the per-plane reduction of global average pooling: this many elements a
+# program (whole planes of H*W contiguous elements, padded to a power of two)
+PLANE_BLOCK = 4096
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _needs_int64(*tensors) -> bool:
+    """True when some element offset of some tensor can reach 2**31."""
+    for t in tensors:
+        span = sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0) + 1
+        if span >= 2**31 or t.numel() >= 2**31:
+            return True
+    return False
+
+
+def _new_pool_tensor(shape, like_channels_last: bool, dtype, device):
+    fmt = torch.channels_last if like_channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+
+
+def _position_dtype(window_size: int) -> torch.dtype:
+    return torch.uint8 if window_size <= 256 else (torch.int16 if window_size <= 32767 else torch.int32)
+
+
+def _grid(total: int):
+    return (triton.cdiv(total, BLOCK),)
+
+
+def _strides(t: torch.Tensor):
+    return tuple(t.stride())
+
+
+@triton.jit
+def _split(o, C, OH, OW, CHANNELS_LAST: tl.constexpr):
+    """A flat index in memory order -> (n, c, h, w): NCHW or NHWC order."""
+    if CHANNELS_LAST:
+        c = o % C
+        t = o // C
+        w = t % OW
+        t = t // OW
+        h = t % OH
+        n = t // OH
+    else:
+        w = o % OW
+        t = o // OW
+        h = t % OH
+        t = t // OH
+        c = t % C
+        n = t // C
+    return n, c, h, w
+
+
+@triton.jit
+def _block(total, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
+    pid = tl.program_id(0)
+    if INDEX64:
+        pid = pid.to(tl.int64)
+    o = pid * BLOCK + tl.arange(0, BLOCK)
+    return o, o < total
+
+
+# =============================================================================
+# max pool and average pool: forward
+# =============================================================================
+
+@triton.jit
+def _pool2d_forward_kernel(
+    x_ptr,  # input (N, C, H, W), any strides
+    y_ptr,  # output (N, C, OH, OW), dense in the flat order (NCHW or NHWC)
+    pos_ptr,  # max: window position of each max, same layout as y
+    idx_ptr,  # max with WRITE_INDICES: int64 indices h*W + w, same layout as y
+    total, C, H, W, OH, OW,
+    sxn, sxc, sxh, sxw,
+    DIVISOR,  # average: divisor_override as a float (used when HAS_DIVISOR)
+    # the geometry is compile-time: divisions by the stride become multiplies
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, WRITE_INDICES: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    o, mask = _block(total, BLOCK, INDEX64)
+    n, c, oh, ow = _split(o, C, OH, OW, CHANNELS_LAST)
+    base = x_ptr + n * sxn + c * sxc
+    h0 = oh * SH - PH
+    w0 = ow * SW - PW
+    if IS_MAX:
+        best = tl.full([BLOCK], float("-inf"), tl.float32)
+        pos = tl.full([BLOCK], 0, tl.int32)
+        seen = tl.full([BLOCK], 0, tl.int1)
+    else:
+        acc = tl.full([BLOCK], 0.0, tl.float32)
+    for i in range(KH):
+        ih = h0 + i * DH
+        row_ok = mask & (ih >= 0) & (ih < H)
+        for j in range(KW):
+            iw = w0 + j * DW
+            ok = row_ok & (iw >= 0) & (iw < W)
+            v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+            if IS_MAX:
+                # strict > keeps the first max; NaN always wins; the first
+                # element inside the input is taken whatever its value
+                better = ok & ((v > best) | (v != v) | (seen == 0))
+                best = tl.where(better, v, best)
+                pos = tl.where(better, i * KW + j, pos)
+                seen = seen | ok
+            else:
+                acc += v
+    if IS_MAX:
+        tl.store(y_ptr + o, best.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(pos_ptr + o, pos.to(pos_ptr.dtype.element_ty), mask=mask)
+        if WRITE_INDICES:
+            ih = (h0 + (pos // KW) * DH).to(tl.int64)
+            iw = (w0 + (pos % KW) * DW).to(tl.int64)
+            tl.store(idx_ptr + o, ih * W + iw, mask=mask)
+    else:
+        divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+        tl.store(y_ptr + o, (acc / divisor).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _avg_divisor(oh, ow, H, W, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                 KH: tl.constexpr, KW: tl.constexpr, DIVISOR, HAS_DIVISOR: tl.constexpr,
+                 COUNT_INCLUDE_PAD: tl.constexpr):
+    """PyTorch's divisor of window (oh, ow): the window clipped to input +
+    padding, or to the input alone, or the override."""
+    hs = oh * SH - PH
+    ws = ow * SW - PW
+    he = tl.minimum(hs + KH, H + PH)
+    we = tl.minimum(ws + KW, W + PW)
+    if COUNT_INCLUDE_PAD:
+        count = (he - hs) * (we - ws)
+    else:
+        count = (tl.minimum(he, H) - tl.maximum(hs, 0)) * (tl.minimum(we, W) - tl.maximum(ws, 0))
+    count = count.to(tl.float32)
+    if HAS_DIVISOR:
+        count = tl.full(count.shape, 1.0, tl.float32) * DIVISOR
+    return count
+
+
+# =============================================================================
+# max pool and average pool: backward (gather)
+# =============================================================================
+
+@triton.jit
+def _window_of(t, S: tl.constexpr, D: tl.constexpr, K: tl.constexpr, O, NON_OVERLAP: tl.constexpr, i):
+    """For input coordinate t + pad and window offset i (general case) -- or
+    the only candidate offset (NON_OVERLAP) -- the output index and whether it exists."""
+    if NON_OVERLAP:
+        o = t // S
+        r = t - o * S  # offset * dilation inside the window
+        ok = (r % D == 0) & (r // D < K) & (o < O)
+        return o, ok, r // D
+    else:
+        u = t - i * D
+        o = u // S
+        ok = (u >= 0) & (u - o * S == 0) & (o < O)
+        return o, ok, i
+
+
+@triton.jit
+def _pool2d_backward_kernel(
+    dy_ptr,  # (N, C, OH, OW), strides sy*
+    pos_ptr,  # max: saved window positions, same strides as dy
+    dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
+    total, C, H, W, OH, OW,
+    syn, syc, syh, syw,
+    DIVISOR,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, NON_OVERLAP: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    o, mask = _block(total, BLOCK, INDEX64)
+    n, c, h, w = _split(o, C, H, W, CHANNELS_LAST)
+    base = n * syn + c * syc
+    acc = tl.full([BLOCK], 0.0, tl.float32)
+    if NON_OVERLAP:
+        # one candidate window per dimension, found by one division
+        oh, ok_h, i = _window_of(h + PH, SH, DH, KH, OH, True, 0)
+        ow, ok_w, j = _window_of(w + PW, SW, DW, KW, OW, True, 0)
+        ok = mask & ok_h & ok_w
+        off = base + oh * syh + ow * syw
+        if IS_MAX:
+            p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
+            hit = ok & (p == i * KW + j)
+            acc = tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
+        else:
+            g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+            divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+            acc = tl.where(ok, g / divisor, 0.0)
+    else:
+        for i in range(KH):
+            oh, ok_h, _i = _window_of(h + PH, SH, DH, KH, OH, False, i)
+            ok_h = mask & ok_h
+            for j in range(KW):
+                ow, ok_w, _j = _window_of(w + PW, SW, DW, KW, OW, False, j)
+                ok = ok_h & ok_w
+                off = base + oh * syh + ow * syw
+                if IS_MAX:
+                    p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
+                    hit = ok & (p == i * KW + j)
+                    acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
+                else:
+                    g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+                    acc += tl.where(ok, g / divisor, 0.0)
+    tl.store(dx_ptr + o, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# =============================================================================
+# launchers: max pool and average pool
+# =============================================================================
+
+def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, return_indices=False,
+                    count_include_pad=True, divisor_override=0):
+    n, c, h, w = x.shape
+    oh, ow = out_hw
+    cl = _is_channels_last(x)
+    y = _new_pool_tensor((n, c, oh, ow), cl, x.dtype, x.device)
+    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kernel_size[0] * kernel_size[1]), x.device) if is_max else y
+    idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
+           else x.new_empty((0,), dtype=torch.int64))
+    total = y.numel()
+    if total:
+        _pool2d_forward_kernel[_grid(total)](
+            x, y, pos, idx if return_indices else y,
+            total, c, h, w, oh, ow, *_strides(x), float(divisor_override or 0),
+            KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
+            COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
+            WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
+            BLOCK=BLOCK, num_warps=WARPS,
+        )
+    return y, pos, idx
+
+
+def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation, channels_last, is_max,
+                     count_include_pad=True, divisor_override=0):
+    n, c, h, w = input_size
+    oh, ow = dy.shape[2:]
+    if is_max:
+        dy = same_layout(dy, pos)
+    dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
+    total = dx.numel()
+    # each input element lies in at most one window along a dimension
+    non_overlap = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel_size, stride, dilation))
+    if total:
+        _pool2d_backward_kernel[_grid(total)](
+            dy, pos if is_max else dy, dx,
+            total, c, h, w, oh, ow, *_strides(dy), float(divisor_override or 0),
+            KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
+            PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
+            COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
+            NON_OVERLAP=non_overlap, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
+            BLOCK=BLOCK, num_warps=WARPS,
+        )
+    return dx
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding, dilation, out_hw, return_indices):
+    """(y, window positions, int64 indices or an empty tensor)."""
+    return _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, True, return_indices)
+
+
+def max_pool2d_backward(dy, pos, input_size, kernel_size, stride, padding, dilation, channels_last):
+    return _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation, channels_last, True)
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding, out_hw, count_include_pad, divisor_override):
+    y, _, _ = _launch_forward(x, kernel_size, stride, padding, (1, 1), out_hw, False,
+                              count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return y
+
+
+def avg_pool2d_backward(dy, input_size, kernel_size, stride, padding, count_include_pad, divisor_override, channels_last):
+    return _launch_backward(dy, None, input_size, kernel_size, stride, padding, (1, 1), channels_last, False,
+                            count_include_pad, divisor_override)
+
+
+# =============================================================================
+# adaptive pools
+# =============================================================================
+
+@triton.jit
+def _adaptive_pool2d_forward_kernel(
+    x_ptr,  # input (N, C, H, W), any strides
+    y_ptr,  # output (N, C, OH, OW), dense in the flat order
+    pos_ptr,  # max: window position kh * KMAX_W + kw, same layout as y
+    idx_ptr,  # max with WRITE_INDICES: int64 h*W + w
+    total, C, H, W, OH, OW,
+    sxn, sxc, sxh, sxw,
+    KMAX_H: tl.constexpr, KMAX_W: tl.constexpr,  # the largest window
+    IS_MAX: tl.constexpr, WRITE_INDICES: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    o, mask = _block(total, BLOCK, INDEX64)
+    n, c, oh, ow = _split(o, C, OH, OW, CHANNELS_LAST)
+    base = x_ptr + n * sxn + c * sxc
+    hs = (oh * H) // OH
+    he = ((oh + 1) * H + OH - 1) // OH
+    ws = (ow * W) // OW
+    we = ((ow + 1) * W + OW - 1) // OW
+    if IS_MAX:
+        best = tl.full([BLOCK], float("-inf"), tl.float32)
+        pos = tl.full([BLOCK], 0, tl.int32)
+        seen = tl.full([BLOCK], 0, tl.int1)
+    else:
+        acc = tl.full([BLOCK], 0.0, tl.float32)
+    for i in range(KMAX_H):
+        ih = hs + i
+        row_ok = mask & (ih < he)
+        for j in range(KMAX_W):
+            iw = ws + j
+            ok = row_ok & (iw < we)
+            v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+            if IS_MAX:
+                better = ok & ((v > best) | (v != v) | (seen == 0))
+                best = tl.where(better, v, best)
+                pos = tl.where(better, i * KMAX_W + j, pos)
+                seen = seen | ok
+            else:
+                acc += v
+    if IS_MAX:
+        tl.store(y_ptr + o, best.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(pos_ptr + o, pos.to(pos_ptr.dtype.element_ty), mask=mask)
+        if WRITE_INDICES:
+            ih = (hs + pos // KMAX_W).to(tl.int64)
+            iw = (ws + pos % KMAX_W).to(tl.int64)
+            tl.store(idx_ptr + o, ih * W + iw, mask=mask)
+    else:
+        count = ((he - hs) * (we - ws)).to(tl.float32)
+        tl.store(y_ptr + o, (acc / count).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _global_avg_pool_nchw_kernel(
+    x_ptr,  # (rows, HW) contiguous: one row per (n, c) plane
+    y_ptr,  # (rows,)
+    rows, HW,
+    ROWS: tl.constexpr, BLOCK_HW: tl.constexpr, CHUNKS: tl.constexpr,  # CHUNKS * BLOCK_HW >= HW
+    INDEX64: tl.constexpr,
+):
+    """Global average pool of contiguous NCHW planes: ROWS planes a program,
+    each summed along its HW contiguous elements."""
+    pid = tl.program_id(0)
+    if INDEX64:
+        pid = pid.to(tl.int64)
+    r = pid * ROWS + tl.arange(0, ROWS)
+    row_ok = r < rows
+    cols = tl.arange(0, BLOCK_HW)
+    acc = tl.full([ROWS, BLOCK_HW], 0.0, tl.float32)
+    for k in range(CHUNKS):
+        start = k * BLOCK_HW
+        ok = row_ok[:, None] & ((start + cols) < HW)[None, :]
+        acc += tl.load(x_ptr + r[:, None] * HW + (start + cols)[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + r, (tl.reduce(acc, 1, _add) / HW).to(y_ptr.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _global_avg_pool_backward_kernel(
+    dy_ptr,  # (N, C, 1, 1), strides syn, syc
+    dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
+    total, C, HW,
+    syn, syc,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """dx = dy / (H*W) broadcast over each plane: elementwise over dx."""
+    o, mask = _block(total, BLOCK, INDEX64)
+    if CHANNELS_LAST:
+        c = o % C
+        n = o // (HW * C)
+    else:
+        plane = o // HW
+        c = plane % C
+        n = plane // C
+    g = tl.load(dy_ptr + n * syn + c * syc, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + o, (g / HW).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _adaptive_pool2d_backward_kernel(
+    dy_ptr,  # (N, C, OH, OW), strides sy*
+    pos_ptr,  # max: saved window positions, same strides as dy
+    dx_ptr,  # (N, C, H, W), dense in the flat order
+    total, C, H, W, OH, OW,
+    syn, syc, syh, syw,
+    KMAX_W,  # max: the position stride of a window row
+    COVER_H: tl.constexpr, COVER_W: tl.constexpr,  # most windows covering one row / column
+    IS_MAX: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    o, mask = _block(total, BLOCK, INDEX64)
+    n, c, h, w = _split(o, C, H, W, CHANNELS_LAST)
+    base = n * syn + c * syc
+    # windows covering row h: oh from floor(h*OH/H) to ceil((h+1)*OH/H) - 1
+    oh_lo = (h * OH) // H
+    oh_hi = ((h + 1) * OH + H - 1) // H - 1
+    ow_lo = (w * OW) // W
+    ow_hi = ((w + 1) * OW + W - 1) // W - 1
+    acc = tl.full([BLOCK], 0.0, tl.float32)
+    for m in range(COVER_H):
+        oh = oh_lo + m
+        ok_h = mask & (oh <= oh_hi)
+        hs = (oh * H) // OH
+        he = ((oh + 1) * H + OH - 1) // OH
+        for k in range(COVER_W):
+            ow = ow_lo + k
+            ok = ok_h & (ow <= ow_hi)
+            ws = (ow * W) // OW
+            off = base + oh * syh + ow * syw
+            if IS_MAX:
+                p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
+                hit = ok & (p == (h - hs) * KMAX_W + (w - ws))
+                acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
+            else:
+                we = ((ow + 1) * W + OW - 1) // OW
+                g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+                acc += tl.where(ok, g / ((he - hs) * (we - ws)).to(tl.float32), 0.0)
+    tl.store(dx_ptr + o, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _largest_window(size, out):
+    """The largest adaptive window along one dimension (max of ceil - floor)."""
+    if out == 0:
+        return 1
+    return max(-(-((i + 1) * size) // out) - (i * size) // out for i in range(out))
+
+
+def _most_covering(size, out):
+    """The most adaptive windows that cover one input index along a dimension."""
+    if size == 0 or out == 0:
+        return 1
+    return max(-(-((i + 1) * out) // size) - (i * out) // size for i in range(size))
+
+
+def _adaptive_forward(x, output_size, is_max, return_indices=False):
+    n, c, h, w = x.shape
+    oh, ow = output_size
+    cl = _is_channels_last(x)
+    kh, kw = _largest_window(h, oh), _largest_window(w, ow)
+    y = _new_pool_tensor((n, c, oh, ow), cl, x.dtype, x.device)
+    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kh * kw), x.device) if is_max else y
+    idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
+           else x.new_empty((0,), dtype=torch.int64))
+    total = y.numel()
+    if not total:
+        return y, pos, idx
+    if not is_max and oh == 1 and ow == 1 and x.is_contiguous():
+        rows, hw = n * c, h * w
+        block_hw = min(triton.next_power_of_2(hw), 256)
+        plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
+        _global_avg_pool_nchw_kernel[(triton.cdiv(rows, plane_rows),)](
+            x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=triton.cdiv(hw, block_hw),
+            INDEX64=_needs_int64(x), num_warps=4,
+        )
+        return y, pos, idx
+    _adaptive_pool2d_forward_kernel[_grid(total)](
+        x, y, pos, idx if return_indices else y,
+        total, c, h, w, oh, ow, *_strides(x),
+        KMAX_H=kh, KMAX_W=kw, IS_MAX=is_max, WRITE_INDICES=bool(return_indices),
+        CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK=BLOCK, num_warps=WARPS,
+    )
+    return y, pos, idx
+
+
+def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
+    n, c, h, w = input_size
+    oh, ow = dy.shape[2:]
+    if is_max:
+        dy = same_layout(dy, pos)
+    dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
+    total = dx.numel()
+    if total and not is_max and oh == 1 and ow == 1:
+        _global_avg_pool_backward_kernel[_grid(total)](
+            dy, dx, total, c, h * w, dy.stride(0), dy.stride(1),
+            CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy), BLOCK=BLOCK, num_warps=WARPS,
+        )
+    elif total and oh and ow:
+        _adaptive_pool2d_backward_kernel[_grid(total)](
+            dy, pos if is_max else dy, dx,
+            total, c, h, w, oh, ow, *_strides(dy),
+            _largest_window(w, ow),
+            COVER_H=_most_covering(h, oh), COVER_W=_most_covering(w, ow),
+            IS_MAX=is_max, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
+            BLOCK=BLOCK, num_warps=WARPS,
+        )
+    elif total:
+        dx.zero_()
+    return dx
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    return _adaptive_forward(x, output_size, False)[0]
+
+
+def adaptive_avg_pool2d_backward(dy, input_size, channels_last):
+    return _adaptive_backward(dy, None, input_size, channels_last, False)
+
+
+def adaptive_max_pool2d_forward(x, output_size, return_indices):
+    """(y, window positions, int64 indices or an empty tensor)."""
+    return _adaptive_forward(x, output_size, True, return_indices)
+
+
+def adaptive_max_pool2d_backward(dy, pos, input_size, channels_last):
+    return _adaptive_backward(dy, pos, input_size, channels_last, True)
