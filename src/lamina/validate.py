@@ -65,7 +65,9 @@ def prelu_weight(x: torch.Tensor, weight) -> None:
             raise RuntimeError(
                 "Mismatch of parameter numbers and input channel size. "
                 f"Found parameter numbers = {n} and channel size = {channels}.")
-=======
+
+
+# =============================================================================
 # pooling
 # =============================================================================
 
