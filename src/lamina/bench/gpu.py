@@ -529,7 +529,10 @@ def _compare_dropout(cell, x0, y, g, dy, rtol, atol) -> dict:
     fwd = {"ok": bool(rate_ok and r <= 1.0), "worst": r, "where": f"forward (dropped {dropped:.4f}, p {p})"}
     out = {"fwd": fwd}
     if g and g[0] is not None and dy is not None:
-        rg = error_ratio(g[0].float(), (dy.float() * scale) * kept, rtol, atol, expected.dtype)
+        # the mask is read off y, which is also 0 where x is exactly 0 (randn
+        # gives a few zeros in 2**26 draws): no verdict on those elements
+        known = x0 != 0
+        rg = error_ratio(g[0].float() * known, (dy.float() * scale) * kept * known, rtol, atol, expected.dtype)
         out["fwdbwd"] = {"ok": bool(fwd["ok"] and rg <= 1.0), "worst": max(r, rg), "where": fwd["where"] + ", grad 0"}
     return out
 
