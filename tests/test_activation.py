@@ -28,13 +28,6 @@ from lamina.reference import activation as ref
 BACKENDS = ["reference", "triton"]
 
 
-@pytest.fixture
-def backend():
-    previous = lamina.get_backend()
-    yield lamina.set_backend
-    lamina.set_backend(previous)
-
-
 def swish_torch(x, beta=1.0):
     return x * torch.sigmoid(beta * x)
 

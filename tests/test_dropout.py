@@ -19,13 +19,6 @@ from lamina import rng
 from lamina.reference import dropout as ref
 
 
-@pytest.fixture
-def backend():
-    previous = lamina.get_backend()
-    yield lamina.set_backend
-    lamina.set_backend(previous)
-
-
 def within(frac, prob, n, sigmas=5):
     return abs(frac - prob) <= sigmas * math.sqrt(prob * (1 - prob) / n)
 

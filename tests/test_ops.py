@@ -67,13 +67,6 @@ def cases(small=False):
                 yield pytest.param(case, shape, kw, id=f"{case.name}-{'x'.join(map(str, shape)) or 'scalar'}-{kw}")
 
 
-@pytest.fixture
-def backend():
-    previous = lamina.get_backend()
-    yield lamina.set_backend
-    lamina.set_backend(previous)
-
-
 def check_against(case, shape, kwargs, dtype, layout, expected_fn):
     torch.manual_seed(0)
     x = make_input(case, shape, dtype, layout)

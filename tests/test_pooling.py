@@ -18,13 +18,6 @@ import lamina.nn as LN
 BACKENDS = ["reference", "triton"]
 
 
-@pytest.fixture
-def backend():
-    previous = lamina.get_backend()
-    yield lamina.set_backend
-    lamina.set_backend(previous)
-
-
 def forward_backward(fn, x, kwargs, dy_seed=0):
     """(y, indices or None, dx) of fn with a fixed random upstream gradient."""
     x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)

@@ -13,13 +13,6 @@ import lamina.functional as F
 import lamina.nn as N
 
 
-@pytest.fixture
-def backend():
-    previous = lamina.get_backend()
-    yield lamina.set_backend
-    lamina.set_backend(previous)
-
-
 def randomize(module):
     with torch.no_grad():
         for p in module.parameters():
