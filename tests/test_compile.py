@@ -167,3 +167,41 @@ def test_inductor_small_model_matches_eager():
     twin, compiled = _compiled_twin(model)
     x = torch.randn(2, 3, 6, 6)
     _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-5, atol=1e-6))
+
+
+def _torch_cnn():
+    """torch.nn layers wired as torchvision's ResNet stem and a diffusers
+    block are (in-place ReLU included), for lamina.patch to swap."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(4, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(), nn.Dropout(0.0),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(approximate="tanh"),
+    )
+
+
+def test_patched_torch_model_fullgraph_matches_eager():
+    """lamina.patch swaps classes in place; the patched model still compiles
+    to one graph (in-place ReLU included) and matches the torch model."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _torch_cnn().double().train()
+    patched = copy.deepcopy(model)
+    assert lamina.patch(patched).total == 9
+    compiled = torch.compile(patched, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-10, atol=1e-12))
+
+
+@pytest.mark.skipif(not (hasattr(L, "BatchNormAct2d") and hasattr(L, "GroupNormAct")),
+                    reason="lamina.nn has no BatchNormAct2d / GroupNormAct yet")
+def test_fused_patched_model_fullgraph_matches_eager(backend):
+    """lamina.patch(fuse=True)'s fused layers compile to one graph too."""
+    torch._dynamo.reset()
+    dtype, _, tol = _setting(backend)
+    torch.manual_seed(0)
+    model = _torch_cnn().to(dtype).train()
+    patched = copy.deepcopy(model)
+    assert len(lamina.patch(patched, fuse=True).fused) == 2
+    compiled = torch.compile(patched, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 6, 6, dtype=dtype)
+    _assert_same(_run(model, x), _run(compiled, x), tol)
