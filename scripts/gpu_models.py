@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -231,11 +232,12 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train(spec, model, batches, steps, warmup, timed, device, amp=True):
+def train(spec, model, batches, steps, warmup, device, amp=True):
     """``steps`` optimizer steps cycling over ``batches``; returns the losses,
-    the median time of steps warmup..warmup+timed, the first step's time (a
+    the median time of the steps after ``warmup``, the first step's time (a
     compile happens there) and the peak memory."""
     opt = make_optimizer(spec["optimizer"], model)
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -253,7 +255,7 @@ def train(spec, model, batches, steps, warmup, timed, device, amp=True):
         sync(device)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    step_times = times[warmup:warmup + timed] or times[-1:]
+    step_times = times[warmup:] or times[-1:]  # every step after the warm-up
     median = statistics.median(step_times)
     return dict(
         losses=losses, step_ms_median=1e3 * median, samples_per_s=spec["batch_size"] / median,
@@ -351,8 +353,10 @@ def run_model(name, spec, args, device, results, compile_queue):
 def _run_variant(entry, name, spec, base_state, variant, batches, steps, args, device):
     try:
         model, _ = prepare(spec, base_state, variant, device, args.compile_backend)
-        r = train(spec, model, batches, steps, args.warmup, args.timed, device)
+        r = train(spec, model, batches, steps, args.warmup, device)
         del model
+        if variant.endswith("compile"):
+            torch._dynamo.reset()  # drop the compiled graphs (and what they hold) before the next variant
         entry["variants"][variant] = r
         mem = f"{r['peak_mem_gib']:.2f} GiB" if r["peak_mem_gib"] is not None else "n/a"
         log(f"{name} {variant}: {r['samples_per_s']:.1f} samples/s (median step {r['step_ms_median']:.1f} ms),"
@@ -437,15 +441,21 @@ def plot_losses(results, path):
     except ImportError:
         _plot_png_plain(curves, path)
         return "plain"
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
-    for ax, (name, per_variant) in zip(axes[0], curves.items()):
-        for variant, losses in per_variant.items():
-            ax.plot(range(1, len(losses) + 1), losses, label=variant, lw=1.2,
+    fig, axes = plt.subplots(2, len(curves), figsize=(5 * len(curves), 6.4), squeeze=False,
+                             gridspec_kw=dict(height_ratios=[2, 1]))
+    for col, (name, per_variant) in enumerate(curves.items()):
+        ax, diff_ax = axes[0][col], axes[1][col]
+        for i, (variant, losses) in enumerate(per_variant.items()):
+            ax.plot(range(1, len(losses) + 1), losses, label=variant, lw=1.2, color=f"C{i}",
                     ls="--" if variant != "eager" else "-")
+            if variant != "eager" and "eager" in per_variant:
+                rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses, per_variant["eager"])]
+                diff_ax.semilogy(range(1, len(rel) + 1), [max(r, 1e-9) for r in rel], lw=1, color=f"C{i}")
         ax.set_title(name)
-        ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.legend()
+        diff_ax.set_xlabel("step")
+        diff_ax.set_ylabel("|loss - eager| / eager")
     fig.suptitle("lamina.patch vs torch eager: same seed, same data, bf16 autocast")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -500,7 +510,7 @@ def main(argv=None):
     p.add_argument("--gn-batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=100, help="loss-curve steps")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--timed", type=int, default=10)
+    p.add_argument("--timed", type=int, default=10, help="timed steps of the compile variants (the others time all steps after warm-up)")
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--compile-backend", default=None, help="default: inductor (smoke: aot_eager)")
     p.add_argument("--budget-s", type=float, default=420, help="start no compile variant that would end past this")
@@ -534,6 +544,10 @@ def main(argv=None):
     out = {"meta": meta, "models": results}
 
     for name, spec in model_specs(args, device).items():
+        if time.time() - START > args.budget_s:
+            results[name] = {"skipped": "time budget spent"}
+            log(f"{name}: skipped, time budget spent")
+            continue
         try:
             run_model(name, spec, args, device, results, compile_queue)
         except Exception as e:  # noqa: BLE001
