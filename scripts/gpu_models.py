@@ -280,12 +280,9 @@ def has_fused_layers():
     return hasattr(L, "BatchNormAct2d") and hasattr(L, "GroupNormAct")
 
 
-def prepare(spec, base_state, variant, device, compile_backend):
-    """A fresh model in ``variant``'s form, from the same initial weights."""
-    torch.manual_seed(0)
-    model = dropout_off(spec["build"]())
-    model.load_state_dict(base_state)
-    model.to(device)
+def prepare(spec, base, variant, device, compile_backend):
+    """A copy of the (CPU) ``base`` model in ``variant``'s form: same initial weights."""
+    model = copy.deepcopy(base).to(device)
     if spec["channels_last"]:
         model.to(memory_format=torch.channels_last)
     report = None
@@ -304,7 +301,6 @@ def run_model(name, spec, args, device, results, compile_queue):
     log(f"== {name}")
     torch.manual_seed(0)
     base = dropout_off(spec["build"]())
-    base_state = {k: v.clone() for k, v in base.state_dict().items()}
     entry = results.setdefault(name, {"batch_size": spec["batch_size"], "variants": {}})
     entry["parameters"] = sum(p.numel() for p in base.parameters())
 
@@ -317,17 +313,20 @@ def run_model(name, spec, args, device, results, compile_queue):
     entry["patch_left_unpatched"] = left
     entry["patch_replaced_every_supported_layer"] = not left
     entry["state_dict_keys_equal"] = list(patched.state_dict()) == list(base.state_dict())
-    try:
-        patched.load_state_dict(base.state_dict())
-        base.load_state_dict(patched.state_dict())
-        entry["patched_loads_unpatched_state_dict"] = True
+    try:  # a torch checkpoint (values moved off the current ones) loads strictly, value for value
+        checkpoint = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in base.state_dict().items()}
+        patched.load_state_dict(checkpoint)
+        same = all(torch.equal(patched.state_dict()[k], v) for k, v in checkpoint.items())
+        copy.deepcopy(base).load_state_dict(patched.state_dict())  # and back
+        entry["patched_loads_unpatched_state_dict"] = same
     except Exception as e:  # noqa: BLE001 - reported, not raised
         entry["patched_loads_unpatched_state_dict"] = f"{type(e).__name__}: {e}"
     if has_fused_layers():
         fused_model = copy.deepcopy(base)
         entry["fuse_report"] = lamina.patch(fused_model, fuse=True).fused
-    log(str(report).replace("\n", " |"), "| left unpatched:", left or "none")
-    del base, patched
+    log(str(report).replace("\n", " |"), "| left unpatched:", left or "none",
+        "| loads the torch state_dict:", entry["patched_loads_unpatched_state_dict"])
+    del patched
 
     gen = torch.Generator(device=device)
     gen.manual_seed(1234)
@@ -337,7 +336,7 @@ def run_model(name, spec, args, device, results, compile_queue):
     if entry.get("fuse_report"):
         variants.append("lamina.patch+fuse")
     for variant in variants:
-        _run_variant(entry, name, spec, base_state, variant, batches, steps, args, device)
+        _run_variant(entry, name, spec, base, variant, batches, steps, args, device)
     curves = entry["loss_curves"] = {v: entry["variants"][v].pop("losses") for v in variants
                                      if "losses" in entry["variants"][v]}
     if "eager" in curves and "lamina.patch" in curves:
@@ -347,12 +346,12 @@ def run_model(name, spec, args, device, results, compile_queue):
             f"{entry['loss_max_rel_diff_patch_vs_eager']:.3e} (first step {entry['loss_rel_diff_first_step']:.3e})")
     if not args.skip_compile:
         for variant in ("torch.compile", "lamina.patch+compile"):
-            compile_queue.append((name, spec, base_state, variant, batches))
+            compile_queue.append((name, spec, base, variant, batches))
 
 
-def _run_variant(entry, name, spec, base_state, variant, batches, steps, args, device):
+def _run_variant(entry, name, spec, base, variant, batches, steps, args, device):
     try:
-        model, _ = prepare(spec, base_state, variant, device, args.compile_backend)
+        model, _ = prepare(spec, base, variant, device, args.compile_backend)
         r = train(spec, model, batches, steps, args.warmup, device)
         del model
         if variant.endswith("compile"):
@@ -557,7 +556,7 @@ def main(argv=None):
         _write(out, args.out)
 
     compile_steps = args.warmup + args.timed
-    for name, spec, base_state, variant, batches in compile_queue:
+    for name, spec, base, variant, batches in compile_queue:
         left = args.budget_s - (time.time() - START)
         need = 0 if args.cpu_smoke else COMPILE_ESTIMATE_S.get(name, 60)
         entry = results[name]
@@ -565,7 +564,7 @@ def main(argv=None):
             entry["variants"][variant] = {"skipped": f"time budget: {left:.0f}s left, ~{need}s needed"}
             log(f"{name} {variant}: skipped, {left:.0f}s of budget left")
             continue
-        _run_variant(entry, name, spec, base_state, variant, batches, compile_steps, args, device)
+        _run_variant(entry, name, spec, base, variant, batches, compile_steps, args, device)
         r = entry["variants"][variant]
         if "losses" in r:  # compare the compiled model's first losses with eager's
             losses = r.pop("losses")
