@@ -83,14 +83,15 @@ _ACTS = {
 
 
 class StandInBatchNormAct2d(lamina.nn.BatchNorm2d):
-    """The composition the fused layer computes, with the constructor patch
-    expects (torch's BatchNorm2d arguments + act and its options): tests the
-    fusion mechanics whether or not lamina.nn has its fused class yet."""
+    """The composition the fused layer computes, with lamina.nn.BatchNormAct2d's
+    constructor (torch's BatchNorm2d arguments + act, inplace, negative_slope;
+    'gelu' is the exact GELU): tests the fusion mechanics whether or not
+    lamina.nn has its fused class yet."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 act="relu", negative_slope=0.01, approximate="none", device=None, dtype=None):
+                 act="relu", inplace=False, device=None, dtype=None, negative_slope=0.01):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
-        self.act, self.negative_slope, self.approximate = act, negative_slope, approximate
+        self.act, self.inplace, self.negative_slope, self.approximate = act, inplace, negative_slope, "none"
 
     def forward(self, x):
         return _ACTS[self.act](super().forward(x), self)
@@ -120,11 +121,12 @@ def fusable_cnn():
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),                      # fused
         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.2, inplace=True),  # fused
-        nn.Sequential(nn.BatchNorm2d(4), nn.GELU(approximate="tanh")),                    # fused (nested)
+        nn.Sequential(nn.BatchNorm2d(4), nn.GELU()),                                      # fused (nested)
         nn.BatchNorm2d(4), nn.Identity(),                                                 # fused
         nn.BatchNorm2d(4), nn.Sigmoid(),                                                  # not fusable
         nn.GroupNorm(2, 4), nn.SiLU(),                                                    # fused
         nn.GroupNorm(2, 4), nn.ReLU(),                                                    # GroupNorm + ReLU: not fused
+        nn.BatchNorm2d(4), nn.GELU(approximate="tanh"),                                   # no tanh GELU: not fused
         ExplicitForward(),
         nn.BatchNorm2d(4),                                                                # last: nothing follows
     )
@@ -144,7 +146,8 @@ def _check_fused_model(model, patched, report):
         assert type(patched[i]) is nn.Identity
     assert type(patched[6][1]) is nn.Identity
     assert type(patched[10]) is lamina.nn.Sigmoid and type(patched[14]) is lamina.nn.ReLU
-    assert type(patched[15].bn) is lamina.nn.BatchNorm2d and type(patched[15].relu) is lamina.nn.ReLU
+    assert type(patched[15]) is lamina.nn.BatchNorm2d and type(patched[16]) is lamina.nn.GELU
+    assert type(patched[17].bn) is lamina.nn.BatchNorm2d and type(patched[17].relu) is lamina.nn.ReLU
     for train in (True, False):
         model.train(train)
         patched.train(train)
@@ -173,7 +176,7 @@ def test_fuse_with_stand_in_fused_classes(monkeypatch):
     report = lamina.patch(patched, fuse=True)
     # the fused layer holds the norm's very parameter objects (an optimizer keeps them)
     assert patched[1].weight is weight and isinstance(patched[1], StandInBatchNormAct2d)
-    assert patched[4].negative_slope == 0.2 and patched[6][0].approximate == "tanh"
+    assert patched[4].negative_slope == 0.2 and patched[6][0].act == "gelu"
     _check_fused_model(model, patched, report)
 
 

@@ -144,12 +144,14 @@ def _patch_one(parent, child_name, child, wanted, report):
 # parameter and buffer objects, so an optimizer built before patching still
 # holds them and the state_dict keys do not change.
 
-# activation class name -> (act name, its options read from the module)
+# activation class name -> (act name, its options read from the module). An
+# option is passed only when it differs from the fused layer's default, so a
+# fused class without that argument still takes the default case (exact GELU).
 FUSED_ACTS = {
     "ReLU": lambda m: ("relu", {}),
     "LeakyReLU": lambda m: ("leaky_relu", {"negative_slope": m.negative_slope}),
     "SiLU": lambda m: ("silu", {}),
-    "GELU": lambda m: ("gelu", {"approximate": m.approximate}),
+    "GELU": lambda m: ("gelu", {} if m.approximate == "none" else {"approximate": m.approximate}),
     "Identity": lambda m: ("identity", {}),
 }
 
