@@ -339,6 +339,8 @@ def run_model(name, spec, args, device, results, compile_queue):
         _run_variant(entry, name, spec, base, variant, batches, steps, args, device)
     curves = entry["loss_curves"] = {v: entry["variants"][v].pop("losses") for v in variants
                                      if "losses" in entry["variants"][v]}
+    if "eager" in curves:
+        entry["loss_max_rel_diff_vs_eager"] = {v: max_rel_diff(c, curves["eager"]) for v, c in curves.items() if v != "eager"}
     if "eager" in curves and "lamina.patch" in curves:
         entry["loss_max_rel_diff_patch_vs_eager"] = max_rel_diff(curves["lamina.patch"], curves["eager"])
         entry["loss_rel_diff_first_step"] = max_rel_diff(curves["lamina.patch"][:1], curves["eager"][:1])
