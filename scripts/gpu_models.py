@@ -205,7 +205,10 @@ def model_specs(args, device):
         build=lambda: gn_silu_net(ch, 2 if smoke else 4, groups), batch_size=nb, channels_last=False,
         optimizer="adamw", batches=gn_batches, loss=lambda model, b: TF.mse_loss(model(b[0]).float(), b[1]),
     )
-    return {k: v for k, v in specs.items() if k in args.models}
+    unknown = set(args.models) - set(specs)
+    if unknown:
+        raise SystemExit(f"--models: unknown {sorted(unknown)}; choose from {sorted(specs)}")
+    return {k: specs[k] for k in args.models}
 
 
 # =============================================================================
