@@ -67,3 +67,141 @@ def test_include_exclude_and_subclasses():
         assert "Conv2d" in str(e)
     else:
         raise AssertionError("include of an unsupported type must raise")
+
+
+# --- fuse=True: norm + activation pairs ------------------------------------------
+
+import pytest  # noqa: E402
+
+_ACTS = {
+    "relu": lambda z, m: lamina.functional.relu(z),
+    "leaky_relu": lambda z, m: lamina.functional.leaky_relu(z, m.negative_slope),
+    "silu": lambda z, m: lamina.functional.silu(z),
+    "gelu": lambda z, m: lamina.functional.gelu(z, approximate=m.approximate),
+    "identity": lambda z, m: z,
+}
+
+
+class StandInBatchNormAct2d(lamina.nn.BatchNorm2d):
+    """The composition the fused layer computes, with lamina.nn.BatchNormAct2d's
+    constructor (torch's BatchNorm2d arguments + act, inplace, negative_slope;
+    'gelu' is the exact GELU): tests the fusion mechanics whether or not
+    lamina.nn has its fused class yet."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 act="relu", inplace=False, device=None, dtype=None, negative_slope=0.01):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.act, self.inplace, self.negative_slope, self.approximate = act, inplace, negative_slope, "none"
+
+    def forward(self, x):
+        return _ACTS[self.act](super().forward(x), self)
+
+
+class StandInGroupNormAct(lamina.nn.GroupNorm):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, act="silu", device=None, dtype=None):
+        super().__init__(num_groups, num_channels, eps, affine, device=device, dtype=dtype)
+        self.act = act
+
+    def forward(self, x):
+        return _ACTS[self.act](super().forward(x), self)
+
+
+class ExplicitForward(nn.Module):
+    """BN then ReLU called from forward, not a Sequential: never fused."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn, self.relu = nn.BatchNorm2d(4), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.bn(x)) + x
+
+
+def fusable_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),                      # fused
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.2, inplace=True),  # fused
+        nn.Sequential(nn.BatchNorm2d(4), nn.GELU()),                                      # fused (nested)
+        nn.BatchNorm2d(4), nn.Identity(),                                                 # fused
+        nn.BatchNorm2d(4), nn.Sigmoid(),                                                  # not fusable
+        nn.GroupNorm(2, 4), nn.SiLU(),                                                    # fused
+        nn.GroupNorm(2, 4), nn.ReLU(),                                                    # GroupNorm + ReLU: not fused
+        nn.BatchNorm2d(4), nn.GELU(approximate="tanh"),                                   # no tanh GELU: not fused
+        ExplicitForward(),
+        nn.BatchNorm2d(4),                                                                # last: nothing follows
+    )
+
+
+FUSED_PAIRS = [  # outer Sequential first, then the nested one
+    "1+2 -> BatchNormAct2d(relu)", "4+5 -> BatchNormAct2d(leaky_relu)",
+    "7+8 -> BatchNormAct2d(identity)", "11+12 -> GroupNormAct(silu)", "6.0+6.1 -> BatchNormAct2d(gelu)",
+]
+
+
+def _check_fused_model(model, patched, report):
+    assert report.fused == FUSED_PAIRS, str(report)
+    assert "fused 5 pair(s)" in str(report)
+    assert list(patched.state_dict()) == list(model.state_dict())
+    for i in (2, 5, 8, 12):
+        assert type(patched[i]) is nn.Identity
+    assert type(patched[6][1]) is nn.Identity
+    assert type(patched[10]) is lamina.nn.Sigmoid and type(patched[14]) is lamina.nn.ReLU
+    assert type(patched[15]) is lamina.nn.BatchNorm2d and type(patched[16]) is lamina.nn.GELU
+    assert type(patched[17].bn) is lamina.nn.BatchNorm2d and type(patched[17].relu) is lamina.nn.ReLU
+    for train in (True, False):
+        model.train(train)
+        patched.train(train)
+        x = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+        y_ref, y = model(x), patched(x)
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+        y_ref.square().sum().backward()
+        y.square().sum().backward()
+        for (name, p_ref), (_, p) in zip(model.named_parameters(), patched.named_parameters()):
+            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-9, atol=1e-11, msg=name)
+        for (name, b_ref), (_, b) in zip(model.named_buffers(), patched.named_buffers()):
+            torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-12, msg=name)
+    # checkpoints load both ways
+    fresh = fusable_cnn().double()
+    fresh.load_state_dict(patched.state_dict())
+    patched.load_state_dict(model.state_dict())
+
+
+def test_fuse_with_stand_in_fused_classes(monkeypatch):
+    monkeypatch.setattr(lamina.nn, "BatchNormAct2d", StandInBatchNormAct2d, raising=False)
+    monkeypatch.setattr(lamina.nn, "GroupNormAct", StandInGroupNormAct, raising=False)
+    torch.manual_seed(0)
+    model = fusable_cnn().double()
+    patched = copy.deepcopy(model)
+    weight = patched[1].weight
+    report = lamina.patch(patched, fuse=True)
+    # the fused layer holds the norm's very parameter objects (an optimizer keeps them)
+    assert patched[1].weight is weight and isinstance(patched[1], StandInBatchNormAct2d)
+    assert patched[4].negative_slope == 0.2 and patched[6][0].act == "gelu"
+    _check_fused_model(model, patched, report)
+
+
+def test_fuse_skipped_when_fused_classes_are_absent_or_unfit(monkeypatch):
+    monkeypatch.delattr(lamina.nn, "BatchNormAct2d", raising=False)
+    monkeypatch.delattr(lamina.nn, "GroupNormAct", raising=False)
+    model = fusable_cnn()
+    report = lamina.patch(model, fuse=True)
+    assert report.fused == [] and type(model[2]) is lamina.nn.ReLU
+
+    class NoActArgument(lamina.nn.BatchNorm2d):  # a constructor patch cannot drive
+        pass
+
+    monkeypatch.setattr(lamina.nn, "BatchNormAct2d", NoActArgument, raising=False)
+    model = fusable_cnn()
+    assert lamina.patch(model, fuse=True).fused == []
+    assert type(model[1]) is lamina.nn.BatchNorm2d
+
+
+@pytest.mark.skipif(not (hasattr(lamina.nn, "BatchNormAct2d") and hasattr(lamina.nn, "GroupNormAct")),
+                    reason="lamina.nn has no BatchNormAct2d / GroupNormAct yet")
+def test_fuse_with_lamina_fused_classes():
+    torch.manual_seed(0)
+    model = fusable_cnn().double()
+    patched = copy.deepcopy(model)
+    report = lamina.patch(patched, fuse=True)
+    assert type(patched[1]) is lamina.nn.BatchNormAct2d and type(patched[11]) is lamina.nn.GroupNormAct
+    _check_fused_model(model, patched, report)

@@ -11,10 +11,19 @@ one) are replaced by the lamina module that computes it.
 
     report = lamina.patch(model)
     print(report)
+
+With ``fuse=True``, a batch norm directly followed by its activation inside an
+``nn.Sequential`` (``BatchNorm2d`` then ``ReLU``/``LeakyReLU``/``SiLU``/
+``GELU``/``Identity``; ``GroupNorm`` then ``SiLU``) becomes one fused lamina
+layer (``lamina.nn.BatchNormAct2d`` / ``lamina.nn.GroupNormAct``) in the
+norm's place, holding the norm's very parameters and buffers (same
+state_dict keys), and an ``nn.Identity`` in the activation's place (which
+had no state). Fusion is skipped when lamina.nn lacks the fused class.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -49,6 +58,7 @@ class PatchReport:
     replaced: Counter = field(default_factory=Counter)  # "BatchNorm2d" -> n
     already: Counter = field(default_factory=Counter)  # lamina layers found in place
     skipped: Counter = field(default_factory=Counter)  # subclasses of supported types, left alone
+    fused: list = field(default_factory=list)  # "features.1+features.2 -> BatchNormAct2d(relu)"
 
     @property
     def total(self) -> int:
@@ -56,6 +66,8 @@ class PatchReport:
 
     def __str__(self) -> str:
         lines = [f"lamina.patch: replaced {self.total} layer(s)"]
+        if self.fused:
+            lines.append(f"  fused {len(self.fused)} pair(s): " + ", ".join(self.fused))
         for title, counts in (("replaced", self.replaced), ("already lamina", self.already), ("left alone (subclasses)", self.skipped)):
             if counts:
                 lines.append(f"  {title}: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
@@ -66,7 +78,7 @@ def _lamina_class(name: str):
     return getattr(lnn, name, None)
 
 
-def patch(model: torch.nn.Module, include=None, exclude=()) -> PatchReport:
+def patch(model: torch.nn.Module, include=None, exclude=(), fuse: bool = False) -> PatchReport:
     """Replace, in place, the torch.nn layers of ``model`` by lamina's.
 
     Args:
@@ -75,6 +87,9 @@ def patch(model: torch.nn.Module, include=None, exclude=()) -> PatchReport:
         include: layer class names to replace (default: every supported one,
             :data:`SUPPORTED` and the foreign activations in :data:`FOREIGN`).
         exclude: layer class names to leave alone.
+        fuse: also fuse norm + activation pairs of an ``nn.Sequential``
+            into one lamina layer (see the module doc); the pairs are listed
+            in ``report.fused``.
 
     Returns:
         a :class:`PatchReport`. Patching twice is harmless: the second call
@@ -86,6 +101,8 @@ def patch(model: torch.nn.Module, include=None, exclude=()) -> PatchReport:
         raise ValueError(f"include: unsupported layer types {sorted(unknown)}; supported: {list(SUPPORTED) + list(FOREIGN)}")
     wanted -= set(exclude)
     report = PatchReport()
+    if fuse:
+        _fuse_pairs(model, report)
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             _patch_one(parent, child_name, child, wanted, report)
@@ -118,3 +135,99 @@ def _patch_one(parent, child_name, child, wanted, report):
         elif type(child) is not torch_cls:
             report.skipped[cls_name] += 1
         return
+
+
+# --- fusion: norm + activation pairs --------------------------------------------
+#
+# The fused modules are built from the norm's constructor arguments plus
+# ``act`` (one of FUSED_ACTS) and its options, then given the norm's own
+# parameter and buffer objects, so an optimizer built before patching still
+# holds them and the state_dict keys do not change.
+
+# activation class name -> (act name, its options read from the module). An
+# option is passed only when it differs from the fused layer's default, so a
+# fused class without that argument still takes the default case (exact GELU).
+FUSED_ACTS = {
+    "ReLU": lambda m: ("relu", {}),
+    "LeakyReLU": lambda m: ("leaky_relu", {"negative_slope": m.negative_slope}),
+    "SiLU": lambda m: ("silu", {}),
+    "GELU": lambda m: ("gelu", {} if m.approximate == "none" else {"approximate": m.approximate}),
+    "Identity": lambda m: ("identity", {}),
+}
+
+# norm class name -> (fused class name in lamina.nn, activations it may absorb)
+FUSIONS = {
+    "BatchNorm2d": ("BatchNormAct2d", ("ReLU", "LeakyReLU", "SiLU", "GELU", "Identity")),
+    "GroupNorm": ("GroupNormAct", ("SiLU",)),
+}
+
+
+def _is_exactly(module, name: str) -> bool:
+    """``module`` is torch.nn.<name> or lamina.nn.<name> itself, not a user's subclass."""
+    return type(module) in (getattr(torch.nn, name, None), getattr(lnn, name, None))
+
+
+def _fuse_pairs(model: torch.nn.Module, report: PatchReport) -> None:
+    for path, seq in list(model.named_modules()):
+        # a Sequential subclass with its own forward may not run its children in order
+        if not isinstance(seq, torch.nn.Sequential) or type(seq).forward is not torch.nn.Sequential.forward:
+            continue
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:]):
+            norm, act = seq._modules[first], seq._modules[second]
+            norm_name = next((n for n in FUSIONS if _is_exactly(norm, n)), None)
+            if norm_name is None:
+                continue
+            fused_name, acts = FUSIONS[norm_name]
+            act_name = next((n for n in acts if _is_exactly(act, n)), None)
+            fused_cls = getattr(lnn, fused_name, None)
+            if act_name is None or fused_cls is None:
+                continue
+            act_kind, act_options = FUSED_ACTS[act_name](act)
+            fused = _build_fused(fused_cls, norm, act_kind, act_options)
+            if fused is None:
+                continue
+            seq._modules[first] = fused
+            seq._modules[second] = torch.nn.Identity()
+            prefix = f"{path}." if path else ""
+            report.fused.append(f"{prefix}{first}+{prefix}{second} -> {fused_name}({act_kind})")
+
+
+def _build_fused(fused_cls, norm, act_kind: str, act_options: dict):
+    """The fused module holding ``norm``'s parameters and buffers, or None when
+    ``fused_cls``'s constructor or state does not fit (then nothing is fused)."""
+    params = inspect.signature(fused_cls.__init__).parameters
+    act_arg = next((a for a in ("act", "activation") if a in params), None)
+    if act_arg is None:
+        return None
+    norm_args = {
+        "num_features": getattr(norm, "num_features", None),
+        "num_groups": getattr(norm, "num_groups", None),
+        "num_channels": getattr(norm, "num_channels", None),
+        "eps": norm.eps,
+        "momentum": getattr(norm, "momentum", None),
+        "affine": norm.affine,
+        "track_running_stats": getattr(norm, "track_running_stats", None),
+        "bias": getattr(norm, "bias", None) is not None,
+    }
+    kwargs = {k: v for k, v in norm_args.items() if k in params and (v is not None or k == "momentum")}
+    kwargs[act_arg] = act_kind
+    for k, v in act_options.items():
+        if k not in params:
+            return None  # the fused class cannot express this activation's option
+        kwargs[k] = v
+    with torch.device("meta"):  # parameters are replaced below: allocate nothing
+        try:
+            fused = fused_cls(**kwargs)
+        except (TypeError, ValueError):
+            return None
+    if fused.state_dict().keys() != norm.state_dict().keys():
+        return None
+    for name in norm._parameters:
+        fused._parameters[name] = norm._parameters[name]
+    for name in norm._buffers:
+        fused._buffers[name] = norm._buffers[name]
+    if any(t.is_meta for t in list(fused.parameters()) + list(fused.buffers())):
+        return None  # the fused class holds state the norm has not
+    fused.train(norm.training)
+    return fused

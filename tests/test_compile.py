@@ -1,0 +1,212 @@
+"""torch.compile(fullgraph=True) over a model holding every lamina layer: no
+graph break, and forward, gradients and running statistics equal to eager.
+
+The CPU uses backend="aot_eager" (Dynamo + AOT autograd, the parts that see
+lamina's custom ops and their fake implementations, without Inductor's C++
+compile time); one small case goes through the default Inductor backend.
+Each case runs on the NumPy reference and on the Triton kernels under the
+interpreter (small shapes)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lamina
+import lamina.nn as L
+
+
+@pytest.fixture(params=["reference", "triton"])
+def backend(request):
+    previous = lamina.get_backend()
+    lamina.set_backend(request.param)
+    yield request.param
+    lamina.set_backend(previous)
+
+
+class EveryLayer(nn.Module):
+    """Every lamina.nn layer once (two GELUs and two max pools for their
+    variants). Returns several outputs so that no layer's effect is hidden by
+    a later normalization."""
+
+    def __init__(self, p=0.0, c=4, hidden=6):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c, 3, padding=1), L.BatchNorm2d(c), L.ReLU(), L.LeakyReLU(0.1), L.PReLU(c),
+            L.GroupNorm(2, c), L.SiLU(), L.InstanceNorm2d(c, affine=True), L.GELU(),
+            L.GELU(approximate="tanh"), L.Swish(1.5), L.DropBlock2d(p, 3),
+        )
+        self.max_pool = L.MaxPool2d(2)
+        self.max_pool_indices = L.MaxPool2d(3, stride=2, padding=1, return_indices=True)
+        self.avg_pool = L.AvgPool2d(2, padding=1, count_include_pad=False)
+        self.adaptive_max = L.AdaptiveMaxPool2d((2, 2))
+        self.adaptive_avg = L.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(
+            nn.Flatten(), L.Dropout(p), L.DropConnect(nn.Linear(c, hidden), p=p), L.BatchNorm1d(hidden),
+            L.Sigmoid(), L.LayerNorm(hidden), L.Tanh(), L.RMSNorm(hidden),
+        )
+        self.instance_norm_1d = L.InstanceNorm1d(c, affine=True)
+
+    def forward(self, x):
+        f = self.features(x)
+        pooled, indices = self.max_pool_indices(f)
+        a = self.avg_pool(self.max_pool(f))
+        head = self.head(self.adaptive_avg(a))
+        corners = self.adaptive_max(a)
+        seq = self.instance_norm_1d(pooled.flatten(2))
+        return head, corners, seq, indices
+
+
+def _run(model, x):
+    """Outputs, then (after backward of a weighted sum) the input gradient,
+    the parameter gradients and the buffers (names without the compiled
+    wrapper's ``_orig_mod.`` prefix)."""
+    x = x.clone().requires_grad_(True)
+    outs = model(x)
+    model = getattr(model, "_orig_mod", model)
+    loss = sum((o * torch.linspace(0.5, 1.5, o.numel(), dtype=o.dtype).view_as(o)).sum()
+               for o in outs if o.is_floating_point())
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    return outs, x.grad, grads, buffers
+
+
+def _assert_same(eager, compiled, tol):
+    (outs_e, dx_e, grads_e, bufs_e), (outs_c, dx_c, grads_c, bufs_c) = eager, compiled
+    for o_e, o_c in zip(outs_e, outs_c):
+        torch.testing.assert_close(o_c, o_e, **tol)
+    torch.testing.assert_close(dx_c, dx_e, **tol)
+    assert grads_c.keys() == grads_e.keys()
+    for name in grads_e:
+        assert grads_e[name] is not None, name
+        torch.testing.assert_close(grads_c[name], grads_e[name], **tol, msg=name)
+    for name in bufs_e:
+        torch.testing.assert_close(bufs_c[name], bufs_e[name], **tol, msg=name)
+
+
+def _setting(backend):
+    """(dtype, input shape, tolerance): float64 on the reference; small
+    float32 shapes on the interpreter, whose fp32 sums may be ordered
+    differently from one run to another only through Inductor, not here."""
+    if backend == "reference":
+        return torch.float64, (3, 3, 8, 8), dict(rtol=1e-10, atol=1e-12)
+    return torch.float32, (2, 3, 6, 6), dict(rtol=1e-5, atol=1e-6)
+
+
+def _compiled_twin(model, **kw):
+    twin = copy.deepcopy(model)
+    return twin, torch.compile(twin, fullgraph=True, **kw)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train_p0"])
+def test_every_layer_fullgraph_matches_eager(backend, train):
+    """eval: running statistics, dropouts the identity. train with every
+    dropout p=0: batch statistics and running-stat updates inside the graph."""
+    torch._dynamo.reset()
+    dtype, shape, tol = _setting(backend)
+    torch.manual_seed(0)
+    model = EveryLayer(p=0.0).to(dtype).train(train)
+    for m in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            if m.running_mean is not None:
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+            if m.weight is not None:
+                nn.init.uniform_(m.weight, 0.5, 1.5)
+                nn.init.uniform_(m.bias, -0.5, 0.5)
+    twin, compiled = _compiled_twin(model, backend="aot_eager")
+    x = torch.randn(shape, dtype=dtype)
+    eager = _run(model, x)
+    _assert_same(eager, _run(compiled, x), tol)
+    if train:  # a second step: num_batches_tracked and running stats moved twice
+        model.zero_grad(set_to_none=True)
+        twin.zero_grad(set_to_none=True)
+        _assert_same(_run(model, x), _run(compiled, x), tol)
+        assert int(twin.features[1].num_batches_tracked) == 2
+
+
+def test_dropout_train_fullgraph_seeded(backend):
+    """Train mode with p > 0: the whole model still compiles to one graph; on
+    aot_eager the Philox seed is drawn from torch's generator in the same
+    order, so the same torch.manual_seed gives the same masks as eager."""
+    torch._dynamo.reset()
+    dtype, shape, tol = _setting(backend)
+    torch.manual_seed(0)
+    model = EveryLayer(p=0.3).to(dtype).train()
+    twin, compiled = _compiled_twin(model, backend="aot_eager")
+    x = torch.randn(shape, dtype=dtype)
+    torch.manual_seed(123)
+    eager = _run(model, x)
+    torch.manual_seed(123)
+    _assert_same(eager, _run(compiled, x), tol)
+    # a different seed gives a different dropout mask
+    torch.manual_seed(124)
+    other = compiled(x)[0]
+    assert not torch.equal(other, eager[0][0])
+
+
+def test_no_graph_break_reported_by_dynamo_explain():
+    torch._dynamo.reset()
+    model = EveryLayer(p=0.2).train()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 6, 6))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    ops = {str(n.target) for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"}
+    # every layer's op appears as itself in the one graph (dropouts with p > 0 included)
+    expected = {f"lamina.{name}_forward.default" for name in (
+        "relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "swish",
+        "batch_norm", "instance_norm", "layer_norm", "rms_norm", "group_norm",
+        "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "dropout", "drop_block2d",
+    )}
+    assert expected <= ops, sorted(expected - ops)
+
+
+def test_inductor_small_model_matches_eager():
+    """The default backend (Inductor, C++ on the CPU) around lamina ops."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), L.BatchNorm2d(4), L.SiLU(), L.MaxPool2d(2),
+                          L.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), L.LayerNorm(3)).train()
+    twin, compiled = _compiled_twin(model)
+    x = torch.randn(2, 3, 6, 6)
+    _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-5, atol=1e-6))
+
+
+def _torch_cnn():
+    """torch.nn layers wired as torchvision's ResNet stem and a diffusers
+    block are (in-place ReLU included), for lamina.patch to swap."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(4, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(), nn.Dropout(0.0),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(approximate="tanh"),
+    )
+
+
+def test_patched_torch_model_fullgraph_matches_eager():
+    """lamina.patch swaps classes in place; the patched model still compiles
+    to one graph (in-place ReLU included) and matches the torch model."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _torch_cnn().double().train()
+    patched = copy.deepcopy(model)
+    assert lamina.patch(patched).total == 9
+    compiled = torch.compile(patched, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-10, atol=1e-12))
+
+
+@pytest.mark.skipif(not (hasattr(L, "BatchNormAct2d") and hasattr(L, "GroupNormAct")),
+                    reason="lamina.nn has no BatchNormAct2d / GroupNormAct yet")
+def test_fused_patched_model_fullgraph_matches_eager(backend):
+    """lamina.patch(fuse=True)'s fused layers compile to one graph too."""
+    torch._dynamo.reset()
+    dtype, _, tol = _setting(backend)
+    torch.manual_seed(0)
+    model = _torch_cnn().to(dtype).train()
+    patched = copy.deepcopy(model)
+    assert len(lamina.patch(patched, fuse=True).fused) == 2
+    compiled = torch.compile(patched, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 6, 6, dtype=dtype)
+    _assert_same(_run(model, x), _run(compiled, x), tol)
