@@ -170,6 +170,22 @@ def test_max_pool_index_of_nan(backend, fn):
     assert torch.equal(idx, idx_t)
 
 
+def test_max_pool_window_wholly_in_padding(backend):
+    """A dilated window can hold only padding: H = 1, padding 1, dilation 2
+    reads rows -1 and 1. PyTorch gives -inf there, as lamina does; PyTorch's
+    CPU backward then writes through its out-of-range index and corrupts
+    memory, so lamina's gradient is checked on its own: nothing flows back."""
+    x = torch.randn(2, 3, 1, 6)
+    kw = dict(kernel_size=(2, 3), stride=1, padding=1, dilation=(2, 1))
+    y_t = TF.max_pool2d(x, **kw)  # forward only
+    xg = x.clone().requires_grad_(True)
+    y = LF.max_pool2d(xg, **kw)
+    torch.testing.assert_close(y, y_t)
+    assert y.shape == (2, 3, 1, 6) and (y == -INF).all()
+    (dx,) = torch.autograd.grad(y, xg, torch.randn(y.shape))
+    assert torch.equal(dx, torch.zeros_like(x))
+
+
 def test_all_minus_inf_window(backend):
     """A window of -inf gives -inf (not a padding value or NaN)."""
     x = torch.full((1, 1, 4, 4), -INF)
