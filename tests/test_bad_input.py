@@ -292,3 +292,15 @@ def test_lamina_only_module_arguments():
         LN.DropConnect(torch.nn.Linear(2, 2), p=1.5)
     with pytest.raises(TypeError, match="weight"):
         LN.DropConnect(torch.nn.ReLU())
+
+
+def test_integer_like_sizes_accepted_like_torch(backend):
+    """PyTorch's argument parser takes numpy integers and 0-d integer tensors
+    where it wants an int; so does lamina (no spurious TypeError)."""
+    import numpy as np
+
+    x = x4(2, 4, 6, 6)
+    for call in (lambda F: F.max_pool2d(x, np.int64(2)), lambda F: F.max_pool2d(x, torch.tensor(3), 1, 1),
+                 lambda F: F.avg_pool2d(x, (np.int32(2), 3)), lambda F: F.group_norm(x, np.int64(2)),
+                 lambda F: F.layer_norm(x, [np.int64(6)]), lambda F: F.layer_norm(x, torch.Size([6, 6]))):
+        torch.testing.assert_close(call(LF), call(TORCH))

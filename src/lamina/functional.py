@@ -865,9 +865,10 @@ def _rn_param_grad_to_torch(g, param: Optional[Tensor], like: Tensor) -> Tensor:
 
 def _check_normalized_shape(input: Tensor, normalized_shape, weight=None, bias=None) -> list:
     validate.floating(input)
-    if isinstance(normalized_shape, int) or not all(isinstance(s, int) for s in normalized_shape):
+    if validate.as_int(normalized_shape) is not None or not isinstance(normalized_shape, (list, tuple)) \
+            or any(validate.as_int(s) is None for s in normalized_shape):
         raise TypeError(f"normalized_shape must be a tuple or list of ints, got {normalized_shape!r}")
-    shape = [int(s) for s in normalized_shape]
+    shape = [validate.as_int(s) for s in normalized_shape]
     if not shape:
         raise RuntimeError(
             "Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, "
@@ -1110,8 +1111,9 @@ def group_norm(
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     n, c = input.shape[0], input.shape[1]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+    if validate.as_int(num_groups) is None:
         raise TypeError(f"group_norm(): argument 'num_groups' must be int, not {type(num_groups).__name__}")
+    num_groups = validate.as_int(num_groups)
     if num_groups == 0:
         raise validate.ZeroGroupsError("group_norm: Expected num_groups to be greater than 0, got 0")
     if num_groups < 0:

@@ -3,6 +3,8 @@ that name the argument and what was expected."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -29,6 +31,18 @@ class InputDimensionError(IndexError, RuntimeError):
 
 class ZeroGroupsError(ZeroDivisionError, RuntimeError):
     """num_groups == 0 (PyTorch: ZeroDivisionError from C // num_groups)."""
+
+
+def as_int(value):
+    """``value`` as a Python int when it is an integer (numpy integers and 0-d
+    integer tensors too, as PyTorch's argument parser takes them; not bool),
+    else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def tensor(x, name: str = "input") -> None:
@@ -123,13 +137,12 @@ def pool_pair(value, name: str, op: str, allow_none: bool = False):
         return None  # PyTorch reads an empty stride as "omitted"
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[1]))
+    if as_int(value) is not None:
+        return (as_int(value), as_int(value))
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(as_int(v) is not None for v in value):
+        return (as_int(value[0]), as_int(value[1]))
     omitted = "be omitted, " if allow_none else ""
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-    if not (isinstance(value, (list, tuple)) and all(is_int(v) for v in value)):
+    if not (isinstance(value, (list, tuple)) and all(as_int(v) is not None for v in value)):
         # PyTorch's argument parser: a float, a string, a tuple holding a float
         raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, got {value!r}")
     raise RuntimeError(f"{op}: {name} must either {omitted}a single int, or a tuple of two ints, got {value!r}")
