@@ -172,6 +172,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     in-place form with a negative slope has a backward too.
     """
     validate.floating(input)
+    validate.number(negative_slope, "negative_slope", "leaky_relu")
     y, _ = _leaky_relu_forward(input, float(negative_slope))
     return _write_inplace(input, y) if inplace else y
 
@@ -674,8 +675,15 @@ def batch_norm(
     """
     validate.floating(input)
     if input.dim() < 2:
-        raise ValueError(f"batch_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
+        raise validate.DimensionError(
+            f"batch_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
     _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and t.dim() != 1:
+            raise RuntimeError(f"batch_norm: expected {name} to be a 1-D tensor of C elements, got shape {list(t.shape)}")
+    # torch takes weight and bias of any shape with C elements, e.g. (C, 1)
+    weight, bias = (t.reshape(-1) if t is not None and t.dim() != 1 else t for t in (weight, bias))
     if training:
         size = list(input.shape)
         if input.numel() // max(size[1], 1) == 1 and size[1] > 0:
@@ -792,6 +800,8 @@ def instance_norm(
     if input.dim() < 2:
         raise ValueError(f"instance_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
     _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    validate.param_dtype(input, "instance_norm", running_mean=running_mean, running_var=running_var,
+                         weight=weight, bias=bias)
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
@@ -855,9 +865,10 @@ def _rn_param_grad_to_torch(g, param: Optional[Tensor], like: Tensor) -> Tensor:
 
 def _check_normalized_shape(input: Tensor, normalized_shape, weight=None, bias=None) -> list:
     validate.floating(input)
-    if isinstance(normalized_shape, int) or not all(isinstance(s, int) for s in normalized_shape):
+    if validate.as_int(normalized_shape) is not None or not isinstance(normalized_shape, (list, tuple)) \
+            or any(validate.as_int(s) is None for s in normalized_shape):
         raise TypeError(f"normalized_shape must be a tuple or list of ints, got {normalized_shape!r}")
-    shape = [int(s) for s in normalized_shape]
+    shape = [validate.as_int(s) for s in normalized_shape]
     if not shape:
         raise RuntimeError(
             "Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, "
@@ -950,6 +961,7 @@ def layer_norm(
     (biased variance). See :class:`lamina.nn.LayerNorm`.
     """
     shape = _check_normalized_shape(input, normalized_shape, weight, bias)
+    validate.param_dtype(input, "layer_norm", weight=weight, bias=bias)
     y, _, _ = _layer_norm_forward(input, shape, weight, bias, float(eps))
     return y
 
@@ -1099,7 +1111,14 @@ def group_norm(
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     n, c = input.shape[0], input.shape[1]
-    if not isinstance(num_groups, int) or num_groups <= 0 or c % num_groups:
+    if validate.as_int(num_groups) is None:
+        raise TypeError(f"group_norm(): argument 'num_groups' must be int, not {type(num_groups).__name__}")
+    num_groups = validate.as_int(num_groups)
+    if num_groups == 0:
+        raise validate.ZeroGroupsError("group_norm: Expected num_groups to be greater than 0, got 0")
+    if num_groups < 0:
+        raise RuntimeError(f"group_norm: Expected num_groups to be greater than 0, got {num_groups}")
+    if c % num_groups:
         raise RuntimeError(
             "Expected number of channels in input to be divisible by num_groups, but got input of shape "
             f"{list(input.shape)} and num_groups={num_groups}")
@@ -1109,6 +1128,7 @@ def group_norm(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, but got "
                 f"{name} of shape {list(p.shape)} and input of shape {list(input.shape)}")
     validate.same_device(input, weight=weight, bias=bias)
+    validate.param_dtype(input, "group_norm", weight=weight, bias=bias)
     per_group = n * c // num_groups
     for size in input.shape[2:]:
         per_group *= size
@@ -1344,6 +1364,10 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     (``count_include_pad=True``) or to the input alone.
     """
     op = "avg_pool2d"
+    if isinstance(input, torch.Tensor) and input.dim() < 3:
+        # PyTorch reads input.size(-3) first: an IndexError
+        raise validate.InputDimensionError(
+            f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input, got {input.dim()}D input of shape {tuple(input.shape)}")
     validate.pool_input(input, op)
     kernel_size = validate.pool_pair(kernel_size, "kernel_size", op)
     stride = validate.pool_pair(stride, "stride", op, allow_none=True) or kernel_size

@@ -3,9 +3,46 @@ that name the argument and what was expected."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# Exceptions that are two types at once. PyTorch's type for a bad call is
+# sometimes an accident of its implementation (NotImplementedError from a
+# kernel dispatcher that has no integer kernel, IndexError from reading
+# input.size(1), ZeroDivisionError from `C // num_groups`); lamina raises an
+# exception that is both PyTorch's type and the type the error means, so code
+# written against either catches it.
+
+class UnsupportedDtypeError(NotImplementedError, TypeError):
+    """A tensor of a dtype lamina has no kernel for (integer, bool, complex)."""
+
+
+class DimensionError(IndexError, ValueError):
+    """An input with too few dimensions for the op's channel dimension."""
+
+
+class InputDimensionError(IndexError, RuntimeError):
+    """An input with too few dimensions (PyTorch: IndexError from a dim lookup)."""
+
+
+class ZeroGroupsError(ZeroDivisionError, RuntimeError):
+    """num_groups == 0 (PyTorch: ZeroDivisionError from C // num_groups)."""
+
+
+def as_int(value):
+    """``value`` as a Python int when it is an integer (numpy integers and 0-d
+    integer tensors too, as PyTorch's argument parser takes them; not bool),
+    else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def tensor(x, name: str = "input") -> None:
@@ -17,7 +54,8 @@ def floating(x: torch.Tensor, name: str = "input") -> None:
     """x is a tensor of float16, bfloat16, float32 or float64."""
     tensor(x, name)
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {x.dtype}")
+        raise UnsupportedDtypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {x.dtype}")
 
 
 def same_device(x: torch.Tensor, **others) -> None:
@@ -25,6 +63,28 @@ def same_device(x: torch.Tensor, **others) -> None:
     for name, t in others.items():
         if t is not None and t.device != x.device:
             raise RuntimeError(f"{name} is on {t.device} but input is on {x.device}: expected all tensors on one device")
+
+
+def number(value, name: str, op: str) -> None:
+    """A Python int or float (not bool, not a string), as PyTorch's argument parser wants."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}(): argument '{name}' must be a number, not {type(value).__name__}")
+
+
+def param_dtype(x: torch.Tensor, op: str, **params) -> None:
+    """Each given parameter (weight, bias, running stats) has x's dtype, or is
+    float32 for a float16/bfloat16 x (mixed precision), as PyTorch's CPU
+    kernels require (RuntimeError otherwise)."""
+    for name, t in params.items():
+        if t is None:
+            continue
+        tensor(t, name)
+        ok = t.dtype == x.dtype or (t.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16))
+        if not ok:
+            raise RuntimeError(
+                f"{op}: mixed dtype: expected {name} to have dtype {x.dtype}"
+                f"{' or torch.float32' if x.dtype in (torch.float16, torch.bfloat16) else ''} like the input, "
+                f"got {t.dtype}")
 
 
 def probability(p, name: str = "p") -> None:
@@ -77,11 +137,14 @@ def pool_pair(value, name: str, op: str, allow_none: bool = False):
         return None  # PyTorch reads an empty stride as "omitted"
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[1]))
+    if as_int(value) is not None:
+        return (as_int(value), as_int(value))
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(as_int(v) is not None for v in value):
+        return (as_int(value[0]), as_int(value[1]))
     omitted = "be omitted, " if allow_none else ""
+    if not (isinstance(value, (list, tuple)) and all(as_int(v) is not None for v in value)):
+        # PyTorch's argument parser: a float, a string, a tuple holding a float
+        raise TypeError(f"{op}(): argument '{name}' must be an int or a tuple of ints, got {value!r}")
     raise RuntimeError(f"{op}: {name} must either {omitted}a single int, or a tuple of two ints, got {value!r}")
 
 
@@ -129,7 +192,10 @@ def adaptive_output_size(x: torch.Tensor, output_size, op: str):
     """output_size as a pair of non-negative ints, None entries taking the input's size."""
     if isinstance(output_size, int) and not isinstance(output_size, bool):
         output_size = (output_size, output_size)
-    if not isinstance(output_size, (list, tuple)) or len(output_size) != 2:
+    if not isinstance(output_size, (list, tuple)) or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in output_size):
+        raise TypeError(f"{op}(): argument 'output_size' must be an int or a tuple of ints (or None), got {output_size!r}")
+    if len(output_size) != 2:
         raise RuntimeError(f"{op}: output_size must be an int or a pair of ints (or None), got {output_size!r}")
     out = tuple(int(x.shape[-2 + i]) if v is None else v for i, v in enumerate(output_size))
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in out):

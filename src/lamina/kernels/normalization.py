@@ -1064,6 +1064,11 @@ def _group_norm_forward_whole_kernel(
         pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(tl.sum(x, axis=1), axis=0) * inv_count
+    # inv_count is rounded, so sum * inv_count can miss the mean by an ulp or
+    # two of |mean|: with a large mean and a tiny spread (1e4 + small noise)
+    # that offset is what gets normalized. One correction from the residuals
+    # (x already in registers) lands on the float32-rounded mean.
+    mean = mean + tl.sum(tl.sum(tl.where(mask, x - mean, 0.0), axis=1), axis=0) * inv_count
     xc = tl.where(mask, x - mean, 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count + eps)
     tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))

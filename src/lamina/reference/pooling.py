@@ -339,6 +339,8 @@ def _covering_windows(size, out_len):
     start, end = adaptive_windows(size, out_len)
     idx = np.arange(size)
     covers = (start[:, None] <= idx[None, :]) & (idx[None, :] < end[:, None])
+    if out_len == 0:  # an empty output: no window covers anything
+        return np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
     return covers.argmax(axis=0), covers.sum(axis=0)
 
 
