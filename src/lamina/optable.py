@@ -194,7 +194,7 @@ OPS: list[OpCase] = [
             reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],  # the values of a channel
         )
         for affine in [lambda shape, dtype: [torch.randn(shape[1], dtype=torch.float64).to(dtype) for _ in "wb"]]
-        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype))]
+        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype, device=x.device), torch.ones(x.shape[1], dtype=x.dtype, device=x.device))]
         for eval_stats in [lambda x: (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.dtype),
                                       torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.dtype))]
         for name, stats, train, params in [
@@ -215,7 +215,7 @@ OPS: list[OpCase] = [
             reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],
         )
         for affine in [lambda shape, dtype: [torch.randn(shape[1], dtype=torch.float64).to(dtype) for _ in "wb"]]
-        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype))]
+        for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype, device=x.device), torch.ones(x.shape[1], dtype=x.dtype, device=x.device))]
         for name, stats, params in [
             ("instance_norm", lambda x: (None, None), affine),
             ("instance_norm_no_affine_running", fresh, no_params),
