@@ -130,10 +130,10 @@ def _bn_act_tile(R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
 
 
 @triton.jit
-def _per_channel(ptr, channel, cmask, CHANNELS_ON_ROWS: tl.constexpr):
+def _per_channel(ptr, channel, cmask, CHANNELS_ON_ROWS: tl.constexpr, other=0.0):
     """Per-channel float32 values shaped to broadcast over the tile (loaded
-    as one vector either way)."""
-    v = tl.load(ptr + channel, mask=cmask, other=0.0).to(tl.float32)
+    as one vector either way); ``other`` outside the tile."""
+    v = tl.load(ptr + channel, mask=cmask, other=other).to(tl.float32)
     if CHANNELS_ON_ROWS:
         return v[:, None]
     else:
@@ -181,8 +181,8 @@ def _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_
         if HAS_B:
             z = z - b
         xhat = z
-        if HAS_W:
-            xhat = z / w
+        if HAS_W:  # (1 outside the tile: no 0 / 0 there)
+            xhat = z / _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 1.0)
     else:
         xhat = (v - _per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS)) * _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS)
         z = xhat
