@@ -372,3 +372,25 @@ def test_memory_standard_cases():
     inplace = rows["batch_norm_act_inplace"]["lamina"]
     assert inplace["input_holds_output"] and inplace["new"] <= 2 * 4 * 4 and inplace["output"] == 0
     assert rows["batch_norm_act_inplace"]["lamina"]["total"] < rows["batch_norm_act_inplace"]["torch"]["total"]
+
+
+# --- torch.compile sees plain ops ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["batch_norm_act", "add_layer_norm"])
+def test_compiles_fullgraph(name, backend):
+    backend("auto")
+    if name == "batch_norm_act":
+        args = [torch.randn(2, 3, 4, 4), torch.rand(3) + 0.5, torch.randn(3)]
+
+        def fn(x, w, b):
+            return F.batch_norm_act(x, None, None, w, b, True, act="silu")
+    else:
+        args = [torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)]
+
+        def fn(x, r, w):
+            y, s = F.add_layer_norm(x, r, [8], w, dropout_p=0.3, prenorm=True, seed=4)
+            return y + s
+
+    eager, compiled = _grads(fn, args), _grads(torch.compile(fn, backend="aot_eager", fullgraph=True), args)
+    for a, b in zip(eager[0] + list(eager[1]), compiled[0] + list(compiled[1])):
+        torch.testing.assert_close(a, b)

@@ -678,15 +678,20 @@ def _bias_act_forward_kernel(
     x_ptr,  # (M, N) contiguous
     b_ptr,  # (N,)
     y_ptr,  # (M, N) out
-    n_elements, N,
-    ACT: tl.constexpr, BLOCK: tl.constexpr,
+    M, N,
+    ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < n_elements
-    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + offs % N, mask=ok, other=0.0).to(tl.float32)  # the bias row stays in L1/L2
-    y = _act(x + b, 1.0, ACT)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=ok)
+    """Program (i, j): a ROWS x BLOCK_N tile; the bias block is loaded once
+    as a vector (no per-element index arithmetic). Rows on grid axis 0,
+    which has no 65535 limit."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    mask = (rows < M)[:, None] & col_ok[None, :]
+    offs = rows[:, None] * N + cols[None, :]
+    b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, _act(x + b, 1.0, ACT).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -715,13 +720,21 @@ def _bias_act_backward_kernel(
     tl.store(part_ptr + tl.program_id(1).to(tl.int64) * N + cols, acc, mask=col_ok)
 
 
+def _bias_tile(big_n: int):
+    """(ROWS, BLOCK_N): about _BIAS_BLOCK elements, up to 1024 columns wide."""
+    block_n = min(row_block(big_n), 1024)
+    return max(1, _BIAS_BLOCK // block_n), block_n
+
+
 def bias_act_forward(x, bias, act: str, approximate: str):
     """y = act(x + bias) for a contiguous x (..., N) and bias (N,)."""
     y = torch.empty_like(x)
-    n = x.numel()
-    if n:
-        grid = (triton.cdiv(n, _BIAS_BLOCK),)
-        _bias_act_forward_kernel[grid](x, bias, y, n, bias.numel(), ACT=act_id(act, approximate), BLOCK=_BIAS_BLOCK,
+    big_n = bias.numel()
+    m = x.numel() // max(big_n, 1)
+    if x.numel():
+        rows, block_n = _bias_tile(big_n)
+        grid = (triton.cdiv(m, rows), triton.cdiv(big_n, block_n))
+        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n,
                                        num_warps=_BIAS_WARPS)
     return y
 
@@ -734,8 +747,7 @@ def bias_act_backward(dy, x, bias, act: str, approximate: str):
     m = x.numel() // max(big_n, 1)
     if x.numel() == 0:
         return dx, torch.zeros(big_n, dtype=torch.float32, device=x.device)
-    block_n = min(row_block(big_n), 1024)
-    rows = max(1, _BIAS_BLOCK // block_n)
+    rows, block_n = _bias_tile(big_n)
     col_blocks = triton.cdiv(big_n, block_n)
     row_programs = max(1, min(triton.cdiv(m, rows), triton.cdiv(_programs(x), col_blocks)))
     rows_per_program = triton.cdiv(triton.cdiv(m, row_programs), rows) * rows
