@@ -32,6 +32,7 @@ run to run).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -130,7 +131,7 @@ def _bn_act_tile(R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
 
 
 @triton.jit
-def _per_channel(ptr, channel, cmask, CHANNELS_ON_ROWS: tl.constexpr, other=0.0):
+def _per_channel(ptr, channel, cmask, CHANNELS_ON_ROWS: tl.constexpr, other):
     """Per-channel float32 values shaped to broadcast over the tile (loaded
     as one vector either way); ``other`` outside the tile."""
     v = tl.load(ptr + channel, mask=cmask, other=other).to(tl.float32)
@@ -153,12 +154,12 @@ def _bn_act_forward_kernel(
 ):
     """y = act(x * scale + shift), scale = rstd * w, shift = b - mean * scale."""
     offs, mask, ch, cmask = _bn_act_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
-    scale = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS)
+    scale = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     if HAS_W:
-        scale *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS)
-    shift = -_per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS) * scale
+        scale *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    shift = -_per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * scale
     if HAS_B:
-        shift += _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS)
+        shift += _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = _act(x * scale + shift, param, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -172,24 +173,21 @@ def _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_
     (FROM_OUTPUT, in place) from y through the inverse activation."""
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_W:
-        w = _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS)
-    if HAS_B:
-        b = _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS)
     if FROM_OUTPUT:
         z, dz = _inverse_act(v, dy, param, ACT)
         if HAS_B:
-            z = z - b
+            z = z - _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
         xhat = z
         if HAS_W:  # (1 outside the tile: no 0 / 0 there)
             xhat = z / _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 1.0)
     else:
-        xhat = (v - _per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS)) * _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS)
+        mean = _per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        xhat = (v - mean) * _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
         z = xhat
         if HAS_W:
-            z = z * w
+            z = z * _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
         if HAS_B:
-            z = z + b
+            z = z + _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
         dz = _act_grad(dy, z, param, ACT)
     dz = tl.where(mask, dz, 0.0)
     xhat = tl.where(mask, xhat, 0.0)
@@ -238,14 +236,19 @@ def _bn_act_backward_input_kernel(
     offs, mask, ch, cmask = _bn_act_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
     dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
                                CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
-    a = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS)
+    a = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     if HAS_W:
-        a *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS)
+        a *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     if TRAINING:
-        mean_dz = _per_channel(sum_dz_ptr, ch, cmask, CHANNELS_ON_ROWS) * inv_m
-        mean_dz_xhat = _per_channel(sum_dz_xhat_ptr, ch, cmask, CHANNELS_ON_ROWS) * inv_m
+        mean_dz = _per_channel(sum_dz_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * inv_m
+        mean_dz_xhat = _per_channel(sum_dz_xhat_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * inv_m
         dz = dz - mean_dz - xhat * mean_dz_xhat
     tl.store(dx_ptr + offs, (a * dz).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _vector(t):
+    """A parameter as the kernels index it: contiguous (None stays None)."""
+    return None if t is None else t.contiguous()
 
 
 def _bn_act_view(x: torch.Tensor):
@@ -260,6 +263,7 @@ def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training:
     """(y, mean, rstd, var): statistics (C,) float32 - the batch's (var biased)
     in training, the running ones otherwise. ``out``: where y goes (x itself
     for the in-place layer); default a new tensor in x's memory format."""
+    weight, bias = _vector(weight), _vector(bias)
     if training:
         mean, var, rstd = batch_norm_stats(x, eps)
     else:
@@ -286,6 +290,7 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
     """(dx, dweight, dbias), dweight/dbias float32 (None when neither training
     nor ``param_grads`` asks for the sums). ``x`` is the input, or with
     ``from_output`` the in-place output y."""
+    weight, bias = _vector(weight), _vector(bias)
     plan, r, k, block_r, block_k, grid = _bn_act_view(x)
     dy = same_layout(dy, plan.x)
     dx = torch.empty_like(plan.x)
@@ -599,10 +604,16 @@ def _multiplier(p: float) -> float:
     return 0.0 if p == 1 else 1.0 / (1.0 - p)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _programs(t: torch.Tensor) -> int:
-    """About four programs an SM on the GPU; a few under the interpreter."""
+    """About four programs an SM on the GPU; a few under the interpreter (so
+    the row loops run more than once in CI)."""
     if t.is_cuda:
-        return 4 * torch.cuda.get_device_properties(t.device).multi_processor_count
+        return 4 * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
     return 3
 
 
@@ -610,6 +621,7 @@ def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p:
     """(y, s, mean, rstd) for contiguous x and residual: s = dropout(x) +
     residual (p = 0: no dropout), y = layer_norm(s) or rms_norm(s); mean and
     rstd flat (M,) float32 (mean empty for RMS)."""
+    weight, bias = _vector(weight), _vector(bias)
     n = math.prod(normalized_shape)
     m = x.numel() // max(n, 1)
     if n == 0 or m == 0 or row_block(n) > _WIDE_ROW:
@@ -635,6 +647,7 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
                       offset: int, rms: bool):
     """(ds, dx, dweight, dbias): ds = dresidual; dx the masked ds (None when
     p = 0: then dx is ds); dweight/dbias float32 (None when absent)."""
+    weight = _vector(weight)
     n = math.prod(normalized_shape)
     m = s.numel() // max(n, 1)
     dy = dy.contiguous()
