@@ -114,11 +114,11 @@ _BN_WARPS = 8
 
 
 @triton.jit
-def _bn_act_tile(R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Offsets and mask of program (i, j)'s tile of the (R, K) matrix, and the
+def _bn_act_tile(ti, tj, R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Offsets and mask of tile (ti, tj) of the (R, K) matrix, and the
     channel of each row (on rows, a vector) or column (on columns, a row)."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rows = ti * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tj * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (rows < R)[:, None] & (cols < K)[None, :]
     offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
     if CHANNELS_ON_ROWS:
@@ -153,7 +153,7 @@ def _bn_act_forward_kernel(
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = act(x * scale + shift), scale = rstd * w, shift = b - mean * scale."""
-    offs, mask, ch, cmask = _bn_act_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    offs, mask, ch, cmask = _bn_act_tile(tl.program_id(0), tl.program_id(1), R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
     scale = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     if HAS_W:
         scale *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
@@ -198,28 +198,42 @@ def _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_
 def _bn_act_backward_reduce_kernel(
     dy_ptr, x_ptr,  # (R, K) upstream gradient and input (FROM_OUTPUT: the output y)
     mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
-    part_ptr,  # float32 (2, R, K_BLOCKS) on rows / (2, R_BLOCKS, K) on columns: sum(dz), sum(dz*xhat)
+    part_ptr,  # float32 (2, R, groups) on rows / (2, groups, K) on columns: sum(dz), sum(dz * xhat)
     plane,  # elements in one of the two planes of part
-    R, K, C,
+    R, K, C, tiles,  # tiles: how many tiles a program walks along the reduced direction
     CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
     FROM_OUTPUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    offs, mask, ch, cmask = _bn_act_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
-    dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
-                               CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
-    i = tl.program_id(0)
-    j = tl.program_id(1)
-    if CHANNELS_ON_ROWS:  # one partial a row (a (sample, channel) pair) and column block
-        kb = tl.num_programs(1)
-        rows = i * BLOCK_R + tl.arange(0, BLOCK_R)
-        out = part_ptr + rows.to(tl.int64) * kb + j
-        tl.store(out, tl.sum(dz, axis=1), mask=rows < R)
-        tl.store(out + plane, tl.sum(dz * xhat, axis=1), mask=rows < R)
-    else:  # one partial a channel (column) and row block
-        cols = j * BLOCK_K + tl.arange(0, BLOCK_K)
-        out = part_ptr + i.to(tl.int64) * K + cols
-        tl.store(out, tl.sum(dz, axis=0), mask=cols < K)
-        tl.store(out + plane, tl.sum(dz * xhat, axis=0), mask=cols < K)
+    """On rows (a channel a row), program (i, g) walks column tiles
+    [g * tiles, ...) of row block i; on columns (a channel a column), program
+    (g, j) walks row tiles [g * tiles, ...) of column block j. The sums stay
+    in registers and are written once: a partial buffer that is small next
+    to the tensor."""
+    acc1 = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    for t in range(0, tiles):
+        if CHANNELS_ON_ROWS:
+            ti = tl.program_id(0)
+            tj = tl.program_id(1) * tiles + t
+        else:
+            ti = tl.program_id(0) * tiles + t
+            tj = tl.program_id(1)
+        offs, mask, ch, cmask = _bn_act_tile(ti, tj, R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+        dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+                                   CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
+        acc1 += dz
+        acc2 += dz * xhat
+    if CHANNELS_ON_ROWS:  # one partial a row (a (sample, channel) pair) and column group
+        groups = tl.num_programs(1)
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        out = part_ptr + rows.to(tl.int64) * groups + tl.program_id(1)
+        tl.store(out, tl.sum(acc1, axis=1), mask=rows < R)
+        tl.store(out + plane, tl.sum(acc2, axis=1), mask=rows < R)
+    else:  # one partial a channel (column) and row group
+        cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        out = part_ptr + tl.program_id(0).to(tl.int64) * K + cols
+        tl.store(out, tl.sum(acc1, axis=0), mask=cols < K)
+        tl.store(out + plane, tl.sum(acc2, axis=0), mask=cols < K)
 
 
 @triton.jit
@@ -233,7 +247,7 @@ def _bn_act_backward_input_kernel(
     FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """training: dx = a * (dz - sum(dz)/M - xhat * sum(dz*xhat)/M); eval: a * dz; a = rstd * w."""
-    offs, mask, ch, cmask = _bn_act_tile(R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    offs, mask, ch, cmask = _bn_act_tile(tl.program_id(0), tl.program_id(1), R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
     dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
                                CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
     a = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
@@ -244,6 +258,19 @@ def _bn_act_backward_input_kernel(
         mean_dz_xhat = _per_channel(sum_dz_xhat_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * inv_m
         dz = dz - mean_dz - xhat * mean_dz_xhat
     tl.store(dx_ptr + offs, (a * dz).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _reduce_programs(t: torch.Tensor) -> int:
+    """Programs for a reduction pass: several per SM on the GPU; two under
+    the interpreter (so both the loop and the cross-program sum run)."""
+    if t.is_cuda:
+        return 8 * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return 2
 
 
 def _vector(t):
@@ -306,14 +333,21 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
             sum_dz = torch.zeros(c, device=x.device, dtype=torch.float32)
             sum_dz_xhat = torch.zeros(c, device=x.device, dtype=torch.float32)
         else:
+            # split the reduced direction into groups: enough programs to fill the GPU
+            blocks, reduced_tiles = (grid[0], grid[1]) if plan.on_rows else (grid[1], grid[0])
+            groups = max(1, min(reduced_tiles, triton.cdiv(_reduce_programs(x), blocks)))
+            tiles = triton.cdiv(reduced_tiles, groups)
+            groups = triton.cdiv(reduced_tiles, tiles)
             if plan.on_rows:
-                part = torch.empty((2, r, grid[1]), device=x.device, dtype=torch.float32)
+                part = torch.empty((2, r, groups), device=x.device, dtype=torch.float32)
+                reduce_grid = (blocks, groups)
             else:
-                part = torch.empty((2, grid[0], k), device=x.device, dtype=torch.float32)
-            _bn_act_backward_reduce_kernel[grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0), r, k, c,
-                                                 **flags)
+                part = torch.empty((2, groups, k), device=x.device, dtype=torch.float32)
+                reduce_grid = (groups, blocks)
+            _bn_act_backward_reduce_kernel[reduce_grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0),
+                                                        r, k, c, tiles, **flags)
             # the deterministic second pass: fold the partials per channel
-            part = part.reshape(2, -1, c, grid[1]).sum(dim=(1, 3)) if plan.on_rows else part.sum(dim=1)
+            part = part.reshape(2, -1, c, groups).sum(dim=(1, 3)) if plan.on_rows else part.sum(dim=1)
             sum_dz, sum_dz_xhat = part[0], part[1]
     if x.numel():
         m = max(x.numel() // max(c, 1), 1)
@@ -602,11 +636,6 @@ def _add_norm_backward_kernel(
 
 def _multiplier(p: float) -> float:
     return 0.0 if p == 1 else 1.0 / (1.0 - p)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _programs(t: torch.Tensor) -> int:
