@@ -415,3 +415,24 @@ def test_compiles_fullgraph(name, backend):
     eager, compiled = _grads(fn, args), _grads(torch.compile(fn, backend="aot_eager", fullgraph=True), args)
     for a, b in zip(eager[0] + list(eager[1]), compiled[0] + list(compiled[1])):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("path", ["row_kernel", "two_pass", "wide_row"])
+def test_add_norm_kernel_paths(path, backend, monkeypatch):
+    """The fused row kernel, the stream-aligned two-pass path
+    (DROPOUT_IN_ROW_KERNEL off) and rows too wide for one program all equal
+    the composition, masks included."""
+    backend("triton")
+    kernels = lamina.backend.kernels("fused")
+    if path == "two_pass":
+        monkeypatch.setattr(kernels, "DROPOUT_IN_ROW_KERNEL", False)
+    n = 9000 if path == "wide_row" else 300
+    x, r = _randn(2, n, dtype=torch.float32), _randn(2, n, dtype=torch.float32, seed=1)
+    w, b = _randn(n, dtype=torch.float32, seed=2), _randn(n, dtype=torch.float32, seed=3)
+
+    def composed(x, r, w, b):
+        s = F.dropout(x, 0.3, seed=9) + r
+        return F.layer_norm(s, [n], w, b), s
+
+    assert_same(lambda x, r, w, b: F.add_layer_norm(x, r, [n], w, b, dropout_p=0.3, prenorm=True, seed=9),
+                composed, [x, r, w, b], torch.float32, reduce_len=2)

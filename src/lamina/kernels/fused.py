@@ -514,6 +514,15 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
 
 _ROW_TILE = 4096  # elements a program holds at once
 _WIDE_ROW = 8192  # wider rows: the unfused kernels (dropout_add, then the row norm)
+# With dropout, the row kernel makes one Philox call an element (it needs
+# word (i // GROUP) % 4 of counter f(i), and the other three words belong to
+# elements of other rows), where the dropout kernel's stream-aligned layout
+# makes a quarter of a call. Estimated on an H100: ~40 integer multiplies a
+# call, about 370 G elements/s, close to the bf16 memory rate (~8 bytes an
+# element). If the GPU benchmark shows the fused dropout path compute bound,
+# set this False: p > 0 then runs dropout_add's stream-aligned kernel and
+# the row norm (one more read of s: 5n bytes instead of 4n).
+DROPOUT_IN_ROW_KERNEL = True
 
 
 GROUP_C = tl.constexpr(GROUP)
@@ -653,7 +662,7 @@ def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p:
     weight, bias = _vector(weight), _vector(bias)
     n = math.prod(normalized_shape)
     m = x.numel() // max(n, 1)
-    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW:
+    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
         s = dropout_add_forward(x, residual, p, seed, offset)
         y, mean, rstd = row_norm_forward(s, normalized_shape, weight, bias, eps, rms)
         return y, s, mean, rstd
@@ -681,7 +690,7 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
     m = s.numel() // max(n, 1)
     dy = dy.contiguous()
     has_weight = weight is not None
-    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW:
+    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
         ds, dw, db = row_norm_backward(dy, s, normalized_shape, weight, mean, rstd, has_bias, rms)
         if ds_out is not None:
             ds = ds + ds_out
