@@ -436,3 +436,8 @@ def test_add_norm_kernel_paths(path, backend, monkeypatch):
 
     assert_same(lambda x, r, w, b: F.add_layer_norm(x, r, [n], w, b, dropout_p=0.3, prenorm=True, seed=9),
                 composed, [x, r, w, b], torch.float32, reduce_len=2)
+
+
+def test_group_norm_silu_is_group_norm_act_silu():
+    x, w, b = torch.randn(2, 4, 3, 3), torch.randn(4), torch.randn(4)
+    torch.testing.assert_close(F.group_norm_silu(x, 2, w, b), F.group_norm_act(x, 2, w, b, act="silu"))
