@@ -1822,3 +1822,601 @@ def drop_block2d(
         raise RuntimeError(f"drop_block2d: expected a floating-point input, got {input.dtype}")
     y, _, _ = _drop_block2d_forward(input, float(p), int(block_size), float(eps), _seed_for(seed, generator, input), 0)
     return input.copy_(y) if inplace else y
+
+
+# =============================================================================
+# fused
+# =============================================================================
+#
+# Fused layers: one custom-op pair each, the forward returning what backward
+# needs and nothing that backward can recompute (no pre-activation z, no
+# dropout mask). CPU tensors run the composition of the reference ops
+# (lamina.reference.fused); the kernels are lamina.kernels.fused.
+
+from .reference import fused as ref_fused  # noqa: E402
+
+__all__ += ["batch_norm_act", "group_norm_act", "add_layer_norm", "add_rms_norm", "bias_act", "dropout_add"]
+
+_FUSED_NORM_ACTS = ("relu", "leaky_relu", "silu", "gelu", "identity")
+_FUSED_BIAS_ACTS = ("relu", "gelu", "silu", "identity")
+
+
+def _fu_check_act(act, allowed) -> None:
+    if act not in allowed:
+        raise ValueError(f"act must be one of {allowed}, got {act!r}")
+
+
+def _fu_invertible(act: str, negative_slope: float) -> bool:
+    """Activations whose input can be recovered from their output: what the
+    in-place batch norm + activation needs (Rota Bulo et al., 2018)."""
+    return act == "identity" or (act == "leaky_relu" and negative_slope > 0)
+
+
+def _fu_no_seed(like: Tensor) -> Tensor:
+    """The seed argument of an op that draws nothing (p = 0)."""
+    return torch.zeros(1, dtype=torch.int64, device=like.device)
+
+
+# --- batch_norm_act ----------------------------------------------------------------
+
+@custom_op("lamina::batch_norm_act_forward", mutates_args=())
+def _batch_norm_act_forward(
+    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+    running_var: Optional[Tensor], training: bool, eps: float, act: str, negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, rstd, var) as batch_norm's forward, y = act(batch_norm(x))."""
+    sdt = _bn_stat_dtype(x)
+    if use_kernels(x):
+        y, mean, rstd, var = kernels("fused").batch_norm_act_forward(
+            x, weight, bias, running_mean, running_var, training, eps, act, negative_slope)
+        return y, mean.to(sdt, copy=True), rstd.to(sdt), var.to(sdt, copy=True)
+    if training:
+        mean, var = _bn_stats(x)
+    else:
+        mean, var = running_mean.to(sdt, copy=True), running_var.to(sdt, copy=True)
+    rstd = torch.rsqrt(var + eps)
+    if x.numel() == 0:
+        return torch.empty_like(x), mean, rstd, var
+    y, _ = ref_fused.batch_norm_act_forward(
+        to_numpy(x), to_numpy(weight), to_numpy(bias), to_numpy(mean), to_numpy(var), False, eps, act, negative_slope)
+    # (eval mode of the reference with the statistics just computed: the same y)
+    return _bn_keep_format(to_torch(y, x), x), mean, rstd, var
+
+
+@_batch_norm_act_forward.register_fake
+def _(x, weight, bias, running_mean, running_var, training, eps, act, negative_slope):
+    c, sdt = x.shape[1], _bn_stat_dtype(x)
+    return torch.empty_like(x), x.new_empty(c, dtype=sdt), x.new_empty(c, dtype=sdt), x.new_empty(c, dtype=sdt)
+
+
+@custom_op("lamina::batch_norm_act_backward", mutates_args=())
+def _batch_norm_act_backward(
+    dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor, rstd: Tensor,
+    training: bool, act: str, negative_slope: float, from_output: bool, param_grads: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias). ``x`` is the forward input, or with ``from_output``
+    the in-place output y; either way z is recomputed, never read."""
+    if use_kernels(x):
+        dx, dw, db = kernels("fused").batch_norm_act_backward(
+            dy, x, weight, bias, mean.float(), rstd.float(), training, act, negative_slope, param_grads, from_output)
+        if dw is None:
+            dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
+        return dx, dw.to(mean.dtype), db.to(mean.dtype)
+    xn, w, b, mn, rs = to_numpy(x), to_numpy(weight), to_numpy(bias), to_numpy(mean), to_numpy(rstd)
+    if from_output:
+        dx, dw, db = ref_fused.batch_norm_act_backward_from_output(
+            to_numpy(dy), xn, w, b, mn, rs, training, act, negative_slope)
+    else:
+        z = ref_norm.batch_norm_normalize(xn, mn, rs, w, b)  # recomputed from x and the statistics
+        _, act_cache = ref_fused.act_forward(z, act, negative_slope)
+        dx, dw, db = ref_fused.batch_norm_act_backward(to_numpy(dy), ((xn, w, mn, rs, training), act_cache))
+    return _bn_keep_format(to_torch(dx, x), x), to_torch(dw, x, mean.dtype), to_torch(db, x, mean.dtype)
+
+
+@_batch_norm_act_backward.register_fake
+def _(dy, x, weight, bias, mean, rstd, training, act, negative_slope, from_output, param_grads):
+    return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
+
+
+def _batch_norm_act_setup(ctx, inputs, output):
+    x, weight, bias, _, _, training, _, act, negative_slope = inputs
+    _, mean, rstd, _ = output
+    ctx.save_for_backward(x, weight, bias, mean, rstd)  # x, not z: z is recomputed
+    ctx.training, ctx.act, ctx.negative_slope = training, act, negative_slope
+
+
+def _batch_norm_act_param_grads(ctx, dw, db, weight, bias):
+    return (None if weight is None or not ctx.needs_input_grad[1] else dw.to(weight.dtype),
+            None if bias is None or not ctx.needs_input_grad[2] else db.to(bias.dtype))
+
+
+def _batch_norm_act_grad(ctx, dy, _dmean, _drstd, _dvar):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+    dx, dw, db = _batch_norm_act_backward(
+        dy, x, weight, bias, mean, rstd, ctx.training, ctx.act, ctx.negative_slope, False, param_grads)
+    return (dx, *_batch_norm_act_param_grads(ctx, dw, db, weight, bias), None, None, None, None, None, None)
+
+
+_batch_norm_act_forward.register_autograd(_batch_norm_act_grad, setup_context=_batch_norm_act_setup)
+
+
+@custom_op("lamina::batch_norm_act_inplace_forward", mutates_args=("x",))
+def _batch_norm_act_inplace_forward(
+    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+    running_var: Optional[Tensor], training: bool, eps: float, act: str, negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """y = act(batch_norm(x)) written over x; returns (mean, rstd, var)."""
+    sdt = _bn_stat_dtype(x)
+    if use_kernels(x):
+        _, mean, rstd, var = kernels("fused").batch_norm_act_forward(
+            x, weight, bias, running_mean, running_var, training, eps, act, negative_slope, out=x)
+        return mean.to(sdt, copy=True), rstd.to(sdt), var.to(sdt, copy=True)
+    y, mean, rstd, var = _batch_norm_act_forward(x, weight, bias, running_mean, running_var, training, eps, act,
+                                                 negative_slope)
+    x.copy_(y)
+    return mean, rstd, var
+
+
+@_batch_norm_act_inplace_forward.register_fake
+def _(x, weight, bias, running_mean, running_var, training, eps, act, negative_slope):
+    c, sdt = x.shape[1], _bn_stat_dtype(x)
+    return x.new_empty(c, dtype=sdt), x.new_empty(c, dtype=sdt), x.new_empty(c, dtype=sdt)
+
+
+class _BatchNormActInplace(torch.autograd.Function):
+    """In-Place Activated BatchNorm (Rota Bulo, Porzi, Kontschieder, "In-Place
+    Activated BatchNorm for Memory-Optimized Training of DNNs", CVPR 2018):
+    y overwrites x, and backward keeps only y, the statistics and the
+    parameters, recovering xhat = (act^-1(y) - bias) / weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, eps, act, negative_slope):
+        mean, rstd, var = _batch_norm_act_inplace_forward(
+            x, weight, bias, running_mean, running_var, training, eps, act, negative_slope)
+        ctx.mark_dirty(x)
+        ctx.mark_non_differentiable(mean, var)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)  # x holds y now
+        ctx.training, ctx.act, ctx.negative_slope = training, act, negative_slope
+        return x, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        y, weight, bias, mean, rstd = ctx.saved_tensors
+        param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        dx, dw, db = _batch_norm_act_backward(
+            dy, y, weight, bias, mean, rstd, ctx.training, ctx.act, ctx.negative_slope, True, param_grads)
+        return (dx, *_batch_norm_act_param_grads(ctx, dw, db, weight, bias), None, None, None, None, None, None)
+
+
+def batch_norm_act(
+    input: Tensor,
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    act: str = "relu",
+    negative_slope: float = 0.01,
+    inplace: bool = False,
+) -> Tensor:
+    r"""batch_norm_act(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, act='relu', negative_slope=0.01, inplace=False) -> Tensor
+
+    :math:`y = \mathrm{act}(\mathrm{batch\_norm}(x))` in one pass after the
+    statistics (see :func:`batch_norm` for the statistics and the running
+    update). ``act``: 'relu', 'leaky_relu' (``negative_slope``), 'silu',
+    'gelu', 'identity'. Backward recomputes the activation's input from x
+    and the statistics; nothing else is saved.
+
+    ``inplace=True`` with an invertible activation ('identity', or
+    'leaky_relu' with ``negative_slope > 0``) writes y over ``input`` and
+    saves only y, the statistics and the parameters (In-Place ABN, Rota
+    Bulo et al., 2018); the weight must then have no zero entry. With
+    another activation, ``inplace=True`` computes out of place and copies
+    y into ``input``.
+    """
+    validate.floating(input)
+    _fu_check_act(act, _FUSED_NORM_ACTS)
+    if input.dim() < 2:
+        raise ValueError(f"batch_norm_act: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
+    _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    if training:
+        if input.numel() // max(input.shape[1], 1) == 1 and input.shape[1] > 0:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+        if eps <= 0.0:
+            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    elif running_mean is None or running_var is None:
+        raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    args = (weight, bias, running_mean, running_var, bool(training), float(eps), act, float(negative_slope))
+    if inplace and _fu_invertible(act, negative_slope) and input.numel() > 0:
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+            y, mean, var = _BatchNormActInplace.apply(input, *args)
+        else:
+            mean, _, var = _batch_norm_act_inplace_forward(input, *args)
+            y = input
+    else:
+        original = _original_for_inplace(input, inplace)
+        y, mean, _, var = _batch_norm_act_forward(original, *args)
+        if inplace:
+            y = _write_inplace(input, y)
+    if training and input.numel() > 0:
+        _bn_update_running_stats(running_mean, running_var, mean, var, input.numel() // input.shape[1], momentum)
+    return y
+
+
+# --- group_norm_act ----------------------------------------------------------------
+
+@custom_op("lamina::group_norm_act_forward", mutates_args=())
+def _group_norm_act_forward(
+    x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, act: str,
+    negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, rstd), y = act(group_norm(x)), statistics flat (N*G,)."""
+    if use_kernels(x):
+        y, mean, rstd = kernels("fused").group_norm_act_forward(
+            x, num_groups, None if weight is None else weight.contiguous(),
+            None if bias is None else bias.contiguous(), eps, act, negative_slope)
+        return y, mean.to(_rn_stat_dtype(x)), rstd.to(_rn_stat_dtype(x))
+    y, ((_, mean, rstd, _, _), _) = ref_fused.group_norm_act_forward(
+        to_numpy(x), num_groups, to_numpy(weight), to_numpy(bias), eps, act, negative_slope)
+    return _rn_like_memory_format(to_torch(y, x), x), _rn_stats_to_torch(mean, x), _rn_stats_to_torch(rstd, x)
+
+
+@_group_norm_act_forward.register_fake
+def _(x, num_groups, weight, bias, eps, act, negative_slope):
+    stat, m = _rn_stat_dtype(x), x.shape[0] * num_groups
+    return torch.empty_like(x), x.new_empty(m, dtype=stat), x.new_empty(m, dtype=stat)
+
+
+@custom_op("lamina::group_norm_act_backward", mutates_args=())
+def _group_norm_act_backward(
+    dy: Tensor, x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
+    rstd: Tensor, eps: float, act: str, negative_slope: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias), empty tensors for a missing weight / bias."""
+    pdtype = weight.dtype if weight is not None else x.dtype
+    if use_kernels(x):
+        dx, dw, db = kernels("fused").group_norm_act_backward(
+            dy, x, num_groups, None if weight is None else weight.contiguous(),
+            None if bias is None else bias.contiguous(), mean.float(), rstd.float(), act, negative_slope)
+        empty = x.new_empty(0, dtype=pdtype)
+        return dx, dw.to(pdtype) if weight is not None else empty, db.to(pdtype) if bias is not None else empty.clone()
+    # the reference forward again (statistics identical, z recomputed), then its backward
+    _, cache = ref_fused.group_norm_act_forward(
+        to_numpy(x), num_groups, to_numpy(weight), to_numpy(bias), eps, act, negative_slope)
+    dx, dw, db = ref_fused.group_norm_act_backward(to_numpy(dy), cache)
+    dbias = to_torch(db, x, pdtype) if bias is not None else x.new_empty(0, dtype=pdtype)
+    return _rn_like_memory_format(to_torch(dx, x), x), _rn_param_grad_to_torch(dw, weight, x), dbias
+
+
+@_group_norm_act_backward.register_fake
+def _(dy, x, num_groups, weight, bias, mean, rstd, eps, act, negative_slope):
+    pdtype = weight.dtype if weight is not None else x.dtype
+    c = x.shape[1]
+    return (torch.empty_like(x), x.new_empty(c if weight is not None else 0, dtype=pdtype),
+            x.new_empty(c if bias is not None else 0, dtype=pdtype))
+
+
+def _group_norm_act_setup(ctx, inputs, output):
+    x, num_groups, weight, bias, eps, act, negative_slope = inputs
+    _, mean, rstd = output
+    ctx.args = (num_groups, eps, act, negative_slope)
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+
+
+def _group_norm_act_grad(ctx, dy, _dmean, _drstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    num_groups, eps, act, negative_slope = ctx.args
+    dx, dw, db = _group_norm_act_backward(dy, x, num_groups, weight, bias, mean, rstd, eps, act, negative_slope)
+    return dx, None, dw if weight is not None else None, db if bias is not None else None, None, None, None
+
+
+_group_norm_act_forward.register_autograd(_group_norm_act_grad, setup_context=_group_norm_act_setup)
+
+
+def group_norm_act(
+    input: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+    eps: float = 1e-5, act: str = "silu", negative_slope: float = 0.01,
+) -> Tensor:
+    r"""group_norm_act(input, num_groups, weight=None, bias=None, eps=1e-5, act='silu', negative_slope=0.01) -> Tensor
+
+    :math:`y = \mathrm{act}(\mathrm{group\_norm}(x))`: group norm's
+    statistics pass, then one normalize+activation pass; backward recomputes
+    the activation's input. ``act`` as in :func:`batch_norm_act`.
+    """
+    validate.floating(input)
+    _fu_check_act(act, _FUSED_NORM_ACTS)
+    if input.dim() < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+    c = input.shape[1]
+    if not isinstance(num_groups, int) or num_groups <= 0 or c % num_groups:
+        raise RuntimeError(
+            "Expected number of channels in input to be divisible by num_groups, but got input of shape "
+            f"{list(input.shape)} and num_groups={num_groups}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.dim() != 1 or p.numel() != c):
+            raise RuntimeError(
+                f"Expected {name} to be a vector of size equal to the number of channels in input, but got "
+                f"{name} of shape {list(p.shape)} and input of shape {list(input.shape)}")
+    validate.same_device(input, weight=weight, bias=bias)
+    y, _, _ = _group_norm_act_forward(input, num_groups, weight, bias, float(eps), act, float(negative_slope))
+    return y
+
+
+def group_norm_silu(
+    input: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5,
+) -> Tensor:
+    r"""group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5) -> Tensor
+
+    :func:`group_norm_act` with ``act='silu'`` (the GroupNorm + SiLU of
+    diffusion U-Nets; the name the benchmark harness looks up)."""
+    return group_norm_act(input, num_groups, weight, bias, eps, act="silu")
+
+
+__all__ += ["group_norm_silu"]
+
+
+# --- add_layer_norm / add_rms_norm -----------------------------------------------------
+
+@custom_op("lamina::add_norm_forward", mutates_args=())
+def _add_norm_forward(
+    x: Tensor, residual: Tensor, normalized_shape: _List[int], weight: Optional[Tensor], bias: Optional[Tensor],
+    eps: float, p: float, seed: Tensor, rms: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, s, mean, rstd): s = dropout(x) + residual (p = 0: no dropout),
+    y = layer_norm(s) (rms: rms_norm(s)); x and residual contiguous; mean
+    empty for RMS. s is saved for backward (cheaper than recomputing it from
+    x and residual: see lamina.kernels.fused)."""
+    if use_kernels(x):
+        y, s, mean, rstd = kernels("fused").add_norm_forward(
+            x, residual, normalized_shape, weight, bias, eps, p, seed, 0, rms)
+        stat = _rn_stat_dtype(x)
+        return y, s, mean.to(stat), rstd.to(stat)
+    xn, rn, w = to_numpy(x), to_numpy(residual), to_numpy(weight)
+    seed_int = int(seed.item()) if p > 0 else 0
+    if rms:
+        y, s, (_, (_, rstd, _, _)) = ref_fused.add_rms_norm_forward(xn, rn, normalized_shape, w, eps, p, seed_int)
+        mean = x.new_empty(0, dtype=_rn_stat_dtype(x))
+    else:
+        y, s, (_, (_, mean, rstd, _, _, _)) = ref_fused.add_layer_norm_forward(
+            xn, rn, normalized_shape, w, to_numpy(bias), eps, p, seed_int)
+        mean = _rn_stats_to_torch(mean, x)
+    return to_torch(y, x), to_torch(s, x), mean, _rn_stats_to_torch(rstd, x)
+
+
+@_add_norm_forward.register_fake
+def _(x, residual, normalized_shape, weight, bias, eps, p, seed, rms):
+    m, stat = _rn_lead_numel(x, normalized_shape), _rn_stat_dtype(x)
+    return torch.empty_like(x), torch.empty_like(x), x.new_empty(0 if rms else m, dtype=stat), x.new_empty(m, dtype=stat)
+
+
+@custom_op("lamina::add_norm_backward", mutates_args=())
+def _add_norm_backward(
+    dy: Tensor, ds_out: Optional[Tensor], s: Tensor, normalized_shape: _List[int], weight: Optional[Tensor],
+    mean: Tensor, rstd: Tensor, has_bias: bool, p: float, seed: Tensor, rms: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(ds, dx, dweight, dbias): ds = dresidual; dx = the masked ds (empty
+    when p = 0: dx is ds then); empty tensors for a missing weight / bias."""
+    pdtype = weight.dtype if weight is not None else s.dtype
+    empty = s.new_empty(0, dtype=pdtype)
+    if use_kernels(s):
+        ds, dx, dw, db = kernels("fused").add_norm_backward(
+            dy, ds_out, s, normalized_shape, weight, mean.float(), rstd.float(), has_bias, p, seed, 0, rms)
+        return (ds, dx if dx is not None else s.new_empty(0), dw.to(pdtype) if dw is not None else empty,
+                db.to(pdtype) if db is not None else empty.clone())
+    ndim = len(normalized_shape)
+    sn, w = to_numpy(s), to_numpy(weight)
+    drop_cache = (p, int(seed.item()) if p > 0 else 0, 0)
+    rstd_n = _row_norm_cache_stats(s, normalized_shape, rstd)
+    dsn = to_numpy(ds_out) if ds_out is not None else None
+    if rms:
+        dx, dres, dw = ref_fused.add_rms_norm_backward(to_numpy(dy), (drop_cache, (sn, rstd_n, w, ndim)), dsn)
+        db = None
+    else:
+        ln_cache = (sn, _row_norm_cache_stats(s, normalized_shape, mean), rstd_n, w, has_bias, ndim)
+        dx, dres, dw, db = ref_fused.add_layer_norm_backward(to_numpy(dy), (drop_cache, ln_cache), dsn)
+    return (to_torch(dres, s), to_torch(dx, s) if p > 0 else s.new_empty(0),
+            _rn_param_grad_to_torch(dw, weight, s), to_torch(db, s, pdtype) if has_bias else empty.clone())
+
+
+@_add_norm_backward.register_fake
+def _(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias, p, seed, rms):
+    pdtype = weight.dtype if weight is not None else s.dtype
+    return (torch.empty_like(s), torch.empty_like(s) if p > 0 else s.new_empty(0),
+            s.new_empty(normalized_shape if weight is not None else 0, dtype=pdtype),
+            s.new_empty(normalized_shape if has_bias else 0, dtype=pdtype))
+
+
+def _add_norm_setup(ctx, inputs, output):
+    _, _, normalized_shape, weight, bias, _, p, seed, rms = inputs
+    _, s, mean, rstd = output
+    ctx.args = (normalized_shape, bias is not None, p, rms)
+    ctx.save_for_backward(s, weight, mean, rstd, seed)  # s, not x and residual; no mask
+
+
+def _add_norm_grad(ctx, dy, ds_out, _dmean, _drstd):
+    s, weight, mean, rstd, seed = ctx.saved_tensors
+    normalized_shape, has_bias, p, rms = ctx.args
+    if dy is None:
+        dy = torch.zeros_like(s)
+    ds, dx, dw, db = _add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias, p, seed, rms)
+    return (dx if p > 0 else ds, ds, None, dw if weight is not None else None, db if has_bias else None,
+            None, None, None, None)
+
+
+_add_norm_forward.register_autograd(_add_norm_grad, setup_context=_add_norm_setup)
+
+
+def _add_norm(x, residual, normalized_shape, weight, bias, eps, dropout_p, training, prenorm, seed, rms):
+    validate.tensor(residual, "residual")
+    shape = _check_normalized_shape(x, normalized_shape, weight, bias)
+    if residual.shape != x.shape:
+        raise RuntimeError(f"residual must have the shape of x {list(x.shape)}, got {list(residual.shape)}")
+    if residual.dtype != x.dtype:
+        raise RuntimeError(f"residual must have the dtype of x ({x.dtype}), got {residual.dtype}")
+    validate.same_device(x, residual=residual)
+    _dropout_check_p(dropout_p)
+    p = float(dropout_p) if training else 0.0
+    seed_t = _seed_for(seed, None, x) if p > 0 else _fu_no_seed(x)
+    # the dropout stream runs in x's row-major order (contiguous x)
+    y, s, _, _ = _add_norm_forward(x.contiguous(), residual.contiguous(), shape, weight, bias, float(eps), p, seed_t, rms)
+    return (y, s) if prenorm else y
+
+
+def add_layer_norm(
+    x: Tensor, residual: Tensor, normalized_shape: _List[int], weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None, eps: float = 1e-5, dropout_p: float = 0.0, training: bool = True,
+    prenorm: bool = False, *, seed: Optional[int] = None,
+):
+    r"""add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dropout_p=0.0, training=True, prenorm=False, *, seed=None)
+
+    :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`, :math:`y =
+    \mathrm{layer\_norm}(s)` in one pass over rows; returns y, or (y, s)
+    with ``prenorm=True`` (s is the next block's residual). The dropout
+    mask is :func:`dropout`'s for the same ``seed`` on a contiguous x
+    (``lamina.rng.keep_mask(seed, 0, x.shape, dropout_p)``); ``seed=None``
+    draws one from torch's default generator. Backward saves s, the row
+    statistics and the seed (no mask, no x, no residual).
+    """
+    return _add_norm(x, residual, normalized_shape, weight, bias, eps, dropout_p, training, prenorm, seed, rms=False)
+
+
+def add_rms_norm(
+    x: Tensor, residual: Tensor, normalized_shape: _List[int], weight: Optional[Tensor] = None,
+    eps: Optional[float] = None, dropout_p: float = 0.0, training: bool = True, prenorm: bool = False, *,
+    seed: Optional[int] = None,
+):
+    r"""add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, dropout_p=0.0, training=True, prenorm=False, *, seed=None)
+
+    :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`, :math:`y =
+    \mathrm{rms\_norm}(s)`; as :func:`add_layer_norm` (``eps=None``: the
+    machine epsilon of the computation dtype, as :func:`rms_norm`).
+    """
+    if eps is None:
+        eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
+    return _add_norm(x, residual, normalized_shape, weight, None, eps, dropout_p, training, prenorm, seed, rms=True)
+
+
+# --- bias_act ----------------------------------------------------------------------
+
+@custom_op("lamina::bias_act_forward", mutates_args=())
+def _bias_act_forward(x: Tensor, bias: Tensor, act: str, approximate: str) -> Tensor:
+    if use_kernels(x):
+        return kernels("fused").bias_act_forward(x, bias, act, approximate)
+    y, _ = ref_fused.bias_act_forward(to_numpy(x), to_numpy(bias), act, approximate)
+    return to_torch(y, x)
+
+
+@_bias_act_forward.register_fake
+def _(x, bias, act, approximate):
+    return torch.empty_like(x)
+
+
+@custom_op("lamina::bias_act_backward", mutates_args=())
+def _bias_act_backward(dy: Tensor, x: Tensor, bias: Tensor, act: str, approximate: str) -> tuple[Tensor, Tensor]:
+    """(dx, dbias); act'(x + bias) recomputed from the saved x."""
+    if use_kernels(x):
+        dx, db = kernels("fused").bias_act_backward(dy, x, bias, act, approximate)
+        return dx, db.to(bias.dtype)
+    xn, bn = to_numpy(x), to_numpy(bias)
+    _, cache = ref_fused.bias_act_forward(xn, bn, act, approximate)
+    dx, db = ref_fused.bias_act_backward(to_numpy(dy), cache)
+    return to_torch(dx, x), to_torch(db, bias)
+
+
+@_bias_act_backward.register_fake
+def _(dy, x, bias, act, approximate):
+    return torch.empty_like(x), torch.empty_like(bias)
+
+
+def _bias_act_setup(ctx, inputs, output):
+    x, bias, ctx.act, ctx.approximate = inputs
+    ctx.save_for_backward(x, bias)
+
+
+def _bias_act_grad(ctx, dy):
+    x, bias = ctx.saved_tensors
+    dx, db = _bias_act_backward(dy.contiguous(), x, bias, ctx.act, ctx.approximate)
+    return dx, db, None, None
+
+
+_bias_act_forward.register_autograd(_bias_act_grad, setup_context=_bias_act_setup)
+
+
+def bias_act(x: Tensor, bias: Tensor, act: str = "gelu", approximate: str = "none") -> Tensor:
+    r"""bias_act(x, bias, act='gelu', approximate='none') -> Tensor
+
+    :math:`y = \mathrm{act}(x + b)`, ``bias`` (N,) added along the last dim
+    of x (..., N), as after a Linear without its bias. ``act``: 'relu',
+    'gelu' (``approximate`` 'none' or 'tanh'), 'silu', 'identity'. One pass
+    forward; backward gives dx and dbias (float32 per-program partial sums,
+    then one deterministic sum).
+    """
+    validate.floating(x, "x")
+    validate.floating(bias, "bias")
+    _fu_check_act(act, _FUSED_BIAS_ACTS)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if x.dim() < 1 or bias.dim() != 1 or bias.shape[0] != x.shape[-1]:
+        raise RuntimeError(f"bias must have shape ({x.shape[-1] if x.dim() else '?'},) to match the last dim of x "
+                           f"{list(x.shape)}, got {list(bias.shape)}")
+    if bias.dtype != x.dtype:
+        raise RuntimeError(f"bias must have the dtype of x ({x.dtype}), got {bias.dtype}")
+    validate.same_device(x, bias=bias)
+    return _bias_act_forward(x.contiguous(), bias.contiguous(), act, approximate)
+
+
+# --- dropout_add -------------------------------------------------------------------
+
+@custom_op("lamina::dropout_add_forward", mutates_args=())
+def _dropout_add_forward(x: Tensor, residual: Tensor, p: float, seed: Tensor, offset: int) -> Tensor:
+    """dropout(x) + residual, the mask along x's memory order (as dropout's)."""
+    if use_kernels(x):
+        return kernels("fused").dropout_add_forward(x, residual, p, seed, offset)
+    y, _ = ref_fused.dropout_add_forward(to_numpy(x), to_numpy(residual), p, int(seed.item()), offset)
+    return _dropout_like(x).copy_(to_torch(y, x))
+
+
+@_dropout_add_forward.register_fake
+def _(x, residual, p, seed, offset):
+    return _dropout_like(x)
+
+
+def _dropout_add_setup(ctx, inputs, output):
+    _, _, ctx.p, seed, ctx.offset = inputs
+    ctx.save_for_backward(seed)  # the mask is regenerated
+    ctx.stride = output.stride()
+
+
+def _dropout_add_grad(ctx, dy):
+    (seed,) = ctx.saved_tensors
+    dx = _dropout_backward(_with_strides(dy, ctx.stride), ctx.p, seed, ctx.offset)
+    return dx, dy, None, None, None
+
+
+_dropout_add_forward.register_autograd(_dropout_add_grad, setup_context=_dropout_add_setup)
+
+
+def dropout_add(
+    x: Tensor, residual: Tensor, p: float = 0.5, training: bool = True, *,
+    generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+) -> Tensor:
+    r"""dropout_add(x, residual, p=0.5, training=True, *, generator=None, seed=None) -> Tensor
+
+    :math:`\mathrm{dropout}(x) + \mathrm{residual}` in one pass, the mask
+    exactly :func:`dropout`'s for the same seed; backward regenerates it
+    (the seed is all that is saved). Not training or ``p = 0``: x + residual.
+    """
+    validate.tensor(x, "x")
+    validate.tensor(residual, "residual")
+    _dropout_check_p(p)
+    if residual.shape != x.shape:
+        raise RuntimeError(f"residual must have the shape of x {list(x.shape)}, got {list(residual.shape)}")
+    validate.same_device(x, residual=residual)
+    if not training or p == 0 or x.numel() == 0:
+        return x + residual
+    if not x.is_floating_point() or residual.dtype != x.dtype:
+        raise RuntimeError(f"dropout_add: expected floating-point x and residual of one dtype, got {x.dtype} and {residual.dtype}")
+    return _dropout_add_forward(x, residual, float(p), _seed_for(seed, generator, x), 0)

@@ -693,3 +693,139 @@ class DropBlock2d(torch.nn.Module):
     def __repr__(self) -> str:
         # torchvision's repr (eps not shown)
         return f"{self.__class__.__name__}(p={self.p}, block_size={self.block_size}, inplace={self.inplace})"
+
+
+# =============================================================================
+# fused
+# =============================================================================
+
+__all__ += ["BatchNormAct2d", "GroupNormAct", "AddLayerNorm", "AddRMSNorm"]
+
+
+class BatchNormAct2d(torch.nn.BatchNorm2d):
+    r"""Batch normalization of a 4D input :math:`(N, C, H, W)` followed by an
+    activation, in one pass after the statistics:
+
+    .. math:: y = \mathrm{act}\left(\frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta\right)
+
+    A :class:`torch.nn.BatchNorm2d` (same parameters, buffers and state_dict
+    keys: a BatchNorm2d checkpoint loads unchanged, and back) with two more
+    attributes. Backward recomputes the activation's input; no pre-activation
+    tensor is kept.
+
+    Args:
+        num_features, eps, momentum, affine, track_running_stats: as
+            :class:`torch.nn.BatchNorm2d`.
+        act: 'relu' (default), 'leaky_relu', 'silu', 'gelu' or 'identity'.
+        inplace: write the output over the input. With an invertible act
+            ('identity', 'leaky_relu' with a positive slope) this is In-Place
+            Activated BatchNorm (Rota Bulo et al., CVPR 2018): backward keeps
+            only the output, the statistics and the parameters (the weight
+            must have no zero entry). Default: ``False``
+        negative_slope: the slope of 'leaky_relu'. Default: ``0.01``
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`; Output: same shape and memory format.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, act: str = "relu", inplace: bool = False, device=None, dtype=None,
+                 negative_slope: float = 0.01) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        F._fu_check_act(act, F._FUSED_NORM_ACTS)
+        self.act = act
+        self.inplace = inplace
+        self.negative_slope = negative_slope
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}, inplace={self.inplace}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        # torch.nn's _BatchNorm.forward (momentum=None: a cumulative average)
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        return F.batch_norm_act(
+            input,
+            self.running_mean if use_running else None,
+            self.running_var if use_running else None,
+            self.weight, self.bias, bn_training, factor, self.eps,
+            act=self.act, negative_slope=self.negative_slope, inplace=self.inplace,
+        )
+
+
+class GroupNormAct(torch.nn.GroupNorm):
+    r"""Group normalization followed by an activation (SiLU by default, as in
+    diffusion U-Nets), fused: :math:`y = \mathrm{act}(\mathrm{GroupNorm}(x))`.
+
+    A :class:`torch.nn.GroupNorm` (same parameters and state_dict) plus
+    ``act`` ('silu', 'relu', 'leaky_relu', 'gelu', 'identity').
+
+    Shape:
+        - Input: :math:`(N, C, *)`; Output: same shape and memory format.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 act: str = "silu", device=None, dtype=None) -> None:
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype)
+        F._fu_check_act(act, F._FUSED_NORM_ACTS)
+        self.act = act
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, act={self.act!r}"
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm_act(input, self.num_groups, self.weight, self.bias, self.eps, self.act)
+
+
+class AddLayerNorm(torch.nn.LayerNorm):
+    r"""Residual add (with dropout on the branch) and layer normalization in
+    one pass: :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`,
+    :math:`y = \mathrm{LayerNorm}(s)`. ``forward(x, residual)`` returns y, or
+    (y, s) with ``prenorm=True``.
+
+    A :class:`torch.nn.LayerNorm` (same parameters and state_dict) plus
+    ``dropout_p`` (applied in training only) and ``prenorm``.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 dropout_p: float = 0.0, prenorm: bool = False, device=None, dtype=None) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        self.dropout_p = dropout_p
+        self.prenorm = prenorm
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout_p={self.dropout_p}, prenorm={self.prenorm}"
+
+    def forward(self, x: Tensor, residual: Tensor):
+        return F.add_layer_norm(x, residual, self.normalized_shape, self.weight, self.bias, self.eps,
+                                self.dropout_p, self.training, self.prenorm)
+
+
+class AddRMSNorm(torch.nn.RMSNorm):
+    r"""Residual add (with dropout on the branch) and RMS normalization in one
+    pass: :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`,
+    :math:`y = \mathrm{RMSNorm}(s)`. ``forward(x, residual)`` returns y, or
+    (y, s) with ``prenorm=True``.
+
+    A :class:`torch.nn.RMSNorm` (same parameters and state_dict) plus
+    ``dropout_p`` (applied in training only) and ``prenorm``.
+    """
+
+    def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True,
+                 dropout_p: float = 0.0, prenorm: bool = False, device=None, dtype=None) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
+        self.dropout_p = dropout_p
+        self.prenorm = prenorm
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout_p={self.dropout_p}, prenorm={self.prenorm}"
+
+    def forward(self, x: Tensor, residual: Tensor):
+        return F.add_rms_norm(x, residual, list(self.normalized_shape), self.weight, self.eps,
+                              self.dropout_p, self.training, self.prenorm)

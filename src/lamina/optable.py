@@ -264,6 +264,55 @@ OPS: list[OpCase] = [
            [(2, 3, 9, 11), (1, 1, 5, 5), (2, 3, 5, 7), (0, 2, 5, 5)], [(1, 1, 5, 5), (2, 3, 5, 7)],
            kwargs=[{"p": 0.3, "block_size": 3, "seed": 5}, {"p": 0.5, "block_size": 5, "seed": 2**33 + 7},
                    {"p": 0.2, "block_size": 1, "seed": 11}, {"p": 0.3, "block_size": 3, "training": False}]),
+    # ---- fused -----------------------------------------------------------------
+    # Each fused op against the UNFUSED torch composition (oracles at the end
+    # of this file); dropout rows under an explicit seed, the mask from
+    # lamina.rng. The residual is a param, so its gradient is checked too.
+    *[
+        OpCase(name, lambda x, *p, _i=inplace, **kw: _lamina_bn_act(x, *p, inplace=_i, **kw),
+               lambda x, *p, **kw: _torch_bn_act(x, *p, **kw),
+               [(13, 17), (3, 5, 11), (2, 3, 5, 7), (0, 3, 4)], [(13, 17), (2, 3, 5, 7)],
+               kwargs=kwargs, params=lambda shape, dtype: _fused_channel_params(shape, dtype),
+               reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1])
+        for name, inplace, kwargs in [
+            ("batch_norm_act", False, [{"act": "relu"}, {"act": "leaky_relu", "negative_slope": 0.2},
+                                       {"act": "silu", "training": False}, {"act": "gelu"},
+                                       {"act": "identity", "training": False}]),
+            # In-Place ABN: backward from the output only
+            ("batch_norm_act_inplace", True, [{"act": "leaky_relu", "negative_slope": 0.1},
+                                              {"act": "identity", "training": False}]),
+        ]
+    ],
+    OpCase("group_norm_act", lambda x, w, b, **kw: F.group_norm_act(x, 2, w, b, **kw),
+           lambda x, w, b, act="silu": _torch_act(TF.group_norm(x, 2, w, b), act),
+           [(2, 6), (3, 4, 7), (2, 6, 5, 7), (0, 4, 3)], [(3, 4, 6), (2, 4, 3, 5)],
+           kwargs=[{}, {"act": "relu"}, {"act": "gelu"}], params=lambda shape, dtype: _fused_channel_params(shape, dtype),
+           reduce_len=lambda shape, kw: shape[0] * math.prod(shape[2:])),
+    OpCase("add_layer_norm",
+           lambda x, r, w, b, **kw: F.add_layer_norm(x, r, [x.shape[-1]], w, b, **kw),
+           lambda x, r, w, b, dropout_p=0.0, seed=None, prenorm=False:
+               TF.layer_norm(_torch_row_dropout(x, dropout_p, seed) + r, [x.shape[-1]], w, b),
+           [(6, 1), (13, 17), (3, 5, 37), (2, 9000), (0, 5)], [(6, 1), (5, 17), (2, 3, 40)],
+           kwargs=[{}, {"dropout_p": 0.3, "seed": 7}, {"dropout_p": 0.5, "seed": 2**40 + 1, "prenorm": True}],
+           params=lambda shape, dtype: _fused_row_params(shape, dtype, bias=True), reduce_len=lambda shape, kw: math.prod(shape[:-1])),
+    OpCase("add_rms_norm",
+           lambda x, r, w, **kw: F.add_rms_norm(x, r, [x.shape[-1]], w, **kw),
+           lambda x, r, w, dropout_p=0.0, seed=None, prenorm=False:
+               TF.rms_norm(_torch_row_dropout(x, dropout_p, seed) + r, [x.shape[-1]], w,
+                           torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps),
+           # (no one-element rows: RMS of one value is sign(s), its gradient pure rounding noise)
+           [(13, 17), (3, 5, 37), (2, 9000), (0, 5)], [(5, 17), (2, 3, 40)],
+           kwargs=[{}, {"dropout_p": 0.3, "seed": 7, "prenorm": True}],
+           params=lambda shape, dtype: _fused_row_params(shape, dtype, bias=False), reduce_len=lambda shape, kw: math.prod(shape[:-1])),
+    OpCase("bias_act", F.bias_act, lambda x, b, act="gelu", approximate="none": _torch_act(x + b, act, approximate),
+           [(1,), (13, 17), (3, 5, 37), (2, 3, 5, 7), (0, 3)], [(1,), (13, 17), (2, 3, 5, 7)],
+           kwargs=[{}, {"approximate": "tanh"}, {"act": "relu"}, {"act": "silu"}, {"act": "identity"}],
+           params=lambda shape, dtype: [torch.randn(shape[-1], dtype=torch.float64).to(dtype)],
+           reduce_len=lambda shape, kw: math.prod(shape[:-1])),
+    OpCase("dropout_add", F.dropout_add, lambda x, r, **kw: _torch_dropout(x, **kw) + r,
+           ELEMENTWISE_SHAPES[1:], ELEMENTWISE_SHAPES_SMALL,
+           kwargs=[{"p": 0.3, "seed": 7}, {"p": 1.0, "seed": 3}, {"p": 0.5, "training": False}],
+           params=lambda shape, dtype: [torch.randn(shape, dtype=torch.float64).to(dtype)]),
 ]
 
 
@@ -296,6 +345,69 @@ def _torch_drop_block2d(x, p, block_size, training=True, seed=None, eps=1e-6):
     noise = TF.max_pool2d(noise, stride=1, kernel_size=b, padding=b // 2)
     mask = 1 - noise
     return x * mask * (mask.numel() / (eps + mask.sum()))
+
+
+# ---- fused oracles ----------------------------------------------------------------
+# The unfused torch compositions the fused rows are checked against.
+
+def _torch_act(z, act, approximate="none", negative_slope=0.01):
+    if act == "relu":
+        return TF.relu(z)
+    if act == "leaky_relu":
+        return TF.leaky_relu(z, negative_slope)
+    if act == "silu":
+        return TF.silu(z)
+    if act == "gelu":
+        return TF.gelu(z, approximate=approximate)
+    return z
+
+
+def _fused_channel_params(shape, dtype):
+    """Per-channel weight (kept away from 0: in-place backward divides by it)
+    and bias."""
+    g = torch.Generator().manual_seed(3)
+    c = shape[1]
+    return [(0.5 + torch.rand(c, generator=g, dtype=torch.float64)).to(dtype),
+            torch.randn(c, generator=g, dtype=torch.float64).to(dtype)]
+
+
+def _fused_row_params(shape, dtype, bias):
+    """The residual (x's shape), then weight (and bias) over the last dim."""
+    g = torch.Generator().manual_seed(5)
+    params = [torch.randn(shape, generator=g, dtype=torch.float64).to(dtype),
+              (torch.randn(shape[-1], generator=g, dtype=torch.float64) * 0.5 + 1).to(dtype)]
+    if bias:
+        params.append(torch.randn(shape[-1], generator=g, dtype=torch.float64).to(dtype))
+    return params
+
+
+def _bn_act_stats(x, training):
+    if training:
+        return torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype)
+    return (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.dtype),
+            torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.dtype))
+
+
+def _lamina_bn_act(x, w, b, inplace=False, training=True, **kw):
+    # in place on a copy: x itself is a leaf that requires grad
+    return F.batch_norm_act(x * 1 if inplace else x, *_bn_act_stats(x, training), w, b, training=training,
+                            inplace=inplace, **kw)
+
+
+def _torch_bn_act(x, w, b, training=True, act="relu", negative_slope=0.01):
+    return _torch_act(TF.batch_norm(x, *_bn_act_stats(x, training), w, b, training=training), act,
+                      negative_slope=negative_slope)
+
+
+def _torch_row_dropout(x, p, seed):
+    """Dropout with the mask add_layer_norm / add_rms_norm use: lamina.rng's
+    stream in x's row-major order (they make x contiguous)."""
+    from . import rng
+
+    if p == 0:
+        return x
+    keep = torch.from_numpy(rng.keep_mask(seed, 0, x.shape, p)).to(x.device)
+    return x * (keep.to(x.dtype) * (0.0 if p == 1 else 1.0 / (1.0 - p)))
 
 
 # (rtol, atol) per dtype, shared by tests/test_ops.py and ``lamina check``;

@@ -74,7 +74,7 @@ def _batch_norm(F, x, p):
 def _lamina_batch_norm_relu(F, x, p, kw):
     fused = getattr(F, "batch_norm_act", None)
     if fused is not None:
-        return fused(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], training=True, momentum=0.1, eps=EPS_NORM, activation="relu")
+        return fused(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], training=True, momentum=0.1, eps=EPS_NORM, act="relu")
     return F.relu(_batch_norm(F, x, p))
 
 

@@ -11,3 +11,4 @@ from . import activation  # noqa: F401
 from . import dropout  # noqa: F401
 from . import normalization  # noqa: F401
 from . import pooling  # noqa: F401
+from . import fused  # noqa: F401

@@ -1,0 +1,867 @@
+"""Fused-layer kernels: one pass over memory where the unfused layers take
+several. Math in float32, outputs in the input's dtype, cross-program sums
+through float32 partial buffers summed by torch (no atomics: bit-identical
+run to run).
+
+* batch norm + activation: the batch statistics come from the batch-norm
+  statistics pass of kernels/normalization.py (``batch_norm_stats``); then
+  ONE pass y = act((x - mean) * rstd * w + b). Backward never reads a saved
+  pre-activation: a reduction pass and a dx pass each recompute
+  z = xhat * w + b from x and the statistics. In place (invertible act),
+  y overwrites x and both backward passes recover xhat = (act^-1(y) - b) / w
+  from y (In-Place Activated BatchNorm, Rota Bulo et al., 2018).
+  Tiles follow the batch-norm kernels' view (``_plan``): NCHW as (N*C, S)
+  rows with a channel per row, channels_last as (N*S, C) with a channel per
+  column.
+* group norm + activation: group statistics from group norm's statistics
+  kernels, one normalize+act pass; backward recomputes z in both passes.
+* residual add (+ dropout) + layer / RMS norm: one program holds whole rows,
+  reads x and residual, applies the dropout mask of lamina's Philox stream
+  (lamina.rng's element -> counter rule, so it matches dropout bit for bit),
+  writes s = dropout(x) + residual and the normalized output. s is saved for
+  backward: recomputing it would read x and residual (2n bytes) where
+  reading s costs n, and writing s costs n, so saving is never more bytes
+  (equal without prenorm, less with prenorm, where s is an output anyway).
+  Backward reads dy and s, writes ds (= dresidual) and, with dropout, dx =
+  the masked ds.
+* bias + activation: y = act(x + b); backward dx and per-program float32
+  partial column sums for dbias.
+* dropout + residual add: the dropout kernel's stream layout plus one more
+  load; backward is dropout's own (mask regenerated).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..rng import GROUP
+from .activation import GELU, GELU_TANH, LEAKY_RELU, RELU, SWISH, _activate, _activate_grad
+from .launch import dense, row_block, same_layout, warps_for
+from .normalization import (  # the statistics passes are reused, not copied
+    _elementwise_launch,
+    _group_launch,
+    _group_stats_combine_kernel,
+    _group_stats_partial_kernel,
+    _group_tile,
+    _plan,
+    batch_norm_stats,
+    row_norm_backward,
+    row_norm_forward,
+)
+from .dropout import dropout_backward as _dropout_kernel_backward
+
+IDENTITY = tl.constexpr(-1)
+
+_ACT_IDS = {"relu": RELU.value, "leaky_relu": LEAKY_RELU.value, "silu": SWISH.value, "gelu": GELU.value,
+            "gelu_tanh": GELU_TANH.value, "identity": IDENTITY.value}
+
+
+def act_id(act: str, approximate: str = "none") -> int:
+    if act == "gelu" and approximate == "tanh":
+        act = "gelu_tanh"
+    return _ACT_IDS[act]
+
+
+def act_param(act: str, negative_slope: float) -> float:
+    """The one float an activation takes: LeakyReLU's slope, SiLU's beta = 1."""
+    return float(negative_slope) if act == "leaky_relu" else 1.0
+
+
+# --- activations of z, their derivative from z, and their inverse from y -------------
+
+@triton.jit
+def _act(z, param, ACT: tl.constexpr):
+    if ACT == IDENTITY:
+        return z
+    else:
+        return _activate(z, param, ACT)
+
+
+@triton.jit
+def _act_grad(dy, z, param, ACT: tl.constexpr):
+    """dy * act'(z) from the pre-activation z (recomputed, never saved)."""
+    if ACT == IDENTITY:
+        return dy
+    elif ACT == RELU:  # as torch's threshold_backward on y = relu(z): NaN passes dy
+        return tl.where(z <= 0, 0.0, dy)
+    elif ACT == LEAKY_RELU:
+        return tl.where(z > 0, dy, dy * param)
+    else:  # GELU, GELU_TANH, SWISH take the input
+        return _activate_grad(dy, z, param, ACT)
+
+
+@triton.jit
+def _inverse_act(y, dy, param, ACT: tl.constexpr):
+    """(z, dz) from the output y of an invertible act (identity, leaky_relu
+    with a positive slope, whose sign(y) = sign(z))."""
+    if ACT == IDENTITY:
+        return y, dy
+    else:
+        z = tl.where(y >= 0, y, y / param)
+        return z, tl.where(y > 0, dy, dy * param)
+
+
+# =============================================================================
+# batch norm + activation
+# =============================================================================
+
+_BN_WARPS = 8
+
+
+@triton.jit
+def _bn_act_tile(ti, tj, R, K, C, CHANNELS_ON_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Offsets and mask of tile (ti, tj) of the (R, K) matrix, and the
+    channel of each row (on rows, a vector) or column (on columns, a row)."""
+    rows = ti * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tj * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (rows < R)[:, None] & (cols < K)[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    if CHANNELS_ON_ROWS:
+        channel = rows % C
+        cmask = rows < R
+    else:
+        channel = cols
+        cmask = cols < K
+    return offs, mask, channel, cmask
+
+
+@triton.jit
+def _per_channel(ptr, channel, cmask, CHANNELS_ON_ROWS: tl.constexpr, other):
+    """Per-channel float32 values shaped to broadcast over the tile (loaded
+    as one vector either way); ``other`` outside the tile."""
+    v = tl.load(ptr + channel, mask=cmask, other=other).to(tl.float32)
+    if CHANNELS_ON_ROWS:
+        return v[:, None]
+    else:
+        return v[None, :]
+
+
+@triton.jit
+def _bn_act_forward_kernel(
+    x_ptr,  # (R, K) input
+    y_ptr,  # (R, K) output (may be x_ptr: in place)
+    mean_ptr, rstd_ptr,  # (C,) float32 statistics
+    w_ptr, b_ptr,  # (C,) weight, bias (when HAS_W / HAS_B)
+    param,  # the activation's float (leaky slope; 1 for silu)
+    R, K, C,
+    CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y = act(x * scale + shift), scale = rstd * w, shift = b - mean * scale."""
+    offs, mask, ch, cmask = _bn_act_tile(tl.program_id(0), tl.program_id(1), R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    scale = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    if HAS_W:
+        scale *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    shift = -_per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * scale
+    if HAS_B:
+        shift += _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = _act(x * scale + shift, param, ACT)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+                    CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                    ACT: tl.constexpr, FROM_OUTPUT: tl.constexpr):
+    """(dz, xhat) of a tile, recomputed: from x and the statistics, or
+    (FROM_OUTPUT, in place) from y through the inverse activation."""
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if FROM_OUTPUT:
+        z, dz = _inverse_act(v, dy, param, ACT)
+        if HAS_B:
+            z = z - _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        xhat = z
+        if HAS_W:  # (1 outside the tile: no 0 / 0 there)
+            xhat = z / _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 1.0)
+    else:
+        mean = _per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        xhat = (v - mean) * _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        z = xhat
+        if HAS_W:
+            z = z * _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        if HAS_B:
+            z = z + _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+        dz = _act_grad(dy, z, param, ACT)
+    dz = tl.where(mask, dz, 0.0)
+    xhat = tl.where(mask, xhat, 0.0)
+    return dz, xhat
+
+
+@triton.jit
+def _bn_act_backward_reduce_kernel(
+    dy_ptr, x_ptr,  # (R, K) upstream gradient and input (FROM_OUTPUT: the output y)
+    mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+    part_ptr,  # float32 (2, R, groups) on rows / (2, groups, K) on columns: sum(dz), sum(dz * xhat)
+    plane,  # elements in one of the two planes of part
+    R, K, C, tiles,  # tiles: how many tiles a program walks along the reduced direction
+    CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    FROM_OUTPUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """On rows (a channel a row), program (i, g) walks column tiles
+    [g * tiles, ...) of row block i; on columns (a channel a column), program
+    (g, j) walks row tiles [g * tiles, ...) of column block j. The sums stay
+    in registers and are written once: a partial buffer that is small next
+    to the tensor."""
+    acc1 = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    for t in range(0, tiles):
+        if CHANNELS_ON_ROWS:
+            ti = tl.program_id(0)
+            tj = tl.program_id(1) * tiles + t
+        else:
+            ti = tl.program_id(0) * tiles + t
+            tj = tl.program_id(1)
+        offs, mask, ch, cmask = _bn_act_tile(ti, tj, R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+        dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+                                   CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
+        acc1 += dz
+        acc2 += dz * xhat
+    if CHANNELS_ON_ROWS:  # one partial a row (a (sample, channel) pair) and column group
+        groups = tl.num_programs(1)
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        out = part_ptr + rows.to(tl.int64) * groups + tl.program_id(1)
+        tl.store(out, tl.sum(acc1, axis=1), mask=rows < R)
+        tl.store(out + plane, tl.sum(acc2, axis=1), mask=rows < R)
+    else:  # one partial a channel (column) and row group
+        cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        out = part_ptr + tl.program_id(0).to(tl.int64) * K + cols
+        tl.store(out, tl.sum(acc1, axis=0), mask=cols < K)
+        tl.store(out + plane, tl.sum(acc2, axis=0), mask=cols < K)
+
+
+@triton.jit
+def _bn_act_backward_input_kernel(
+    dy_ptr, x_ptr,  # (R, K) upstream gradient and input (FROM_OUTPUT: the output y)
+    dx_ptr,  # (R, K) output
+    mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+    sum_dz_ptr, sum_dz_xhat_ptr,  # (C,) float32 (TRAINING only)
+    inv_m, R, K, C,
+    CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """training: dx = a * (dz - sum(dz)/M - xhat * sum(dz*xhat)/M); eval: a * dz; a = rstd * w."""
+    offs, mask, ch, cmask = _bn_act_tile(tl.program_id(0), tl.program_id(1), R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
+    dz, xhat = _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
+                               CHANNELS_ON_ROWS, HAS_W, HAS_B, ACT, FROM_OUTPUT)
+    a = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    if HAS_W:
+        a *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    if TRAINING:
+        mean_dz = _per_channel(sum_dz_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * inv_m
+        mean_dz_xhat = _per_channel(sum_dz_xhat_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * inv_m
+        dz = dz - mean_dz - xhat * mean_dz_xhat
+    tl.store(dx_ptr + offs, (a * dz).to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _reduce_programs(t: torch.Tensor) -> int:
+    """Programs for a reduction pass: several per SM on the GPU; two under
+    the interpreter (so both the loop and the cross-program sum run)."""
+    if t.is_cuda:
+        return 8 * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return 2
+
+
+def _vector(t):
+    """A parameter as the kernels index it: contiguous (None stays None)."""
+    return None if t is None else t.contiguous()
+
+
+def _bn_act_view(x: torch.Tensor):
+    """(plan, R, K, BLOCK_R, BLOCK_K, grid): batch norm's own view of x."""
+    plan = _plan(x)
+    r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
+    return plan, r, k, block_r, block_k, grid
+
+
+def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float,
+                           act: str, negative_slope: float, out=None):
+    """(y, mean, rstd, var): statistics (C,) float32 - the batch's (var biased)
+    in training, the running ones otherwise. ``out``: where y goes (x itself
+    for the in-place layer); default a new tensor in x's memory format."""
+    weight, bias = _vector(weight), _vector(bias)
+    if training:
+        mean, var, rstd = batch_norm_stats(x, eps)
+    else:
+        mean, var = running_mean.float(), running_var.float()
+        rstd = torch.rsqrt(var + eps)
+    plan, r, k, block_r, block_k, grid = _bn_act_view(x)
+    y = torch.empty_like(plan.x) if out is None else out
+    if x.numel():
+        if out is not None and plan.x.data_ptr() != out.data_ptr():  # a non-dense x: write back through a copy
+            y = torch.empty_like(plan.x)
+        _bn_act_forward_kernel[grid](
+            plan.x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
+            act_param(act, negative_slope), r, k, plan.c,
+            CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+            BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS,
+        )
+        if out is not None and y is not out:
+            y = out.copy_(y)
+    return y, mean, rstd, var
+
+
+def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act: str, negative_slope: float,
+                            param_grads: bool = True, from_output: bool = False):
+    """(dx, dweight, dbias), dweight/dbias float32 (None when neither training
+    nor ``param_grads`` asks for the sums). ``x`` is the input, or with
+    ``from_output`` the in-place output y."""
+    weight, bias = _vector(weight), _vector(bias)
+    plan, r, k, block_r, block_k, grid = _bn_act_view(x)
+    dy = same_layout(dy, plan.x)
+    dx = torch.empty_like(plan.x)
+    c = plan.c
+    flags = dict(CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+                 FROM_OUTPUT=from_output, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS)
+    w = weight if weight is not None else rstd
+    b = bias if bias is not None else rstd
+    param = act_param(act, negative_slope)
+    sum_dz = sum_dz_xhat = None
+    if training or param_grads:
+        if x.numel() == 0:
+            sum_dz = torch.zeros(c, device=x.device, dtype=torch.float32)
+            sum_dz_xhat = torch.zeros(c, device=x.device, dtype=torch.float32)
+        else:
+            # split the reduced direction into groups: enough programs to fill the GPU
+            blocks, reduced_tiles = (grid[0], grid[1]) if plan.on_rows else (grid[1], grid[0])
+            groups = max(1, min(reduced_tiles, triton.cdiv(_reduce_programs(x), blocks)))
+            tiles = triton.cdiv(reduced_tiles, groups)
+            groups = triton.cdiv(reduced_tiles, tiles)
+            if plan.on_rows:
+                part = torch.empty((2, r, groups), device=x.device, dtype=torch.float32)
+                reduce_grid = (blocks, groups)
+            else:
+                part = torch.empty((2, groups, k), device=x.device, dtype=torch.float32)
+                reduce_grid = (groups, blocks)
+            _bn_act_backward_reduce_kernel[reduce_grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0),
+                                                        r, k, c, tiles, **flags)
+            # the deterministic second pass: fold the partials per channel
+            part = part.reshape(2, -1, c, groups).sum(dim=(1, 3)) if plan.on_rows else part.sum(dim=1)
+            sum_dz, sum_dz_xhat = part[0], part[1]
+    if x.numel():
+        m = max(x.numel() // max(c, 1), 1)
+        _bn_act_backward_input_kernel[grid](
+            dy, plan.x, dx, mean, rstd, w, b, param,
+            sum_dz if training else rstd, sum_dz_xhat if training else rstd, 1.0 / m, r, k, c,
+            TRAINING=training, **flags,
+        )
+    return dx, sum_dz_xhat, sum_dz
+
+
+# =============================================================================
+# group norm + activation
+# =============================================================================
+
+_GN_WHOLE_GROUP = 16384  # tile size limit handed to group norm's launch planner
+
+
+@triton.jit
+def _group_act_forward_kernel(
+    x_ptr, y_ptr,  # (N, C, S), both with strides (stride_n, stride_c, stride_s)
+    w_ptr, b_ptr,  # (C,) affine (unused without HAS_W / HAS_B)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    param,
+    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
+    if HAS_W:
+        scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    shift = -mean * scale
+    if HAS_B:
+        shift = shift + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = _act(x * scale[:, None] + shift[:, None], param, ACT)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr, param,
+                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
+    """(dz, xhat, g = dz * w) of a tile, z recomputed from x and the statistics."""
+    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+    z = xhat
+    if HAS_W:
+        w = tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+        z = z * w
+    if HAS_B:
+        z = z + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    dz = tl.where(mask, _act_grad(dy, z, param, ACT), 0.0)
+    g = dz
+    if HAS_W:
+        g = dz * w
+    return dz, xhat, g
+
+
+@triton.jit
+def _group_act_backward_partial_kernel(
+    dy_ptr, x_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, param,
+    group_part_ptr,  # (N*G, tiles_per_group, 2) float32: sum(g), sum(g * xhat) of the tile
+    channel_part_ptr,  # (2, N, C, s_tiles) float32: sum(dz * xhat), sum(dz) over the tile's positions
+    tiles_per_group, s_tiles, N, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    dz, xhat, g = _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
+                                     param, HAS_W, HAS_B, ACT)
+    tl.store(group_part_ptr + pid * 2, tl.sum(tl.sum(g, axis=1), axis=0))
+    tl.store(group_part_ptr + pid * 2 + 1, tl.sum(tl.sum(g * xhat, axis=1), axis=0))
+    C = G * CPG
+    chan = channel_part_ptr + (n * C + channels) * s_tiles + s_tile
+    tl.store(chan, tl.sum(dz * xhat, axis=1), mask=c_ok)
+    tl.store(chan + N * C * s_tiles, tl.sum(dz, axis=1), mask=c_ok)
+
+
+@triton.jit
+def _group_act_backward_dx_kernel(
+    dy_ptr, x_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, param,
+    group_sums_ptr,  # (N*G, 2) float32: sum(g), sum(g * xhat) over the group
+    inv_count, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dz * w."""
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    dz, xhat, g = _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
+                                     param, HAS_W, HAS_B, ACT)
+    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+    mean_g = tl.load(group_sums_ptr + ng * 2) * inv_count
+    mean_gx = tl.load(group_sums_ptr + ng * 2 + 1) * inv_count
+    dx = (g - mean_g - xhat * mean_gx) * rstd
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: str, negative_slope: float = 0.01):
+    """(y, mean, rstd): y like x (same memory format), statistics (N*G,) float32."""
+    mean = torch.empty(x.shape[0] * num_groups, dtype=torch.float32, device=x.device)
+    rstd = torch.empty_like(mean)
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _GN_WHOLE_GROUP)
+    y = torch.empty_like(xv)
+    if xv.numel() == 0:
+        return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
+    grid = (n * num_groups * tiles,)
+    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
+    warps = warps_for(c_block * s_block)
+    # group norm's statistics pass: tile partials, then the per-group combine
+    part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
+    _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
+    _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
+    _group_act_forward_kernel[grid](
+        xv, y, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
+        act_param(act, negative_slope), *shape_args,
+        HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+        C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+    )
+    return y, mean, rstd
+
+
+def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, act: str, negative_slope: float = 0.01):
+    """(dx, dweight, dbias); dweight/dbias float32 (C,) (zeros for an empty x)."""
+    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _GN_WHOLE_GROUP)
+    dyv = same_layout(dy, xv)
+    dx = torch.empty_like(xv)
+    if xv.numel() == 0:
+        zeros = torch.zeros(c, dtype=torch.float32, device=x.device)
+        return dx.zero_(), zeros, zeros.clone()
+    grid = (n * num_groups * tiles,)
+    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
+    warps = warps_for(c_block * s_block)
+    w = weight if weight is not None else xv
+    b = bias if bias is not None else xv
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act), C_BLOCK=c_block, S_BLOCK=s_block,
+                 num_warps=warps)
+    param = act_param(act, negative_slope)
+    group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=x.device)
+    channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
+    _group_act_backward_partial_kernel[grid](dyv, xv, w, b, mean, rstd, param, group_part, channel_part,
+                                             tiles, s_tiles, n, num_groups, cpg, s, *strides, **flags)
+    group_sums = group_part.sum(dim=1)  # (N*G, 2), deterministic
+    _group_act_backward_dx_kernel[grid](dyv, xv, dx, w, b, mean, rstd, param, group_sums, 1.0 / (cpg * s),
+                                        *shape_args, **flags)
+    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C)
+    return dx, channel_sums[0].clone(), channel_sums[1].clone()
+
+
+# =============================================================================
+# residual add (+ dropout) + layer / RMS norm
+# =============================================================================
+
+_ROW_TILE = 4096  # elements a program holds at once
+_WIDE_ROW = 8192  # wider rows: the unfused kernels (dropout_add, then the row norm)
+# With dropout, the row kernel makes one Philox call an element (it needs
+# word (i // GROUP) % 4 of counter f(i), and the other three words belong to
+# elements of other rows), where the dropout kernel's stream-aligned layout
+# makes a quarter of a call. Estimated on an H100: ~40 integer multiplies a
+# call, about 370 G elements/s, close to the bf16 memory rate (~8 bytes an
+# element). If the GPU benchmark shows the fused dropout path compute bound,
+# set this False: p > 0 then runs dropout_add's stream-aligned kernel and
+# the row norm (one more read of s: 5n bytes instead of 4n).
+DROPOUT_IN_ROW_KERNEL = True
+
+
+GROUP_C = tl.constexpr(GROUP)
+
+
+@triton.jit
+def _stream_uniform(seed, offset, i):
+    """The uniform of element i of lamina's dropout stream (lamina.rng):
+    element i takes word (i // GROUP) % 4 of Philox at counter
+    offset + (i // (4 GROUP)) * GROUP + i % GROUP."""
+    g = i // (4 * GROUP_C)
+    k = (i // GROUP_C) % 4
+    u0, u1, u2, u3 = tl.rand4x(seed, offset + g * GROUP_C + i % GROUP_C)
+    return tl.where(k == 0, u0, tl.where(k == 1, u1, tl.where(k == 2, u2, u3)))
+
+
+@triton.jit
+def _add_norm_forward_kernel(
+    x_ptr, res_ptr,  # (M, N) contiguous: the branch and the residual
+    s_ptr,  # (M, N) out: s = dropout(x) + residual
+    y_ptr,  # (M, N) out: norm(s)
+    w_ptr, b_ptr,  # (N,) (when HAS_W / HAS_B)
+    mean_ptr, rstd_ptr,  # (M,) float32 out (mean not for RMS)
+    seed_ptr, offset, p, multiplier,  # dropout: keep when u >= p, kept values times multiplier
+    M, N, eps,
+    RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, DROPOUT: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK)
+    col_ok = cols < N
+    mask = (rows < M)[:, None] & col_ok[None, :]
+    offs = rows[:, None] * N + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if DROPOUT:
+        u = _stream_uniform(tl.load(seed_ptr), offset, offs)
+        x = x * tl.where(u >= p, multiplier, 0.0)
+    s = (x + tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)).to(s_ptr.dtype.element_ty)
+    tl.store(s_ptr + offs, s, mask=mask)
+    s = s.to(tl.float32)  # normalize the s that backward will read
+    if RMS:
+        rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=1) / N + eps)
+        xhat = s * rstd[:, None]
+    else:
+        mean = tl.sum(s, axis=1) / N
+        sc = tl.where(mask, s - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(sc * sc, axis=1) / N + eps)
+        xhat = sc * rstd[:, None]
+        tl.store(mean_ptr + rows, mean, mask=rows < M)
+    tl.store(rstd_ptr + rows, rstd, mask=rows < M)
+    y = xhat
+    if HAS_W:
+        y = y * tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_B:
+        y = y + tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _add_norm_backward_kernel(
+    dy_ptr,  # (M, N) contiguous: gradient of the normalized output
+    dsx_ptr,  # (M, N) contiguous: gradient reaching s directly (when HAS_DS, prenorm)
+    s_ptr,  # (M, N) the saved s
+    w_ptr, mean_ptr, rstd_ptr,
+    ds_ptr,  # (M, N) out: ds = dresidual
+    dx_ptr,  # (M, N) out: dx = masked ds (DROPOUT)
+    part_ptr,  # (programs, 2, N) float32: sum(dy * xhat), sum(dy) of this program's rows
+    seed_ptr, offset, p, multiplier,
+    M, N, rows_per_program,
+    RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DS: tl.constexpr, DROPOUT: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    first = pid.to(tl.int64) * rows_per_program
+    cols = tl.arange(0, BLOCK)
+    col_ok = cols < N
+    if HAS_W:
+        w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if DROPOUT:
+        seed = tl.load(seed_ptr)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    db = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(0, rows_per_program, ROWS):
+        rows = first + i + tl.arange(0, ROWS)
+        row_ok = rows < M
+        mask = row_ok[:, None] & col_ok[None, :]
+        offs = rows[:, None] * N + cols[None, :]
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
+        if RMS:
+            xhat = s * rstd[:, None]
+        else:
+            mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0)
+            xhat = tl.where(mask, (s - mean[:, None]) * rstd[:, None], 0.0)
+        g = dy
+        if HAS_W:
+            g = dy * w[None, :]
+        ds = g - xhat * (tl.sum(g * xhat, axis=1) / N)[:, None]
+        if not RMS:
+            ds = ds - (tl.sum(g, axis=1) / N)[:, None]
+        ds = ds * rstd[:, None]
+        if HAS_DS:
+            ds = ds + tl.load(dsx_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(ds_ptr + offs, ds.to(ds_ptr.dtype.element_ty), mask=mask)
+        if DROPOUT:
+            u = _stream_uniform(seed, offset, offs)
+            dx = ds * tl.where(u >= p, multiplier, 0.0)
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        if HAS_W:
+            dw += tl.sum(dy * xhat, axis=0)
+        if HAS_B:
+            db += tl.sum(dy, axis=0)
+    part = part_ptr + pid.to(tl.int64) * 2 * N
+    if HAS_W:
+        tl.store(part + cols, dw, mask=col_ok)
+    if HAS_B:
+        tl.store(part + N + cols, db, mask=col_ok)
+
+
+def _multiplier(p: float) -> float:
+    return 0.0 if p == 1 else 1.0 / (1.0 - p)
+
+
+def _programs(t: torch.Tensor) -> int:
+    """About four programs an SM on the GPU; a few under the interpreter (so
+    the row loops run more than once in CI)."""
+    if t.is_cuda:
+        return 4 * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    return 3
+
+
+def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p: float, seed, offset: int, rms: bool):
+    """(y, s, mean, rstd) for contiguous x and residual: s = dropout(x) +
+    residual (p = 0: no dropout), y = layer_norm(s) or rms_norm(s); mean and
+    rstd flat (M,) float32 (mean empty for RMS)."""
+    weight, bias = _vector(weight), _vector(bias)
+    n = math.prod(normalized_shape)
+    m = x.numel() // max(n, 1)
+    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
+        s = dropout_add_forward(x, residual, p, seed, offset)
+        y, mean, rstd = row_norm_forward(s, normalized_shape, weight, bias, eps, rms)
+        return y, s, mean, rstd
+    s = torch.empty_like(x)
+    y = torch.empty_like(x)
+    mean = torch.empty(0 if rms else m, dtype=torch.float32, device=x.device)
+    rstd = torch.empty(m, dtype=torch.float32, device=x.device)
+    block = row_block(n)
+    rows = max(1, min(128, _ROW_TILE // block))
+    _add_norm_forward_kernel[(triton.cdiv(m, rows),)](
+        x, residual, s, y, weight if weight is not None else x, bias if bias is not None else x,
+        rstd if rms else mean, rstd, seed if p > 0 else rstd, offset, p, _multiplier(p), m, n, eps,
+        RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, DROPOUT=p > 0,
+        ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block),
+    )
+    return y, s, mean, rstd
+
+
+def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias: bool, p: float, seed,
+                      offset: int, rms: bool):
+    """(ds, dx, dweight, dbias): ds = dresidual; dx the masked ds (None when
+    p = 0: then dx is ds); dweight/dbias float32 (None when absent)."""
+    weight = _vector(weight)
+    n = math.prod(normalized_shape)
+    m = s.numel() // max(n, 1)
+    dy = dy.contiguous()
+    has_weight = weight is not None
+    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
+        ds, dw, db = row_norm_backward(dy, s, normalized_shape, weight, mean, rstd, has_bias, rms)
+        if ds_out is not None:
+            ds = ds + ds_out
+        dx = _dropout_kernel_backward(ds, p, seed, offset) if p > 0 else None
+        return ds, dx, dw.float() if has_weight else None, db.float() if has_bias else None
+    ds = torch.empty_like(s)
+    dx = torch.empty_like(s) if p > 0 else ds
+    block = row_block(n)
+    rows = max(1, min(128, _ROW_TILE // block))
+    programs = min(_programs(s), triton.cdiv(m, rows))
+    rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
+    programs = triton.cdiv(m, rows_per_program)
+    part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
+    _add_norm_backward_kernel[(programs,)](
+        dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
+        rstd if rms else mean, rstd, ds, dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
+        m, n, rows_per_program,
+        RMS=rms, HAS_W=has_weight, HAS_B=has_bias, HAS_DS=ds_out is not None, DROPOUT=p > 0,
+        ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block),
+    )
+    dw = part[:, 0].sum(dim=0).reshape(normalized_shape) if has_weight else None
+    db = part[:, 1].sum(dim=0).reshape(normalized_shape) if has_bias else None
+    return ds, (dx if p > 0 else None), dw, db
+
+
+# =============================================================================
+# bias + activation
+# =============================================================================
+
+_BIAS_BLOCK = 4096
+_BIAS_WARPS = 8
+
+
+@triton.jit
+def _bias_act_forward_kernel(
+    x_ptr,  # (M, N) contiguous
+    b_ptr,  # (N,)
+    y_ptr,  # (M, N) out
+    M, N,
+    ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program (i, j): a ROWS x BLOCK_N tile; the bias block is loaded once
+    as a vector (no per-element index arithmetic). Rows on grid axis 0,
+    which has no 65535 limit."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    mask = (rows < M)[:, None] & col_ok[None, :]
+    offs = rows[:, None] * N + cols[None, :]
+    b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, _act(x + b, 1.0, ACT).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bias_act_backward_kernel(
+    dy_ptr, x_ptr, b_ptr,  # (M, N) contiguous, (N,)
+    dx_ptr,  # (M, N) out
+    part_ptr,  # (row programs, N) float32: this program's column sums of dx
+    M, N, rows_per_program,
+    ACT: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program (j, i): columns block j, rows [i * rows_per_program, ...)."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    first = tl.program_id(1).to(tl.int64) * rows_per_program
+    b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for i in range(0, rows_per_program, ROWS):
+        rows = first + i + tl.arange(0, ROWS)
+        mask = (rows < M)[:, None] & col_ok[None, :]
+        offs = rows[:, None] * N + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dx = tl.where(mask, _act_grad(dy, x + b, 1.0, ACT), 0.0)
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        acc += tl.sum(dx, axis=0)
+    tl.store(part_ptr + tl.program_id(1).to(tl.int64) * N + cols, acc, mask=col_ok)
+
+
+def _bias_tile(big_n: int):
+    """(ROWS, BLOCK_N): about _BIAS_BLOCK elements, up to 1024 columns wide."""
+    block_n = min(row_block(big_n), 1024)
+    return max(1, _BIAS_BLOCK // block_n), block_n
+
+
+def bias_act_forward(x, bias, act: str, approximate: str):
+    """y = act(x + bias) for a contiguous x (..., N) and bias (N,)."""
+    y = torch.empty_like(x)
+    big_n = bias.numel()
+    m = x.numel() // max(big_n, 1)
+    if x.numel():
+        rows, block_n = _bias_tile(big_n)
+        grid = (triton.cdiv(m, rows), triton.cdiv(big_n, block_n))
+        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n,
+                                       num_warps=_BIAS_WARPS)
+    return y
+
+
+def bias_act_backward(dy, x, bias, act: str, approximate: str):
+    """(dx, dbias float32): dbias from per-program partial column sums + a torch sum."""
+    dy = same_layout(dy, x)
+    dx = torch.empty_like(x)
+    big_n = bias.numel()
+    m = x.numel() // max(big_n, 1)
+    if x.numel() == 0:
+        return dx, torch.zeros(big_n, dtype=torch.float32, device=x.device)
+    rows, block_n = _bias_tile(big_n)
+    col_blocks = triton.cdiv(big_n, block_n)
+    row_programs = max(1, min(triton.cdiv(m, rows), triton.cdiv(_programs(x), col_blocks)))
+    rows_per_program = triton.cdiv(triton.cdiv(m, row_programs), rows) * rows
+    row_programs = triton.cdiv(m, rows_per_program)
+    part = torch.empty((row_programs, big_n), dtype=torch.float32, device=x.device)
+    _bias_act_backward_kernel[(col_blocks, row_programs)](
+        dy, x, bias, dx, part, m, big_n, rows_per_program,
+        ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n, num_warps=_BIAS_WARPS,
+    )
+    return dx, part.sum(dim=0)
+
+
+# =============================================================================
+# dropout + residual add
+# =============================================================================
+
+_DROPOUT_WARPS = 4  # as the dropout kernel: 128 threads x 8 elements = one GROUP run
+
+
+@triton.jit
+def _dropout_add_run(x_ptr, r_ptr, y_ptr, offs, n, u, p, multiplier):
+    inside = offs < n
+    x = tl.load(x_ptr + offs, mask=inside).to(tl.float32)
+    r = tl.load(r_ptr + offs, mask=inside).to(tl.float32)
+    y = x * tl.where(u >= p, multiplier, 0.0) + r  # a dropped x is x * 0: NaN stays NaN, as in torch
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit(do_not_specialize=["offset"])
+def _dropout_add_kernel(
+    x_ptr, r_ptr,  # n elements each, one dense layout
+    y_ptr,  # out, same layout
+    n, p, multiplier,
+    seed_ptr,  # int64, one element
+    offset,
+    GROUP: tl.constexpr,
+):
+    # the dropout kernel's stream layout: GROUP Philox calls a program, the
+    # k-th word of each to the k-th run of GROUP consecutive elements
+    seed = tl.load(seed_ptr)
+    pid = tl.program_id(0).to(tl.int64)
+    j = tl.arange(0, GROUP)
+    u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
+    start = pid * (4 * GROUP) + j
+    _dropout_add_run(x_ptr, r_ptr, y_ptr, start, n, u0, p, multiplier)
+    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + GROUP, n, u1, p, multiplier)
+    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + 2 * GROUP, n, u2, p, multiplier)
+    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + 3 * GROUP, n, u3, p, multiplier)
+
+
+def dropout_add_forward(x, residual, p: float, seed, offset: int):
+    """y = dropout(x) + residual, the mask along x's memory order (a non-dense
+    x is made contiguous); y keeps x's layout. p = 0: x + residual."""
+    x = dense(x)
+    residual = same_layout(residual, x)
+    y = torch.empty_like(x)
+    n = x.numel()
+    if n:
+        grid = (triton.cdiv(n, 4 * GROUP),)
+        _dropout_add_kernel[grid](x, residual, y, n, p, _multiplier(p), seed if p > 0 else _zero_seed(x), offset,
+                                  GROUP=GROUP, num_warps=_DROPOUT_WARPS)
+    return y
+
+
+def _zero_seed(x):
+    return torch.zeros(1, dtype=torch.int64, device=x.device)
