@@ -348,7 +348,8 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
                                                         r, k, c, tiles, **flags)
             # the deterministic second pass: fold the partials per channel
             part = part.reshape(2, -1, c, groups).sum(dim=(1, 3)) if plan.on_rows else part.sum(dim=1)
-            sum_dz, sum_dz_xhat = part[0], part[1]
+            # two separate tensors: a custom op's outputs may not alias (torch.compile checks)
+            sum_dz, sum_dz_xhat = part[0], part[1].clone()
     if x.numel():
         m = max(x.numel() // max(c, 1), 1)
         _bn_act_backward_input_kernel[grid](
