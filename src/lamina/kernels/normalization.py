@@ -1172,6 +1172,12 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     if tiles == 1:
         _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
         return y, mean, rstd
+    if _gn_persistent_ok(xv, s):
+        block = _gn_persistent_block(s)
+        _gn_persistent_forward_kernel[(_gn_persistent_programs(xv, n * num_groups),)](
+            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps,
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=block, num_warps=_GN_PERSISTENT_WARPS)
+        return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
@@ -1196,8 +1202,14 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        s_tiles = 1
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
-    if tiles == 1:
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        _gn_persistent_backward_kernel[(_gn_persistent_programs(xv, n * num_groups),)](
+            dyv, xv, dx, weight, mean, rstd, channel_part, n * num_groups, num_groups, cpg, s,
+            HAS_WEIGHT=has_weight, BLOCK=_gn_persistent_block(s), num_warps=_GN_PERSISTENT_WARPS)
+    elif tiles == 1:
         _group_norm_backward_whole_kernel[grid](
             dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
             HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
@@ -1228,3 +1240,129 @@ def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, gr
         dyv, xv, dx, weight, mean, rstd, group_sums, 1.0 / (cpg * s), *shape_args,
         HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
+
+
+# --- GroupNorm, one program per (sample, group) at a time ---------------------
+#
+# For NCHW-contiguous inputs whose groups are too big for one tile, a group
+# is one contiguous run of C/G * S values. A persistent grid (a few programs
+# per SM) walks the groups; a program reads its group twice: once for the
+# statistics (or the backward sums), then again to write y (or dx). Few
+# groups are in flight at a time (programs x group bytes, a few tens of MB),
+# so the second read mostly hits L2 and DRAM sees x (and dy) about once.
+# Within a group the program walks channel by channel, so that the weight and
+# bias are scalars and the per-channel backward sums fall out of the loop.
+
+@triton.jit
+def _gn_persistent_forward_kernel(
+    x_ptr, y_ptr,  # (N, C, S) contiguous
+    w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
+    mean_ptr, rstd_ptr,  # (N*G,) out
+    NG, G, CPG, S, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.arange(0, BLOCK)
+    count = CPG * S
+    for ng in range(tl.program_id(0), NG, tl.num_programs(0)):
+        base = x_ptr + ng.to(tl.int64) * count
+        # shifted sums around the first block's mean: nothing large cancels
+        first = tl.load(base + offs, mask=offs < count, other=0.0).to(tl.float32)
+        shift = tl.sum(first, axis=0) / tl.minimum(count, BLOCK)
+        acc1 = tl.zeros([BLOCK], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, count, BLOCK):
+            ok = start + offs < count
+            d = tl.where(ok, tl.load(base + start + offs, mask=ok, other=0.0).to(tl.float32) - shift, 0.0)
+            acc1 += d
+            acc2 += d * d
+        s1 = tl.sum(acc1, axis=0) / count
+        var = tl.maximum(tl.sum(acc2, axis=0) / count - s1 * s1, 0.0)
+        mean = shift + s1
+        rstd = 1.0 / tl.sqrt(var + eps)
+        tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+        tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+        out = y_ptr + ng.to(tl.int64) * count
+        c0 = (ng % G) * CPG
+        for c in range(0, CPG):
+            scale = rstd
+            if HAS_WEIGHT:
+                scale = scale * tl.load(w_ptr + c0 + c).to(tl.float32)
+            bias = -mean * scale
+            if HAS_BIAS:
+                bias = bias + tl.load(b_ptr + c0 + c).to(tl.float32)
+            for start in range(c * S, c * S + S, BLOCK):
+                ok = offs < c * S + S - start
+                x = tl.load(base + start + offs, mask=ok, other=0.0).to(tl.float32)
+                tl.store(out + start + offs, (x * scale + bias).to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _gn_persistent_backward_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (N, C, S) contiguous
+    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    channel_part_ptr,  # (2, N*C) float32 out: sum(dy * xhat), sum(dy) of each (n, c)
+    NG, G, CPG, S,
+    HAS_WEIGHT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.arange(0, BLOCK)
+    count = CPG * S
+    NC = NG * CPG
+    for ng in range(tl.program_id(0), NG, tl.num_programs(0)):
+        base = ng.to(tl.int64) * count
+        mean = tl.load(mean_ptr + ng).to(tl.float32)
+        rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+        c0 = (ng % G) * CPG
+        sum_g = 0.0
+        sum_gx = 0.0
+        for c in range(0, CPG):
+            w = 1.0
+            if HAS_WEIGHT:
+                w = tl.load(w_ptr + c0 + c).to(tl.float32)
+            acc_dy = tl.zeros([BLOCK], dtype=tl.float32)
+            acc_dyx = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(c * S, c * S + S, BLOCK):
+                ok = offs < c * S + S - start
+                x = tl.load(x_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
+                dy = tl.load(dy_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
+                acc_dy += dy
+                acc_dyx += tl.where(ok, dy * (x - mean), 0.0)
+            s_dy = tl.sum(acc_dy, axis=0)
+            s_dyx = tl.sum(acc_dyx, axis=0) * rstd
+            tl.store(channel_part_ptr + ng * CPG + c, s_dyx)
+            tl.store(channel_part_ptr + NC + ng * CPG + c, s_dy)
+            sum_g += w * s_dy
+            sum_gx += w * s_dyx
+        mean_g = sum_g / count
+        mean_gx = sum_gx / count
+        for c in range(0, CPG):
+            a = rstd
+            if HAS_WEIGHT:
+                a = a * tl.load(w_ptr + c0 + c).to(tl.float32)
+            for start in range(c * S, c * S + S, BLOCK):
+                ok = offs < c * S + S - start
+                x = tl.load(x_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
+                dy = tl.load(dy_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
+                xhat = (x - mean) * rstd
+                dx = a * dy - rstd * (mean_g + xhat * mean_gx)
+                tl.store(dx_ptr + base + start + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
+_GN_PERSISTENT_PROGRAMS_PER_SM = 1  # groups in flight = SMs x this: their second read should hit L2
+_GN_PERSISTENT_MIN_S = 1024  # shorter channel runs would leave the channel loop's blocks half empty
+_GN_PERSISTENT_WARPS = 8
+
+
+def _gn_persistent_ok(xv: torch.Tensor, s: int) -> bool:
+    return _GN_PERSISTENT_PROGRAMS_PER_SM > 0 and xv.is_contiguous() and s >= _GN_PERSISTENT_MIN_S
+
+
+def _gn_persistent_block(s: int) -> int:
+    return min(row_block(s), 4096)
+
+
+def _gn_persistent_programs(x: torch.Tensor, groups: int) -> int:
+    if x.is_cuda:
+        sms = _sm_count(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        return max(1, min(groups, int(sms * _GN_PERSISTENT_PROGRAMS_PER_SM)))
+    return min(groups, 3)  # the interpreter: a few programs, each walking several groups
