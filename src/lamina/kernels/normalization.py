@@ -375,7 +375,8 @@ def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
     except one value per channel ((N, C), (N, C, 1, 1)), a plain (N, C) matrix."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1)
-    if x.dim() > 2 and s > 1 and x.movedim(1, -1).is_contiguous() and not x.is_contiguous():
+    # is_contiguous() first: the common NCHW case costs no movedim (host time)
+    if x.dim() > 2 and s > 1 and not x.is_contiguous() and x.movedim(1, -1).is_contiguous():
         return _Plan(x, False, 1, c, s, n, c) if per_sample else _Plan(x, False, n, c, s, 1, c)
     x = x.contiguous()
     if per_sample:
@@ -474,9 +475,11 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     over all dims but 1; per_sample: per (n, c) over the spatial dims,
     flattened to (N*C,) (instance norm)."""
     plan = _plan(x, per_sample)
-    mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
+    stats = torch.empty((3, plan.stats), device=x.device, dtype=torch.float32)  # one allocation
+    mean, var, rstd = stats[0], stats[1], stats[2]
     if x.numel() == 0:
-        return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
+        stats.fill_(float("nan"))
+        return mean, var, rstd
     part = _reduce(plan, None, None, backward=False)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -505,10 +508,12 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool
 def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     """Per statistic (sum(dy), sum(dy * xhat)), float32."""
     plan = _plan(x, per_sample)
-    sum_dy = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
-    sum_dy_xhat = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
-        return sum_dy, sum_dy_xhat
+        return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
+                torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
+    # one allocation, two rows (empty: the combine kernel writes every value)
+    sums = torch.empty((2, plan.stats), device=x.device, dtype=torch.float32)
+    sum_dy, sum_dy_xhat = sums[0], sums[1]
     part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -557,6 +562,42 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
     m = x.numel() // max(x.shape[1], 1)
     dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
     return dx, sum_dy_xhat, sum_dy
+
+
+@triton.jit
+def _bn_running_update_kernel(
+    running_mean_ptr, running_var_ptr,  # (C,) float32, updated in place (when UPDATE_MEAN / UPDATE_VAR)
+    mean_ptr, var_ptr,  # (C,) float32 batch mean and biased variance
+    C, momentum, unbias,  # unbias = M / (M - 1), NaN when M == 1
+    UPDATE_MEAN: tl.constexpr, UPDATE_VAR: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """running = (1 - momentum) * running + momentum * batch statistic; the
+    variance unbiased. One launch instead of half a dozen small torch ops."""
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < C
+    if UPDATE_MEAN:
+        r = tl.load(running_mean_ptr + cols, mask=ok, other=0.0)
+        m = tl.load(mean_ptr + cols, mask=ok, other=0.0)
+        tl.store(running_mean_ptr + cols, r * (1.0 - momentum) + m * momentum, mask=ok)
+    if UPDATE_VAR:
+        r = tl.load(running_var_ptr + cols, mask=ok, other=0.0)
+        v = tl.load(var_ptr + cols, mask=ok, other=0.0) * unbias
+        tl.store(running_var_ptr + cols, r * (1.0 - momentum) + v * momentum, mask=ok)
+
+
+def batch_norm_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
+    """In place: running_mean/var (float32, contiguous, or None) move towards
+    the batch mean / unbiased variance (float32, (C,)) by ``momentum``."""
+    target = running_mean if running_mean is not None else running_var
+    if target is None or target.numel() == 0:
+        return
+    c = target.numel()
+    block = min(1024, triton.next_power_of_2(c))
+    _bn_running_update_kernel[(triton.cdiv(c, block),)](
+        running_mean if running_mean is not None else target, running_var if running_var is not None else target,
+        mean, var, c, float(momentum), m / (m - 1) if m > 1 else float("nan"),
+        UPDATE_MEAN=running_mean is not None, UPDATE_VAR=running_var is not None, BLOCK=block,
+    )
 
 
 def instance_norm_forward(x, weight, bias, eps: float):
@@ -610,11 +651,11 @@ _WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
 _RN_MIN_ROWS_A_PROGRAM = 16  # backward: rows a program walks, at least
 
 
-def _rn_programs_per_device(t: torch.Tensor) -> int:
-    """About four programs an SM on the GPU; a handful under the interpreter
+def _rn_programs_per_device(t: torch.Tensor, per_sm: int = 4) -> int:
+    """``per_sm`` programs an SM on the GPU; a handful under the interpreter
     (so that the row loops run more than once in CI)."""
     if t.is_cuda:
-        return 4 * torch.cuda.get_device_properties(t.device).multi_processor_count
+        return per_sm * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
     return 3
 
 
@@ -720,8 +761,11 @@ def _row_norm_backward_kernel(
     col_ok = cols < N
     if HAS_WEIGHT:
         w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    dw = tl.zeros([BLOCK], dtype=tl.float32)
-    db = tl.zeros([BLOCK], dtype=tl.float32)
+    # dweight/dbias partials kept as whole (ROWS, BLOCK) tiles, summed over
+    # the rows once at the end: a per-iteration sum across the rows would
+    # cross warps (shared memory and a barrier) on every tile
+    dw = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
+    db = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
         row_ok = rows < M
@@ -744,14 +788,14 @@ def _row_norm_backward_kernel(
         dx = dx * rstd[:, None]
         tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_WEIGHT:
-            dw += tl.sum(dy * xhat, axis=0)
+            dw += dy * xhat
         if HAS_BIAS:
-            db += tl.sum(dy, axis=0)
+            db += dy
     part = part_ptr + pid.to(tl.int64) * 2 * N
     if HAS_WEIGHT:
-        tl.store(part + cols, dw, mask=col_ok)
+        tl.store(part + cols, tl.sum(dw, axis=0), mask=col_ok)
     if HAS_BIAS:
-        tl.store(part + N + cols, db, mask=col_ok)
+        tl.store(part + N + cols, tl.sum(db, axis=0), mask=col_ok)
 
 
 @triton.jit
@@ -805,13 +849,38 @@ def _row_norm_backward_wide_kernel(
                 tl.store(part + N + start + cols, tl.load(part + N + start + cols, mask=ok) + dy, mask=ok)
 
 
-def _row_tile(n: int, wide: int):
-    """(ROWS, BLOCK, wide?) for rows of n elements."""
+def _row_tile(n: int, wide: int, tile: int = _RN_TILE):
+    """(ROWS, BLOCK, wide?) for rows of n elements, about ``tile`` elements a tile."""
     block = row_block(n)
     if block > wide:
         return 1, 4096, True
-    rows = max(1, min(128, _RN_TILE // block))
+    rows = max(1, min(128, tile // block))
     return rows, block, False
+
+
+def _row_forward_config(n: int, elem_size: int):
+    """(ROWS, BLOCK, wide?, warps) of the forward kernel: 16-bit rows take
+    tiles of twice the elements, so that as many bytes are in flight."""
+    tile = _RN_TILE * 4 // max(elem_size, 2) if elem_size < 4 else _RN_TILE
+    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, tile)
+    return rows, block, wide, warps_for(rows * block)
+
+
+def _row_backward_config(n: int, elem_size: int):
+    """(ROWS, BLOCK, wide?, warps, programs per SM) of the backward kernel,
+    from a sweep on an H200 (bench/NOTES-perf.md): about 16 elements a thread
+    a tensor; rows up to 2048 wide take 4096-element tiles (fp32, 8 warps, 2
+    programs an SM) or 2048 (16-bit, 4 warps, 4 an SM); wider rows 8192
+    elements with 16 warps."""
+    block = row_block(n)
+    if block >= 4096:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 8192)
+        return rows, block, wide, 16, 2
+    if elem_size >= 4:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 4096)
+        return rows, block, wide, max(1, min(8, rows * block // 512)), 2
+    rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 2048)
+    return rows, block, wide, max(1, min(4, rows * block // 512)), 4
 
 
 def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
@@ -832,14 +901,14 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
         return y, mean, rstd
     w = weight.contiguous() if weight is not None else x2
     b = bias.contiguous() if bias is not None else x2
-    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
+    rows, block, wide, warps = _row_forward_config(n, x.element_size())
     flags = dict(RMS=rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
     mean_arg = rstd if rms else mean
     if wide:
         _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, BLOCK=block, num_warps=8, **flags)
     else:
         _row_norm_forward_kernel[(triton.cdiv(m, rows),)](
-            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags
+            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps, **flags
         )
     return y, mean, rstd
 
@@ -860,11 +929,11 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
-    rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
+    rows, block, wide, warps, per_sm = _row_backward_config(n, x.element_size())
     # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
     # few percent of the traffic when there are few rows
     min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
-    programs = min(_rn_programs_per_device(x), triton.cdiv(m, max(rows, min_rows)))
+    programs = min(_rn_programs_per_device(x, per_sm), triton.cdiv(m, max(rows, min_rows)))
     rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
     programs = triton.cdiv(m, rows_per_program)
     need_partials = has_weight or has_bias
@@ -876,7 +945,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     if wide:
         _row_norm_backward_wide_kernel[(programs,)](*args, BLOCK=block, num_warps=8, **flags)
     else:
-        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags)
+        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps, **flags)
     if not need_partials:
         return dx, empty, empty.clone()
     # the deterministic second pass: one sum over the partial rows a parameter
@@ -1173,10 +1242,10 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
         _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
         return y, mean, rstd
     if _gn_persistent_ok(xv, s):
-        block = _gn_persistent_block(s)
-        _gn_persistent_forward_kernel[(_gn_persistent_programs(xv, n * num_groups),)](
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
+        _gn_persistent_forward_kernel[pgrid](
             xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps,
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK=block, num_warps=_GN_PERSISTENT_WARPS)
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, **meta)
         return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
@@ -1206,9 +1275,10 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
         s_tiles = 1
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
     if tiles > 1 and _gn_persistent_ok(xv, s):
-        _gn_persistent_backward_kernel[(_gn_persistent_programs(xv, n * num_groups),)](
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
+        _gn_persistent_backward_kernel[pgrid](
             dyv, xv, dx, weight, mean, rstd, channel_part, n * num_groups, num_groups, cpg, s,
-            HAS_WEIGHT=has_weight, BLOCK=_gn_persistent_block(s), num_warps=_GN_PERSISTENT_WARPS)
+            HAS_WEIGHT=has_weight, **meta)
     elif tiles == 1:
         _group_norm_backward_whole_kernel[grid](
             dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
@@ -1255,45 +1325,54 @@ def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, gr
 
 @triton.jit
 def _gn_persistent_forward_kernel(
-    x_ptr, y_ptr,  # (N, C, S) contiguous
+    x_ptr, y_ptr,  # (N, C, S) contiguous: group ng is the (CPG, S) block at ng * CPG * S
     w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
     mean_ptr, rstd_ptr,  # (N*G,) out
     NG, G, CPG, S, eps,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
 ):
-    offs = tl.arange(0, BLOCK)
+    rc = tl.arange(0, CB)[:, None]
+    rs = tl.arange(0, SB)[None, :]
     count = CPG * S
-    for ng in range(tl.program_id(0), NG, tl.num_programs(0)):
-        base = x_ptr + ng.to(tl.int64) * count
-        # shifted sums around the first block's mean: nothing large cancels
-        first = tl.load(base + offs, mask=offs < count, other=0.0).to(tl.float32)
-        shift = tl.sum(first, axis=0) / tl.minimum(count, BLOCK)
-        acc1 = tl.zeros([BLOCK], dtype=tl.float32)
-        acc2 = tl.zeros([BLOCK], dtype=tl.float32)
-        for start in range(0, count, BLOCK):
-            ok = start + offs < count
-            d = tl.where(ok, tl.load(base + start + offs, mask=ok, other=0.0).to(tl.float32) - shift, 0.0)
-            acc1 += d
-            acc2 += d * d
-        s1 = tl.sum(acc1, axis=0) / count
-        var = tl.maximum(tl.sum(acc2, axis=0) / count - s1 * s1, 0.0)
-        mean = shift + s1
-        rstd = 1.0 / tl.sqrt(var + eps)
-        tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
-        tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
-        out = y_ptr + ng.to(tl.int64) * count
-        c0 = (ng % G) * CPG
-        for c in range(0, CPG):
-            scale = rstd
-            if HAS_WEIGHT:
-                scale = scale * tl.load(w_ptr + c0 + c).to(tl.float32)
-            bias = -mean * scale
-            if HAS_BIAS:
-                bias = bias + tl.load(b_ptr + c0 + c).to(tl.float32)
-            for start in range(c * S, c * S + S, BLOCK):
-                ok = offs < c * S + S - start
-                x = tl.load(base + start + offs, mask=ok, other=0.0).to(tl.float32)
-                tl.store(out + start + offs, (x * scale + bias).to(y_ptr.dtype.element_ty), mask=ok)
+    # ng = program id + k * programs: a tensor under the interpreter too
+    for first in range(0, NG, tl.num_programs(0)):
+        ng = first + tl.program_id(0)
+        if ng < NG:
+            base = x_ptr + ng.to(tl.int64) * count
+            # shifted sums around the first tile's mean: nothing large cancels
+            ok = (rc < CPG) & (rs < S)
+            first = tl.load(base + rc * S + rs, mask=ok, other=0.0).to(tl.float32)
+            shift = tl.sum(tl.sum(first, axis=1), axis=0) / tl.sum(tl.sum(ok.to(tl.float32), axis=1), axis=0)
+            acc1 = tl.zeros([CB, SB], dtype=tl.float32)
+            acc2 = tl.zeros([CB, SB], dtype=tl.float32)
+            for c in range(0, CPG, CB):
+                for s in range(0, S, SB):
+                    ok = (c + rc < CPG) & (s + rs < S)
+                    x = tl.load(base + (c + rc) * S + s + rs, mask=ok, other=0.0).to(tl.float32)
+                    d = tl.where(ok, x - shift, 0.0)
+                    acc1 += d
+                    acc2 += d * d
+            s1 = tl.sum(tl.sum(acc1, axis=1), axis=0) / count
+            var = tl.maximum(tl.sum(tl.sum(acc2, axis=1), axis=0) / count - s1 * s1, 0.0)
+            mean = shift + s1
+            rstd = 1.0 / tl.sqrt(var + eps)
+            tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+            tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+            out = y_ptr + ng.to(tl.int64) * count
+            c0 = (ng % G) * CPG
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                scale = tl.zeros([CB, 1], dtype=tl.float32) + rstd
+                if HAS_WEIGHT:
+                    scale = scale * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                shift_c = -mean * scale
+                if HAS_BIAS:
+                    shift_c = shift_c + tl.load(b_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = (c + rc) * S + s + rs
+                    x = tl.load(base + offs, mask=ok, other=0.0).to(tl.float32)
+                    tl.store(out + offs, (x * scale + shift_c).to(y_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -1303,66 +1382,82 @@ def _gn_persistent_backward_kernel(
     mean_ptr, rstd_ptr,  # (N*G,) group statistics
     channel_part_ptr,  # (2, N*C) float32 out: sum(dy * xhat), sum(dy) of each (n, c)
     NG, G, CPG, S,
-    HAS_WEIGHT: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
 ):
-    offs = tl.arange(0, BLOCK)
+    rc = tl.arange(0, CB)[:, None]
+    rs = tl.arange(0, SB)[None, :]
     count = CPG * S
     NC = NG * CPG
-    for ng in range(tl.program_id(0), NG, tl.num_programs(0)):
-        base = ng.to(tl.int64) * count
-        mean = tl.load(mean_ptr + ng).to(tl.float32)
-        rstd = tl.load(rstd_ptr + ng).to(tl.float32)
-        c0 = (ng % G) * CPG
-        sum_g = 0.0
-        sum_gx = 0.0
-        for c in range(0, CPG):
-            w = 1.0
-            if HAS_WEIGHT:
-                w = tl.load(w_ptr + c0 + c).to(tl.float32)
-            acc_dy = tl.zeros([BLOCK], dtype=tl.float32)
-            acc_dyx = tl.zeros([BLOCK], dtype=tl.float32)
-            for start in range(c * S, c * S + S, BLOCK):
-                ok = offs < c * S + S - start
-                x = tl.load(x_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
-                acc_dy += dy
-                acc_dyx += tl.where(ok, dy * (x - mean), 0.0)
-            s_dy = tl.sum(acc_dy, axis=0)
-            s_dyx = tl.sum(acc_dyx, axis=0) * rstd
-            tl.store(channel_part_ptr + ng * CPG + c, s_dyx)
-            tl.store(channel_part_ptr + NC + ng * CPG + c, s_dy)
-            sum_g += w * s_dy
-            sum_gx += w * s_dyx
-        mean_g = sum_g / count
-        mean_gx = sum_gx / count
-        for c in range(0, CPG):
-            a = rstd
-            if HAS_WEIGHT:
-                a = a * tl.load(w_ptr + c0 + c).to(tl.float32)
-            for start in range(c * S, c * S + S, BLOCK):
-                ok = offs < c * S + S - start
-                x = tl.load(x_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + base + start + offs, mask=ok, other=0.0).to(tl.float32)
-                xhat = (x - mean) * rstd
-                dx = a * dy - rstd * (mean_g + xhat * mean_gx)
-                tl.store(dx_ptr + base + start + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+    # ng = program id + k * programs: a tensor under the interpreter too
+    for first in range(0, NG, tl.num_programs(0)):
+        ng = first + tl.program_id(0)
+        if ng < NG:
+            base = ng.to(tl.int64) * count
+            mean = tl.load(mean_ptr + ng).to(tl.float32)
+            rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+            c0 = (ng % G) * CPG
+            sum_g = 0.0
+            sum_gx = 0.0
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                acc_dy = tl.zeros([CB, SB], dtype=tl.float32)
+                acc_dyx = tl.zeros([CB, SB], dtype=tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = base + (c + rc) * S + s + rs
+                    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    acc_dy += dy
+                    acc_dyx += tl.where(ok, dy * (x - mean), 0.0)
+                s_dy = tl.sum(acc_dy, axis=1)  # (CB,) per channel
+                s_dyx = tl.sum(acc_dyx, axis=1) * rstd
+                chans = c + tl.arange(0, CB)
+                ch_ok = chans < CPG
+                tl.store(channel_part_ptr + ng * CPG + chans, s_dyx, mask=ch_ok)
+                tl.store(channel_part_ptr + NC + ng * CPG + chans, s_dy, mask=ch_ok)
+                if HAS_WEIGHT:
+                    w = tl.load(w_ptr + c0 + chans, mask=ch_ok, other=0.0).to(tl.float32)
+                    s_dy = s_dy * w
+                    s_dyx = s_dyx * w
+                sum_g += tl.sum(s_dy, axis=0)
+                sum_gx += tl.sum(s_dyx, axis=0)
+            mean_g = sum_g / count
+            mean_gx = sum_gx / count
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                a = tl.zeros([CB, 1], dtype=tl.float32) + rstd
+                if HAS_WEIGHT:
+                    a = a * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = base + (c + rc) * S + s + rs
+                    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    xhat = (x - mean) * rstd
+                    dx = a * dy - rstd * (mean_g + xhat * mean_gx)
+                    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
 
-_GN_PERSISTENT_PROGRAMS_PER_SM = 1  # groups in flight = SMs x this: their second read should hit L2
-_GN_PERSISTENT_MIN_S = 1024  # shorter channel runs would leave the channel loop's blocks half empty
-_GN_PERSISTENT_WARPS = 8
+# (programs per SM, tile elements, warps) of the forward and backward
+# persistent kernels; groups in flight = SMs x programs per SM
+_GN_PERSISTENT_FORWARD = (1, 16384, 16)
+_GN_PERSISTENT_BACKWARD = (1, 8192, 16)
+_GN_PERSISTENT_MIN_S = 1024  # shorter channel runs: the split kernels
 
 
 def _gn_persistent_ok(xv: torch.Tensor, s: int) -> bool:
-    return _GN_PERSISTENT_PROGRAMS_PER_SM > 0 and xv.is_contiguous() and s >= _GN_PERSISTENT_MIN_S
+    return xv.is_contiguous() and s >= _GN_PERSISTENT_MIN_S
 
 
-def _gn_persistent_block(s: int) -> int:
-    return min(row_block(s), 4096)
-
-
-def _gn_persistent_programs(x: torch.Tensor, groups: int) -> int:
+def _gn_persistent_launch(x: torch.Tensor, groups: int, cpg: int, s: int, config):
+    """(grid, meta-parameters) of a persistent GroupNorm kernel."""
+    per_sm, tile, warps = config
+    sb = min(row_block(s), tile)
+    cb = min(row_block(cpg), max(1, tile // sb))
     if x.is_cuda:
         sms = _sm_count(x.device.index if x.device.index is not None else torch.cuda.current_device())
-        return max(1, min(groups, int(sms * _GN_PERSISTENT_PROGRAMS_PER_SM)))
-    return min(groups, 3)  # the interpreter: a few programs, each walking several groups
+        programs = max(1, min(groups, int(sms * per_sm)))
+    else:
+        programs = min(groups, 3)  # the interpreter: a few programs, each walking several groups
+        warps = 4
+    return (programs,), dict(CB=cb, SB=sb, num_warps=warps)
