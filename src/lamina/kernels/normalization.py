@@ -948,11 +948,42 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps, **flags)
     if not need_partials:
         return dx, empty, empty.clone()
-    # the deterministic second pass: one sum over the partial rows a parameter
-    # (two separate results: a custom op's outputs must not alias each other)
-    dweight = part[:, 0].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_weight else empty
-    dbias = part[:, 1].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_bias else empty.clone()
+    # the deterministic second pass: one small kernel sums the partial rows
+    # and writes both results in the parameter dtype (one launch, not four
+    # torch ops); two separate results: a custom op's outputs must not alias
+    dweight = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_weight else empty
+    dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
+    sum_block = min(1024, triton.next_power_of_2(n))
+    _row_norm_sum_partials_kernel[(triton.cdiv(n, sum_block),)](
+        part, dweight if has_weight else part, dbias if has_bias else part, programs, n,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=sum_block, num_warps=4,
+    )
     return dx, dweight, dbias
+
+
+@triton.jit
+def _row_norm_sum_partials_kernel(
+    part_ptr,  # (P, 2, N) float32 per-program partial sums
+    dw_ptr, db_ptr,  # (N,) out, in the parameter dtype (when HAS_WEIGHT / HAS_BIAS)
+    P, N,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < N
+    rp = tl.arange(0, BLOCK_P)[:, None]
+    acc_w = tl.zeros([BLOCK_P, BLOCK], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_P, BLOCK], dtype=tl.float32)
+    for p in range(0, P, BLOCK_P):
+        m = (p + rp < P) & ok[None, :]
+        offs = (p + rp).to(tl.int64) * 2 * N + cols[None, :]
+        if HAS_WEIGHT:
+            acc_w += tl.load(part_ptr + offs, mask=m, other=0.0)
+        if HAS_BIAS:
+            acc_b += tl.load(part_ptr + offs + N, mask=m, other=0.0)
+    if HAS_WEIGHT:
+        tl.store(dw_ptr + cols, tl.sum(acc_w, axis=0).to(dw_ptr.dtype.element_ty), mask=ok)
+    if HAS_BIAS:
+        tl.store(db_ptr + cols, tl.sum(acc_b, axis=0).to(db_ptr.dtype.element_ty), mask=ok)
 
 
 # --- GroupNorm ---------------------------------------------------------------
@@ -1335,14 +1366,14 @@ def _gn_persistent_forward_kernel(
     rs = tl.arange(0, SB)[None, :]
     count = CPG * S
     # ng = program id + k * programs: a tensor under the interpreter too
-    for first in range(0, NG, tl.num_programs(0)):
-        ng = first + tl.program_id(0)
+    for ng0 in range(0, NG, tl.num_programs(0)):
+        ng = ng0 + tl.program_id(0)
         if ng < NG:
             base = x_ptr + ng.to(tl.int64) * count
             # shifted sums around the first tile's mean: nothing large cancels
             ok = (rc < CPG) & (rs < S)
-            first = tl.load(base + rc * S + rs, mask=ok, other=0.0).to(tl.float32)
-            shift = tl.sum(tl.sum(first, axis=1), axis=0) / tl.sum(tl.sum(ok.to(tl.float32), axis=1), axis=0)
+            head = tl.load(base + rc * S + rs, mask=ok, other=0.0).to(tl.float32)
+            shift = tl.sum(tl.sum(head, axis=1), axis=0) / tl.sum(tl.sum(ok.to(tl.float32), axis=1), axis=0)
             acc1 = tl.zeros([CB, SB], dtype=tl.float32)
             acc2 = tl.zeros([CB, SB], dtype=tl.float32)
             for c in range(0, CPG, CB):
@@ -1389,8 +1420,8 @@ def _gn_persistent_backward_kernel(
     count = CPG * S
     NC = NG * CPG
     # ng = program id + k * programs: a tensor under the interpreter too
-    for first in range(0, NG, tl.num_programs(0)):
-        ng = first + tl.program_id(0)
+    for ng0 in range(0, NG, tl.num_programs(0)):
+        ng = ng0 + tl.program_id(0)
         if ng < NG:
             base = ng.to(tl.int64) * count
             mean = tl.load(mean_ptr + ng).to(tl.float32)
