@@ -761,11 +761,10 @@ def _row_norm_backward_kernel(
     col_ok = cols < N
     if HAS_WEIGHT:
         w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    # dweight/dbias partials kept as whole (ROWS, BLOCK) tiles, summed over
-    # the rows once at the end: a per-iteration sum across the rows would
-    # cross warps (shared memory and a barrier) on every tile
-    dw = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
-    db = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
+    # (keeping the partials as whole (ROWS, BLOCK) tiles, summed over rows
+    # once at the end, measured slower on an H200: register pressure)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    db = tl.zeros([BLOCK], dtype=tl.float32)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
         row_ok = rows < M
@@ -788,14 +787,14 @@ def _row_norm_backward_kernel(
         dx = dx * rstd[:, None]
         tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_WEIGHT:
-            dw += dy * xhat
+            dw += tl.sum(dy * xhat, axis=0)
         if HAS_BIAS:
-            db += dy
+            db += tl.sum(dy, axis=0)
     part = part_ptr + pid.to(tl.int64) * 2 * N
     if HAS_WEIGHT:
-        tl.store(part + cols, tl.sum(dw, axis=0), mask=col_ok)
+        tl.store(part + cols, dw, mask=col_ok)
     if HAS_BIAS:
-        tl.store(part + N + cols, tl.sum(db, axis=0), mask=col_ok)
+        tl.store(part + N + cols, db, mask=col_ok)
 
 
 @triton.jit
@@ -859,23 +858,26 @@ def _row_tile(n: int, wide: int, tile: int = _RN_TILE):
 
 
 def _row_forward_config(n: int, elem_size: int):
-    """(ROWS, BLOCK, wide?, warps) of the forward kernel: 16-bit rows take
-    tiles of twice the elements, so that as many bytes are in flight."""
-    tile = _RN_TILE * 4 // max(elem_size, 2) if elem_size < 4 else _RN_TILE
-    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, tile)
+    """(ROWS, BLOCK, wide?, warps) of the forward kernel. 16-bit rows take
+    8192-element tiles on 8 warps (32 values a thread: 0.93-0.98 of copy on
+    an H200, against 0.72-0.77 with 4096 on 16 warps); float32 4096."""
+    if elem_size < 4:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, 2 * _RN_TILE)
+        return rows, block, wide, max(1, min(8, rows * block // 1024))
+    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
     return rows, block, wide, warps_for(rows * block)
 
 
 def _row_backward_config(n: int, elem_size: int):
     """(ROWS, BLOCK, wide?, warps, programs per SM) of the backward kernel,
-    from a sweep on an H200 (bench/NOTES-perf.md): about 16 elements a thread
-    a tensor; rows up to 2048 wide take 4096-element tiles (fp32, 8 warps, 2
-    programs an SM) or 2048 (16-bit, 4 warps, 4 an SM); wider rows 8192
-    elements with 16 warps."""
+    the best of a sweep on an H200 (bench/NOTES-perf.md): rows up to 2048
+    wide: 4096-element tiles, 8 warps, 2 programs an SM (float32) or
+    2048-element tiles, 4 warps, 4 an SM (16-bit); wider rows: 8192-element
+    tiles, 16 warps, 4 programs an SM (float32) or 1 (16-bit)."""
     block = row_block(n)
     if block >= 4096:
         rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 8192)
-        return rows, block, wide, 16, 2
+        return rows, block, wide, 16, (4 if elem_size >= 4 else 1)
     if elem_size >= 4:
         rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 4096)
         return rows, block, wide, max(1, min(8, rows * block // 512)), 2
@@ -955,7 +957,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
     sum_block = min(1024, triton.next_power_of_2(n))
     _row_norm_sum_partials_kernel[(triton.cdiv(n, sum_block),)](
-        part, dweight if has_weight else part, dbias if has_bias else part, programs, n,
+        part, dweight if has_weight else part, dbias if has_bias else part, programs, n, 2 * n, n,
         HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=sum_block, num_warps=4,
     )
     return dx, dweight, dbias
@@ -963,9 +965,9 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
 
 @triton.jit
 def _row_norm_sum_partials_kernel(
-    part_ptr,  # (P, 2, N) float32 per-program partial sums
+    part_ptr,  # float32 partial sums: [p, 0, col] for dweight, [p, 1, col] for dbias
     dw_ptr, db_ptr,  # (N,) out, in the parameter dtype (when HAS_WEIGHT / HAS_BIAS)
-    P, N,
+    P, N, stride_p, stride_which,  # strides of part's p and 0/1 dimensions
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK: tl.constexpr,
 ):
     cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -975,11 +977,11 @@ def _row_norm_sum_partials_kernel(
     acc_b = tl.zeros([BLOCK_P, BLOCK], dtype=tl.float32)
     for p in range(0, P, BLOCK_P):
         m = (p + rp < P) & ok[None, :]
-        offs = (p + rp).to(tl.int64) * 2 * N + cols[None, :]
+        offs = (p + rp).to(tl.int64) * stride_p + cols[None, :]
         if HAS_WEIGHT:
             acc_w += tl.load(part_ptr + offs, mask=m, other=0.0)
         if HAS_BIAS:
-            acc_b += tl.load(part_ptr + offs + N, mask=m, other=0.0)
+            acc_b += tl.load(part_ptr + offs + stride_which, mask=m, other=0.0)
     if HAS_WEIGHT:
         tl.store(dw_ptr + cols, tl.sum(acc_w, axis=0).to(dw_ptr.dtype.element_ty), mask=ok)
     if HAS_BIAS:
@@ -1320,6 +1322,17 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
                                    has_weight, c_block, s_block, warps)
     if not (has_weight or has_bias):
         return dx, empty, empty.clone()
+    if s_tiles == 1:
+        # one small kernel sums over the samples and casts (host time: one
+        # launch instead of a torch sum and two casts)
+        dweight = torch.empty(c, dtype=pdtype, device=x.device) if has_weight else empty
+        dbias = torch.empty(c, dtype=pdtype, device=x.device) if has_bias else empty.clone()
+        block = min(1024, triton.next_power_of_2(c))
+        _row_norm_sum_partials_kernel[(triton.cdiv(c, block),)](
+            channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
+            HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
+        )
+        return dx, dweight, dbias
     channel_sums = channel_part.sum(dim=(1, 3))  # (2, C), deterministic
     dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
     dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
@@ -1471,8 +1484,10 @@ def _gn_persistent_backward_kernel(
 
 # (programs per SM, tile elements, warps) of the forward and backward
 # persistent kernels; groups in flight = SMs x programs per SM
-_GN_PERSISTENT_FORWARD = (1, 16384, 16)
-_GN_PERSISTENT_BACKWARD = (1, 8192, 16)
+# (H200 sweep, bench/NOTES-perf.md: 16-bit inputs run slowly with tiles of
+# several channels, so they take one channel a tile)
+_GN_PERSISTENT_FORWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
+_GN_PERSISTENT_BACKWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
 _GN_PERSISTENT_MIN_S = 1024  # shorter channel runs: the split kernels
 
 
@@ -1482,7 +1497,7 @@ def _gn_persistent_ok(xv: torch.Tensor, s: int) -> bool:
 
 def _gn_persistent_launch(x: torch.Tensor, groups: int, cpg: int, s: int, config):
     """(grid, meta-parameters) of a persistent GroupNorm kernel."""
-    per_sm, tile, warps = config
+    per_sm, tile, warps = config[4 if x.element_size() >= 4 else 2] if isinstance(config, dict) else config
     sb = min(row_block(s), tile)
     cb = min(row_block(cpg), max(1, tile // sb))
     if x.is_cuda:
