@@ -476,7 +476,7 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     flattened to (N*C,) (instance norm)."""
     plan = _plan(x, per_sample)
     stats = torch.empty((3, plan.stats), device=x.device, dtype=torch.float32)  # one allocation
-    mean, var, rstd = stats[0], stats[1], stats[2]
+    mean, var, rstd = stats.unbind(0)
     if x.numel() == 0:
         stats.fill_(float("nan"))
         return mean, var, rstd
@@ -513,7 +513,7 @@ def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
                 torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
     # one allocation, two rows (empty: the combine kernel writes every value)
     sums = torch.empty((2, plan.stats), device=x.device, dtype=torch.float32)
-    sum_dy, sum_dy_xhat = sums[0], sums[1]
+    sum_dy, sum_dy_xhat = sums.unbind(0)
     part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -600,8 +600,31 @@ def batch_norm_update_running_stats(running_mean, running_var, mean, var, m: int
     )
 
 
+def _instance_as_groups(x) -> bool:
+    """Instance norm is group norm with one channel a group: NCHW planes that
+    one program holds whole (forward and backward) take GroupNorm's
+    single-tile kernels - one read forward, one pass backward, 1-2 launches -
+    rather than batch norm's statistics / normalize passes."""
+    if x.dim() < 3 or not x.is_contiguous() or x.numel() == 0 or x.dtype == torch.float64:
+        return False
+    s = x.numel() // (x.shape[0] * x.shape[1])
+    return 1 < row_block(s) <= _RN_WHOLE_GROUP_BACKWARD
+
+
 def instance_norm_forward(x, weight, bias, eps: float):
     """(y, mean, rstd, var), statistics per (n, c) flattened to (N*C,) float32."""
+    if _instance_as_groups(x):
+        n, c = x.shape[0], x.shape[1]
+        s = x.numel() // (n * c)
+        stats = torch.empty((3, n * c), dtype=torch.float32, device=x.device)
+        mean, rstd, var = stats.unbind(0)
+        y = torch.empty_like(x)
+        _group_norm_forward_whole_kernel[(n * c,)](
+            x, y, weight.contiguous() if weight is not None else x, bias if bias is not None else x, mean, rstd,
+            1.0 / s, c, 1, s, c * s, s, 1, eps, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+            var_ptr=var, STORE_VAR=True, C_BLOCK=1, S_BLOCK=row_block(s), num_warps=warps_for(row_block(s)),
+        )
+        return y, mean, rstd, var
     mean, var, rstd = batch_norm_stats(x, eps, per_sample=True)
     return batch_norm_normalize(x, mean, rstd, weight, bias, per_sample=True), mean, rstd, var
 
@@ -609,6 +632,10 @@ def instance_norm_forward(x, weight, bias, eps: float):
 def instance_norm_backward(dy, x, weight, mean, rstd):
     """(dx, dweight, dbias); the parameter sums of each (n, c) folded over n."""
     n, c = x.shape[0], x.shape[1]
+    if _instance_as_groups(x):
+        # group norm with C groups: one pass; its per-channel sums fold over n
+        dx, dw, db = group_norm_backward(dy, x, c, weight, mean, rstd, True)
+        return dx, (dw if weight is not None else torch.zeros_like(db)), db
     sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd, per_sample=True)
     m = x.numel() // max(n * c, 1)
     dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), True, per_sample=True)
@@ -955,10 +982,11 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     # torch ops); two separate results: a custom op's outputs must not alias
     dweight = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_weight else empty
     dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
-    sum_block = min(1024, triton.next_power_of_2(n))
+    # narrow column blocks: several programs share the (programs x N) sum
+    sum_block = min(256, triton.next_power_of_2(n))
     _row_norm_sum_partials_kernel[(triton.cdiv(n, sum_block),)](
         part, dweight if has_weight else part, dbias if has_bias else part, programs, n, 2 * n, n,
-        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=sum_block, num_warps=4,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=32, BLOCK=sum_block, num_warps=4,
     )
     return dx, dweight, dbias
 
@@ -1158,6 +1186,8 @@ def _group_norm_forward_whole_kernel(
     G, CPG, S, stride_n, stride_c, stride_s, eps,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+    var_ptr=None,  # (N*G,) float32 biased variance out (when STORE_VAR: instance norm's running stats)
+    STORE_VAR: tl.constexpr = False,
 ):
     # the whole (sample, group) block in one tile: statistics and y from a
     # single read, one launch
@@ -1167,9 +1197,12 @@ def _group_norm_forward_whole_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(tl.sum(x, axis=1), axis=0) * inv_count
     xc = tl.where(mask, x - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count + eps)
+    var = tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count
+    rstd = 1.0 / tl.sqrt(var + eps)
     tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
     tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+    if STORE_VAR:
+        tl.store(var_ptr + ng, var.to(var_ptr.dtype.element_ty))
     scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
     if HAS_WEIGHT:
         scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
