@@ -952,8 +952,11 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     has_weight = weight is not None
     pdtype = weight.dtype if has_weight else x.dtype
-    empty = x.new_empty(0, dtype=pdtype)
+    # the "no such parameter" placeholder, made only when some result needs it
+    # (every torch call costs ~10 us of host time on the autograd thread)
+    empty = None if (has_weight and has_bias) else x.new_empty(0, dtype=pdtype)
     if m == 0 or n == 0:
+        empty = x.new_empty(0, dtype=pdtype)
         dx.zero_()
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
@@ -1328,8 +1331,9 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     dx = torch.empty_like(xv)
     has_weight = weight is not None
     pdtype = weight.dtype if has_weight else x.dtype
-    empty = x.new_empty(0, dtype=pdtype)
+    empty = None if (has_weight and has_bias) else x.new_empty(0, dtype=pdtype)  # made only when needed
     if xv.numel() == 0:
+        empty = x.new_empty(0, dtype=pdtype)
         dx.zero_()
         zeros = torch.zeros(c, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
