@@ -542,9 +542,131 @@ def batch_norm_backward_input(
     return dx
 
 
+# --- NCHW training: the combine folded into the elementwise pass ---------------
+#
+# On rows (NCHW) each channel has few partials (P <= _FOLD_MAX_PARTIALS), so
+# the normalize / dx programs combine them themselves (a few hundred float32
+# loads from L2 against a 4096-value tile) and the tiny combine launch goes:
+# training forward and backward are two launches each. The programs of
+# column block 0 holding sample 0's rows write the per-channel results.
+
+_FOLD_MAX_PARTIALS = 64
+
+
+@triton.jit
+def _bn_rows_chan_ids(R, C, BLOCK_R: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    chan = rows % C
+    # the programs that publish the per-channel values: column block 0, sample 0
+    publish = row_ok & (rows < C) & (tl.program_id(1) == 0)
+    return rows, row_ok, chan, publish
+
+
+@triton.jit
+def _bn_rows_normalize_combine_kernel(
+    x_ptr, y_ptr,  # (R, K) = (N*C, S) input and output
+    part_ptr,  # (3, P, C) float32 partial (count, mean, M2)
+    mean_ptr, var_ptr, rstd_ptr,  # (C,) float32 out (written by the publishing programs)
+    w_ptr, b_ptr,  # (C,) weight, bias (when HAS_W / HAS_B)
+    R, K, C, P, M, eps,  # M: values per channel, as a float
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    rows, row_ok, chan, publish = _bn_rows_chan_ids(R, C, BLOCK_R)
+    # Chan's parallel variance over the channel's P partials, per row
+    ps = tl.arange(0, BLOCK_P)[None, :]
+    pmask = row_ok[:, None] & (ps < P)
+    poffs = ps * C + chan[:, None]
+    cnt = tl.load(part_ptr + poffs, mask=pmask, other=0.0)
+    pmean = tl.load(part_ptr + P * C + poffs, mask=pmask, other=0.0)
+    pm2 = tl.load(part_ptr + 2 * P * C + poffs, mask=pmask, other=0.0)
+    mean = tl.sum(cnt * pmean, axis=1) / M
+    d = pmean - mean[:, None]
+    var = tl.sum(tl.where(pmask, pm2 + cnt * d * d, 0.0), axis=1) / M
+    rstd = 1.0 / tl.sqrt(var + eps)
+    tl.store(mean_ptr + chan, mean, mask=publish)
+    tl.store(var_ptr + chan, var, mask=publish)
+    tl.store(rstd_ptr + chan, rstd, mask=publish)
+    scale = rstd
+    if HAS_W:
+        scale = scale * tl.load(w_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    shift = -mean * scale
+    if HAS_B:
+        shift = shift + tl.load(b_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = row_ok[:, None] & (cols < K)[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, (x * scale[:, None] + shift[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bn_rows_backward_combine_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (R, K) = (N*C, S)
+    part_ptr,  # (3, P, C) float32 partial (sum dy, sum dy*(x-mean), unused)
+    mean_ptr, rstd_ptr,  # (C,) float32
+    w_ptr,  # (C,) weight (when HAS_W)
+    sum_dy_ptr, sum_dy_xhat_ptr,  # (C,) float32 out: dbias, dweight (publishing programs)
+    inv_m, R, K, C, P,
+    HAS_W: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """dx = a*dy - a*sum(dy)/M - (x - mean) * a*rstd*sum(dy*xhat)/M, a = w*rstd."""
+    rows, row_ok, chan, publish = _bn_rows_chan_ids(R, C, BLOCK_R)
+    ps = tl.arange(0, BLOCK_P)[None, :]
+    pmask = row_ok[:, None] & (ps < P)
+    poffs = ps * C + chan[:, None]
+    rstd = tl.load(rstd_ptr + chan, mask=row_ok, other=0.0)
+    mean = tl.load(mean_ptr + chan, mask=row_ok, other=0.0)
+    sum_dy = tl.sum(tl.load(part_ptr + poffs, mask=pmask, other=0.0), axis=1)
+    sum_dy_xhat = tl.sum(tl.load(part_ptr + P * C + poffs, mask=pmask, other=0.0), axis=1) * rstd
+    tl.store(sum_dy_ptr + chan, sum_dy, mask=publish)
+    tl.store(sum_dy_xhat_ptr + chan, sum_dy_xhat, mask=publish)
+    a = rstd
+    if HAS_W:
+        a = a * tl.load(w_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    b = a * rstd * sum_dy_xhat * inv_m
+    c0 = a * sum_dy * inv_m
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = row_ok[:, None] & (cols < K)[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dx = a[:, None] * dy - (x - mean[:, None]) * b[:, None] - c0[:, None]
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _fold_ok(plan: _Plan, p: int) -> bool:
+    return plan.on_rows and plan.groups == 1 and plan.c == plan.features and p <= _FOLD_MAX_PARTIALS
+
+
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float):
     """Returns (y, mean, rstd, var): the statistics used (float32, (C,)); var is
     the biased batch variance in training, running_var otherwise."""
+    if training and x.numel() > 0:
+        plan = _plan(x)
+        if plan.on_rows:
+            part = _reduce(plan, None, None, backward=False)
+            p = part.shape[1]
+            if _fold_ok(plan, p):
+                mean, var, rstd = torch.empty((3, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+                y = torch.empty_like(plan.x)
+                r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
+                _bn_rows_normalize_combine_kernel[grid](
+                    plan.x, y, part, mean, var, rstd, weight if weight is not None else part,
+                    bias if bias is not None else part, r, k, plan.c, p, float(plan.count), eps,
+                    HAS_W=weight is not None, HAS_B=bias is not None,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                )
+                return y, mean, rstd, var
+            # too many partials to combine in every program: the combine kernel
+            mean, var, rstd = torch.empty((3, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+            block_p, block_c, cgrid = _combine_blocks(p, plan.c)
+            _bn_stats_combine_kernel[cgrid](
+                part, mean, var, rstd, p, plan.c, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
+            )
+            return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
     if training:
         mean, var, rstd = batch_norm_stats(x, eps)
     else:
@@ -556,6 +678,27 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
 def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: bool = True):
     """(dx, dweight, dbias); dweight/dbias are float32 sums (None unless
     ``param_grads`` or training, which needs them for dx)."""
+    if training and x.numel() > 0:
+        plan = _plan(x)
+        if plan.on_rows and plan.groups == 1:
+            dyv = _like(dy, plan.x)
+            part = _reduce(plan, dyv, mean, backward=True)
+            p = part.shape[1]
+            if _fold_ok(plan, p):
+                sum_dy, sum_dy_xhat = torch.empty((2, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+                dx = torch.empty_like(plan.x)
+                r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
+                _bn_rows_backward_combine_kernel[grid](
+                    dyv, plan.x, dx, part, mean, rstd, weight if weight is not None else part, sum_dy, sum_dy_xhat,
+                    1.0 / max(plan.count, 1), r, k, plan.c, p, HAS_W=weight is not None,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                )
+                return dx, sum_dy_xhat, sum_dy
+            sum_dy, sum_dy_xhat = torch.empty((2, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+            block_p, block_c, cgrid = _combine_blocks(p, plan.c)
+            _bn_sum_partials_kernel[cgrid](part, rstd, sum_dy, sum_dy_xhat, p, plan.c, BLOCK_P=block_p, BLOCK_C=block_c)
+            dx = batch_norm_backward_input(dyv, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
+            return dx, sum_dy_xhat, sum_dy
     sum_dy = sum_dy_xhat = None
     if training or param_grads:
         sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
