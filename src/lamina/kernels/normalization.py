@@ -475,11 +475,11 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     over all dims but 1; per_sample: per (n, c) over the spatial dims,
     flattened to (N*C,) (instance norm)."""
     plan = _plan(x, per_sample)
-    stats = torch.empty((3, plan.stats), device=x.device, dtype=torch.float32)  # one allocation
-    mean, var, rstd = stats.unbind(0)
+    # three allocations, not views of one: they become a custom op's
+    # outputs, which must not alias each other
+    mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
     if x.numel() == 0:
-        stats.fill_(float("nan"))
-        return mean, var, rstd
+        return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
     part = _reduce(plan, None, None, backward=False)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -511,9 +511,10 @@ def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     if x.numel() == 0:
         return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
                 torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
-    # one allocation, two rows (empty: the combine kernel writes every value)
-    sums = torch.empty((2, plan.stats), device=x.device, dtype=torch.float32)
-    sum_dy, sum_dy_xhat = sums.unbind(0)
+    # empty (the combine kernel writes every value); separate tensors, not
+    # views of one (a custom op's outputs must not alias each other)
+    sum_dy = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
+    sum_dy_xhat = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
     part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -650,7 +651,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
             part = _reduce(plan, None, None, backward=False)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                mean, var, rstd = torch.empty((3, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+                mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
                 y = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_normalize_combine_kernel[grid](
@@ -661,7 +662,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
                 )
                 return y, mean, rstd, var
             # too many partials to combine in every program: the combine kernel
-            mean, var, rstd = torch.empty((3, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+            mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_stats_combine_kernel[cgrid](
                 part, mean, var, rstd, p, plan.c, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
@@ -685,7 +686,7 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
             part = _reduce(plan, dyv, mean, backward=True)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                sum_dy, sum_dy_xhat = torch.empty((2, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+                sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
                 dx = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_backward_combine_kernel[grid](
@@ -694,7 +695,7 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
                     BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
                 )
                 return dx, sum_dy_xhat, sum_dy
-            sum_dy, sum_dy_xhat = torch.empty((2, plan.c), device=x.device, dtype=torch.float32).unbind(0)
+            sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_sum_partials_kernel[cgrid](part, rstd, sum_dy, sum_dy_xhat, p, plan.c, BLOCK_P=block_p, BLOCK_C=block_c)
             dx = batch_norm_backward_input(dyv, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
@@ -759,8 +760,7 @@ def instance_norm_forward(x, weight, bias, eps: float):
     if _instance_as_groups(x):
         n, c = x.shape[0], x.shape[1]
         s = x.numel() // (n * c)
-        stats = torch.empty((3, n * c), dtype=torch.float32, device=x.device)
-        mean, rstd, var = stats.unbind(0)
+        mean, rstd, var = (torch.empty(n * c, dtype=torch.float32, device=x.device) for _ in range(3))
         y = torch.empty_like(x)
         _group_norm_forward_whole_kernel[(n * c,)](
             x, y, weight.contiguous() if weight is not None else x, bias if bias is not None else x, mean, rstd,
