@@ -63,9 +63,15 @@ def kernels(family: str):
     interpreted, so on a machine without CUDA the interpreter is switched on
     before the kernels are imported.
     """
-    if not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    return importlib.import_module(f"lamina.kernels.{family}")
+    module = _kernel_modules.get(family)
+    if module is None:  # first use only: the lookup sits on every op's path
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+        module = _kernel_modules[family] = importlib.import_module(f"lamina.kernels.{family}")
+    return module
+
+
+_kernel_modules: dict = {}
 
 
 # --- the NumPy reference behind torch tensors --------------------------------

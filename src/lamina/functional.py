@@ -644,7 +644,16 @@ def _bn_check_params(x: Tensor, **params) -> None:
 @torch.no_grad()
 def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
     """running = (1 - momentum) * running + momentum * batch statistic, in
-    place; running_var takes the unbiased variance var * M / (M - 1)."""
+    place; running_var takes the unbiased variance var * M / (M - 1).
+    On the kernels, in eager mode, with float32 buffers: one kernel launch
+    (host time) instead of six small torch ops; torch.compile sees the ops."""
+    if (
+        use_kernels(mean) and mean.dtype == torch.float32 and not torch.compiler.is_compiling()
+        and all(r is None or (r.dtype == torch.float32 and r.is_contiguous() and r.device == mean.device)
+                for r in (running_mean, running_var))
+    ):
+        kernels("normalization").batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum)
+        return
     if running_mean is not None:
         running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
     if running_var is not None:

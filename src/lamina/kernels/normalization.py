@@ -375,7 +375,8 @@ def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
     except one value per channel ((N, C), (N, C, 1, 1)), a plain (N, C) matrix."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1)
-    if x.dim() > 2 and s > 1 and x.movedim(1, -1).is_contiguous() and not x.is_contiguous():
+    # is_contiguous() first: the common NCHW case costs no movedim (host time)
+    if x.dim() > 2 and s > 1 and not x.is_contiguous() and x.movedim(1, -1).is_contiguous():
         return _Plan(x, False, 1, c, s, n, c) if per_sample else _Plan(x, False, n, c, s, 1, c)
     x = x.contiguous()
     if per_sample:
@@ -474,6 +475,8 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     over all dims but 1; per_sample: per (n, c) over the spatial dims,
     flattened to (N*C,) (instance norm)."""
     plan = _plan(x, per_sample)
+    # three allocations, not views of one: they become a custom op's
+    # outputs, which must not alias each other
     mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
     if x.numel() == 0:
         return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
@@ -505,10 +508,13 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool
 def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     """Per statistic (sum(dy), sum(dy * xhat)), float32."""
     plan = _plan(x, per_sample)
-    sum_dy = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
-    sum_dy_xhat = torch.zeros(plan.stats, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
-        return sum_dy, sum_dy_xhat
+        return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
+                torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
+    # empty (the combine kernel writes every value); separate tensors, not
+    # views of one (a custom op's outputs must not alias each other)
+    sum_dy = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
+    sum_dy_xhat = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
     part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
@@ -537,9 +543,131 @@ def batch_norm_backward_input(
     return dx
 
 
+# --- NCHW training: the combine folded into the elementwise pass ---------------
+#
+# On rows (NCHW) each channel has few partials (P <= _FOLD_MAX_PARTIALS), so
+# the normalize / dx programs combine them themselves (a few hundred float32
+# loads from L2 against a 4096-value tile) and the tiny combine launch goes:
+# training forward and backward are two launches each. The programs of
+# column block 0 holding sample 0's rows write the per-channel results.
+
+_FOLD_MAX_PARTIALS = 64
+
+
+@triton.jit
+def _bn_rows_chan_ids(R, C, BLOCK_R: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < R
+    chan = rows % C
+    # the programs that publish the per-channel values: column block 0, sample 0
+    publish = row_ok & (rows < C) & (tl.program_id(1) == 0)
+    return rows, row_ok, chan, publish
+
+
+@triton.jit
+def _bn_rows_normalize_combine_kernel(
+    x_ptr, y_ptr,  # (R, K) = (N*C, S) input and output
+    part_ptr,  # (3, P, C) float32 partial (count, mean, M2)
+    mean_ptr, var_ptr, rstd_ptr,  # (C,) float32 out (written by the publishing programs)
+    w_ptr, b_ptr,  # (C,) weight, bias (when HAS_W / HAS_B)
+    R, K, C, P, M, eps,  # M: values per channel, as a float
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    rows, row_ok, chan, publish = _bn_rows_chan_ids(R, C, BLOCK_R)
+    # Chan's parallel variance over the channel's P partials, per row
+    ps = tl.arange(0, BLOCK_P)[None, :]
+    pmask = row_ok[:, None] & (ps < P)
+    poffs = ps * C + chan[:, None]
+    cnt = tl.load(part_ptr + poffs, mask=pmask, other=0.0)
+    pmean = tl.load(part_ptr + P * C + poffs, mask=pmask, other=0.0)
+    pm2 = tl.load(part_ptr + 2 * P * C + poffs, mask=pmask, other=0.0)
+    mean = tl.sum(cnt * pmean, axis=1) / M
+    d = pmean - mean[:, None]
+    var = tl.sum(tl.where(pmask, pm2 + cnt * d * d, 0.0), axis=1) / M
+    rstd = 1.0 / tl.sqrt(var + eps)
+    tl.store(mean_ptr + chan, mean, mask=publish)
+    tl.store(var_ptr + chan, var, mask=publish)
+    tl.store(rstd_ptr + chan, rstd, mask=publish)
+    scale = rstd
+    if HAS_W:
+        scale = scale * tl.load(w_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    shift = -mean * scale
+    if HAS_B:
+        shift = shift + tl.load(b_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = row_ok[:, None] & (cols < K)[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, (x * scale[:, None] + shift[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bn_rows_backward_combine_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (R, K) = (N*C, S)
+    part_ptr,  # (3, P, C) float32 partial (sum dy, sum dy*(x-mean), unused)
+    mean_ptr, rstd_ptr,  # (C,) float32
+    w_ptr,  # (C,) weight (when HAS_W)
+    sum_dy_ptr, sum_dy_xhat_ptr,  # (C,) float32 out: dbias, dweight (publishing programs)
+    inv_m, R, K, C, P,
+    HAS_W: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """dx = a*dy - a*sum(dy)/M - (x - mean) * a*rstd*sum(dy*xhat)/M, a = w*rstd."""
+    rows, row_ok, chan, publish = _bn_rows_chan_ids(R, C, BLOCK_R)
+    ps = tl.arange(0, BLOCK_P)[None, :]
+    pmask = row_ok[:, None] & (ps < P)
+    poffs = ps * C + chan[:, None]
+    rstd = tl.load(rstd_ptr + chan, mask=row_ok, other=0.0)
+    mean = tl.load(mean_ptr + chan, mask=row_ok, other=0.0)
+    sum_dy = tl.sum(tl.load(part_ptr + poffs, mask=pmask, other=0.0), axis=1)
+    sum_dy_xhat = tl.sum(tl.load(part_ptr + P * C + poffs, mask=pmask, other=0.0), axis=1) * rstd
+    tl.store(sum_dy_ptr + chan, sum_dy, mask=publish)
+    tl.store(sum_dy_xhat_ptr + chan, sum_dy_xhat, mask=publish)
+    a = rstd
+    if HAS_W:
+        a = a * tl.load(w_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+    b = a * rstd * sum_dy_xhat * inv_m
+    c0 = a * sum_dy * inv_m
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = row_ok[:, None] & (cols < K)[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dx = a[:, None] * dy - (x - mean[:, None]) * b[:, None] - c0[:, None]
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _fold_ok(plan: _Plan, p: int) -> bool:
+    return plan.on_rows and plan.groups == 1 and plan.c == plan.features and p <= _FOLD_MAX_PARTIALS
+
+
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float):
     """Returns (y, mean, rstd, var): the statistics used (float32, (C,)); var is
     the biased batch variance in training, running_var otherwise."""
+    if training and x.numel() > 0:
+        plan = _plan(x)
+        if plan.on_rows:
+            part = _reduce(plan, None, None, backward=False)
+            p = part.shape[1]
+            if _fold_ok(plan, p):
+                mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+                y = torch.empty_like(plan.x)
+                r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
+                _bn_rows_normalize_combine_kernel[grid](
+                    plan.x, y, part, mean, var, rstd, weight if weight is not None else part,
+                    bias if bias is not None else part, r, k, plan.c, p, float(plan.count), eps,
+                    HAS_W=weight is not None, HAS_B=bias is not None,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                )
+                return y, mean, rstd, var
+            # too many partials to combine in every program: the combine kernel
+            mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+            block_p, block_c, cgrid = _combine_blocks(p, plan.c)
+            _bn_stats_combine_kernel[cgrid](
+                part, mean, var, rstd, p, plan.c, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
+            )
+            return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
     if training:
         mean, var, rstd = batch_norm_stats(x, eps)
     else:
@@ -551,6 +679,27 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
 def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: bool = True):
     """(dx, dweight, dbias); dweight/dbias are float32 sums (None unless
     ``param_grads`` or training, which needs them for dx)."""
+    if training and x.numel() > 0:
+        plan = _plan(x)
+        if plan.on_rows and plan.groups == 1:
+            dyv = _like(dy, plan.x)
+            part = _reduce(plan, dyv, mean, backward=True)
+            p = part.shape[1]
+            if _fold_ok(plan, p):
+                sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+                dx = torch.empty_like(plan.x)
+                r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
+                _bn_rows_backward_combine_kernel[grid](
+                    dyv, plan.x, dx, part, mean, rstd, weight if weight is not None else part, sum_dy, sum_dy_xhat,
+                    1.0 / max(plan.count, 1), r, k, plan.c, p, HAS_W=weight is not None,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                )
+                return dx, sum_dy_xhat, sum_dy
+            sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+            block_p, block_c, cgrid = _combine_blocks(p, plan.c)
+            _bn_sum_partials_kernel[cgrid](part, rstd, sum_dy, sum_dy_xhat, p, plan.c, BLOCK_P=block_p, BLOCK_C=block_c)
+            dx = batch_norm_backward_input(dyv, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
+            return dx, sum_dy_xhat, sum_dy
     sum_dy = sum_dy_xhat = None
     if training or param_grads:
         sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
@@ -559,8 +708,66 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
     return dx, sum_dy_xhat, sum_dy
 
 
+@triton.jit
+def _bn_running_update_kernel(
+    running_mean_ptr, running_var_ptr,  # (C,) float32, updated in place (when UPDATE_MEAN / UPDATE_VAR)
+    mean_ptr, var_ptr,  # (C,) float32 batch mean and biased variance
+    C, momentum, unbias,  # unbias = M / (M - 1), NaN when M == 1
+    UPDATE_MEAN: tl.constexpr, UPDATE_VAR: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """running = (1 - momentum) * running + momentum * batch statistic; the
+    variance unbiased. One launch instead of half a dozen small torch ops."""
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < C
+    if UPDATE_MEAN:
+        r = tl.load(running_mean_ptr + cols, mask=ok, other=0.0)
+        m = tl.load(mean_ptr + cols, mask=ok, other=0.0)
+        tl.store(running_mean_ptr + cols, r * (1.0 - momentum) + m * momentum, mask=ok)
+    if UPDATE_VAR:
+        r = tl.load(running_var_ptr + cols, mask=ok, other=0.0)
+        v = tl.load(var_ptr + cols, mask=ok, other=0.0) * unbias
+        tl.store(running_var_ptr + cols, r * (1.0 - momentum) + v * momentum, mask=ok)
+
+
+def batch_norm_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
+    """In place: running_mean/var (float32, contiguous, or None) move towards
+    the batch mean / unbiased variance (float32, (C,)) by ``momentum``."""
+    target = running_mean if running_mean is not None else running_var
+    if target is None or target.numel() == 0:
+        return
+    c = target.numel()
+    block = min(1024, triton.next_power_of_2(c))
+    _bn_running_update_kernel[(triton.cdiv(c, block),)](
+        running_mean if running_mean is not None else target, running_var if running_var is not None else target,
+        mean, var, c, float(momentum), m / (m - 1) if m > 1 else float("nan"),
+        UPDATE_MEAN=running_mean is not None, UPDATE_VAR=running_var is not None, BLOCK=block,
+    )
+
+
+def _instance_as_groups(x) -> bool:
+    """Instance norm is group norm with one channel a group: NCHW planes that
+    one program holds whole (forward and backward) take GroupNorm's
+    single-tile kernels - one read forward, one pass backward, 1-2 launches -
+    rather than batch norm's statistics / normalize passes."""
+    if x.dim() < 3 or not x.is_contiguous() or x.numel() == 0 or x.dtype == torch.float64:
+        return False
+    s = x.numel() // (x.shape[0] * x.shape[1])
+    return 1 < row_block(s) <= _RN_WHOLE_GROUP_BACKWARD
+
+
 def instance_norm_forward(x, weight, bias, eps: float):
     """(y, mean, rstd, var), statistics per (n, c) flattened to (N*C,) float32."""
+    if _instance_as_groups(x):
+        n, c = x.shape[0], x.shape[1]
+        s = x.numel() // (n * c)
+        mean, rstd, var = (torch.empty(n * c, dtype=torch.float32, device=x.device) for _ in range(3))
+        y = torch.empty_like(x)
+        _group_norm_forward_whole_kernel[(n * c,)](
+            x, y, weight.contiguous() if weight is not None else x, bias if bias is not None else x, mean, rstd,
+            1.0 / s, c, 1, s, c * s, s, 1, eps, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+            var_ptr=var, STORE_VAR=True, C_BLOCK=1, S_BLOCK=row_block(s), num_warps=warps_for(row_block(s)),
+        )
+        return y, mean, rstd, var
     mean, var, rstd = batch_norm_stats(x, eps, per_sample=True)
     return batch_norm_normalize(x, mean, rstd, weight, bias, per_sample=True), mean, rstd, var
 
@@ -568,6 +775,10 @@ def instance_norm_forward(x, weight, bias, eps: float):
 def instance_norm_backward(dy, x, weight, mean, rstd):
     """(dx, dweight, dbias); the parameter sums of each (n, c) folded over n."""
     n, c = x.shape[0], x.shape[1]
+    if _instance_as_groups(x):
+        # group norm with C groups: one pass; its per-channel sums fold over n
+        dx, dw, db = group_norm_backward(dy, x, c, weight, mean, rstd, True)
+        return dx, (dw if weight is not None else torch.zeros_like(db)), db
     sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd, per_sample=True)
     m = x.numel() // max(n * c, 1)
     dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), True, per_sample=True)
@@ -610,11 +821,11 @@ _WIDE_ROW_BACKWARD = 8192  # ... and in backward (more live tensors a row)
 _RN_MIN_ROWS_A_PROGRAM = 16  # backward: rows a program walks, at least
 
 
-def _rn_programs_per_device(t: torch.Tensor) -> int:
-    """About four programs an SM on the GPU; a handful under the interpreter
+def _rn_programs_per_device(t: torch.Tensor, per_sm: int = 4) -> int:
+    """``per_sm`` programs an SM on the GPU; a handful under the interpreter
     (so that the row loops run more than once in CI)."""
     if t.is_cuda:
-        return 4 * torch.cuda.get_device_properties(t.device).multi_processor_count
+        return per_sm * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
     return 3
 
 
@@ -720,6 +931,8 @@ def _row_norm_backward_kernel(
     col_ok = cols < N
     if HAS_WEIGHT:
         w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    # (keeping the partials as whole (ROWS, BLOCK) tiles, summed over rows
+    # once at the end, measured slower on an H200: register pressure)
     dw = tl.zeros([BLOCK], dtype=tl.float32)
     db = tl.zeros([BLOCK], dtype=tl.float32)
     for i in range(0, rows_per_program, ROWS):
@@ -805,13 +1018,41 @@ def _row_norm_backward_wide_kernel(
                 tl.store(part + N + start + cols, tl.load(part + N + start + cols, mask=ok) + dy, mask=ok)
 
 
-def _row_tile(n: int, wide: int):
-    """(ROWS, BLOCK, wide?) for rows of n elements."""
+def _row_tile(n: int, wide: int, tile: int = _RN_TILE):
+    """(ROWS, BLOCK, wide?) for rows of n elements, about ``tile`` elements a tile."""
     block = row_block(n)
     if block > wide:
         return 1, 4096, True
-    rows = max(1, min(128, _RN_TILE // block))
+    rows = max(1, min(128, tile // block))
     return rows, block, False
+
+
+def _row_forward_config(n: int, elem_size: int):
+    """(ROWS, BLOCK, wide?, warps) of the forward kernel. 16-bit rows take
+    8192-element tiles on 8 warps (32 values a thread: 0.93-0.98 of copy on
+    an H200, against 0.72-0.77 with 4096 on 16 warps); float32 4096."""
+    if elem_size < 4:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, 2 * _RN_TILE)
+        return rows, block, wide, max(1, min(8, rows * block // 1024))
+    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
+    return rows, block, wide, warps_for(rows * block)
+
+
+def _row_backward_config(n: int, elem_size: int):
+    """(ROWS, BLOCK, wide?, warps, programs per SM) of the backward kernel,
+    the best of a sweep on an H200 (bench/NOTES-perf.md): rows up to 2048
+    wide: 4096-element tiles, 8 warps, 2 programs an SM (float32) or
+    2048-element tiles, 4 warps, 4 an SM (16-bit); wider rows: 8192-element
+    tiles, 16 warps, 4 programs an SM (float32) or 1 (16-bit)."""
+    block = row_block(n)
+    if block >= 4096:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 8192)
+        return rows, block, wide, 16, (4 if elem_size >= 4 else 1)
+    if elem_size >= 4:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 4096)
+        return rows, block, wide, max(1, min(8, rows * block // 512)), 2
+    rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 2048)
+    return rows, block, wide, max(1, min(4, rows * block // 512)), 4
 
 
 def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
@@ -832,14 +1073,14 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
         return y, mean, rstd
     w = weight.contiguous() if weight is not None else x2
     b = bias.contiguous() if bias is not None else x2
-    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
+    rows, block, wide, warps = _row_forward_config(n, x.element_size())
     flags = dict(RMS=rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
     mean_arg = rstd if rms else mean
     if wide:
         _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, BLOCK=block, num_warps=8, **flags)
     else:
         _row_norm_forward_kernel[(triton.cdiv(m, rows),)](
-            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags
+            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps, **flags
         )
     return y, mean, rstd
 
@@ -854,17 +1095,20 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     has_weight = weight is not None
     pdtype = weight.dtype if has_weight else x.dtype
-    empty = x.new_empty(0, dtype=pdtype)
+    # the "no such parameter" placeholder, made only when some result needs it
+    # (every torch call costs ~10 us of host time on the autograd thread)
+    empty = None if (has_weight and has_bias) else x.new_empty(0, dtype=pdtype)
     if m == 0 or n == 0:
+        empty = x.new_empty(0, dtype=pdtype)
         dx.zero_()
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
-    rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD)
+    rows, block, wide, warps, per_sm = _row_backward_config(n, x.element_size())
     # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
     # few percent of the traffic when there are few rows
     min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
-    programs = min(_rn_programs_per_device(x), triton.cdiv(m, max(rows, min_rows)))
+    programs = min(_rn_programs_per_device(x, per_sm), triton.cdiv(m, max(rows, min_rows)))
     rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
     programs = triton.cdiv(m, rows_per_program)
     need_partials = has_weight or has_bias
@@ -876,14 +1120,46 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     if wide:
         _row_norm_backward_wide_kernel[(programs,)](*args, BLOCK=block, num_warps=8, **flags)
     else:
-        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block), **flags)
+        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps, **flags)
     if not need_partials:
         return dx, empty, empty.clone()
-    # the deterministic second pass: one sum over the partial rows a parameter
-    # (two separate results: a custom op's outputs must not alias each other)
-    dweight = part[:, 0].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_weight else empty
-    dbias = part[:, 1].sum(dim=0).reshape(normalized_shape).to(pdtype) if has_bias else empty.clone()
+    # the deterministic second pass: one small kernel sums the partial rows
+    # and writes both results in the parameter dtype (one launch, not four
+    # torch ops); two separate results: a custom op's outputs must not alias
+    dweight = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_weight else empty
+    dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
+    # narrow column blocks: several programs share the (programs x N) sum
+    sum_block = min(256, triton.next_power_of_2(n))
+    _row_norm_sum_partials_kernel[(triton.cdiv(n, sum_block),)](
+        part, dweight if has_weight else part, dbias if has_bias else part, programs, n, 2 * n, n,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=32, BLOCK=sum_block, num_warps=4,
+    )
     return dx, dweight, dbias
+
+
+@triton.jit
+def _row_norm_sum_partials_kernel(
+    part_ptr,  # float32 partial sums: [p, 0, col] for dweight, [p, 1, col] for dbias
+    dw_ptr, db_ptr,  # (N,) out, in the parameter dtype (when HAS_WEIGHT / HAS_BIAS)
+    P, N, stride_p, stride_which,  # strides of part's p and 0/1 dimensions
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = cols < N
+    rp = tl.arange(0, BLOCK_P)[:, None]
+    acc_w = tl.zeros([BLOCK_P, BLOCK], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_P, BLOCK], dtype=tl.float32)
+    for p in range(0, P, BLOCK_P):
+        m = (p + rp < P) & ok[None, :]
+        offs = (p + rp).to(tl.int64) * stride_p + cols[None, :]
+        if HAS_WEIGHT:
+            acc_w += tl.load(part_ptr + offs, mask=m, other=0.0)
+        if HAS_BIAS:
+            acc_b += tl.load(part_ptr + offs + stride_which, mask=m, other=0.0)
+    if HAS_WEIGHT:
+        tl.store(dw_ptr + cols, tl.sum(acc_w, axis=0).to(dw_ptr.dtype.element_ty), mask=ok)
+    if HAS_BIAS:
+        tl.store(db_ptr + cols, tl.sum(acc_b, axis=0).to(db_ptr.dtype.element_ty), mask=ok)
 
 
 # --- GroupNorm ---------------------------------------------------------------
@@ -1056,6 +1332,8 @@ def _group_norm_forward_whole_kernel(
     G, CPG, S, stride_n, stride_c, stride_s, eps,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+    var_ptr=None,  # (N*G,) float32 biased variance out (when STORE_VAR: instance norm's running stats)
+    STORE_VAR: tl.constexpr = False,
 ):
     # the whole (sample, group) block in one tile: statistics and y from a
     # single read, one launch
@@ -1070,9 +1348,12 @@ def _group_norm_forward_whole_kernel(
     # (x already in registers) lands on the float32-rounded mean.
     mean = mean + tl.sum(tl.sum(tl.where(mask, x - mean, 0.0), axis=1), axis=0) * inv_count
     xc = tl.where(mask, x - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count + eps)
+    var = tl.sum(tl.sum(xc * xc, axis=1), axis=0) * inv_count
+    rstd = 1.0 / tl.sqrt(var + eps)
     tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
     tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+    if STORE_VAR:
+        tl.store(var_ptr + ng, var.to(var_ptr.dtype.element_ty))
     scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
     if HAS_WEIGHT:
         scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
@@ -1177,6 +1458,12 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     if tiles == 1:
         _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
         return y, mean, rstd
+    if _gn_persistent_ok(xv, s):
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
+        _gn_persistent_forward_kernel[pgrid](
+            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps,
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, **meta)
+        return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
@@ -1192,8 +1479,9 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     dx = torch.empty_like(xv)
     has_weight = weight is not None
     pdtype = weight.dtype if has_weight else x.dtype
-    empty = x.new_empty(0, dtype=pdtype)
+    empty = None if (has_weight and has_bias) else x.new_empty(0, dtype=pdtype)  # made only when needed
     if xv.numel() == 0:
+        empty = x.new_empty(0, dtype=pdtype)
         dx.zero_()
         zeros = torch.zeros(c, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
@@ -1201,8 +1489,15 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        s_tiles = 1
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
-    if tiles == 1:
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
+        _gn_persistent_backward_kernel[pgrid](
+            dyv, xv, dx, weight, mean, rstd, channel_part, n * num_groups, num_groups, cpg, s,
+            HAS_WEIGHT=has_weight, **meta)
+    elif tiles == 1:
         _group_norm_backward_whole_kernel[grid](
             dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
             HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
@@ -1212,6 +1507,17 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
                                    has_weight, c_block, s_block, warps)
     if not (has_weight or has_bias):
         return dx, empty, empty.clone()
+    if s_tiles == 1:
+        # one small kernel sums over the samples and casts (host time: one
+        # launch instead of a torch sum and two casts)
+        dweight = torch.empty(c, dtype=pdtype, device=x.device) if has_weight else empty
+        dbias = torch.empty(c, dtype=pdtype, device=x.device) if has_bias else empty.clone()
+        block = min(1024, triton.next_power_of_2(c))
+        _row_norm_sum_partials_kernel[(triton.cdiv(c, block),)](
+            channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
+            HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
+        )
+        return dx, dweight, dbias
     channel_sums = channel_part.sum(dim=(1, 3))  # (2, C), deterministic
     dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
     dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
@@ -1233,3 +1539,156 @@ def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, gr
         dyv, xv, dx, weight, mean, rstd, group_sums, 1.0 / (cpg * s), *shape_args,
         HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
+
+
+# --- GroupNorm, one program per (sample, group) at a time ---------------------
+#
+# For NCHW-contiguous inputs whose groups are too big for one tile, a group
+# is one contiguous run of C/G * S values. A persistent grid (a few programs
+# per SM) walks the groups; a program reads its group twice: once for the
+# statistics (or the backward sums), then again to write y (or dx). Few
+# groups are in flight at a time (programs x group bytes, a few tens of MB),
+# so the second read mostly hits L2 and DRAM sees x (and dy) about once.
+# Within a group the program walks channel by channel, so that the weight and
+# bias are scalars and the per-channel backward sums fall out of the loop.
+
+@triton.jit
+def _gn_persistent_forward_kernel(
+    x_ptr, y_ptr,  # (N, C, S) contiguous: group ng is the (CPG, S) block at ng * CPG * S
+    w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
+    mean_ptr, rstd_ptr,  # (N*G,) out
+    NG, G, CPG, S, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
+):
+    rc = tl.arange(0, CB)[:, None]
+    rs = tl.arange(0, SB)[None, :]
+    count = CPG * S
+    # ng = program id + k * programs: a tensor under the interpreter too
+    for ng0 in range(0, NG, tl.num_programs(0)):
+        ng = ng0 + tl.program_id(0)
+        if ng < NG:
+            base = x_ptr + ng.to(tl.int64) * count
+            # shifted sums around the first tile's mean: nothing large cancels
+            ok = (rc < CPG) & (rs < S)
+            head = tl.load(base + rc * S + rs, mask=ok, other=0.0).to(tl.float32)
+            shift = tl.sum(tl.sum(head, axis=1), axis=0) / tl.sum(tl.sum(ok.to(tl.float32), axis=1), axis=0)
+            acc1 = tl.zeros([CB, SB], dtype=tl.float32)
+            acc2 = tl.zeros([CB, SB], dtype=tl.float32)
+            for c in range(0, CPG, CB):
+                for s in range(0, S, SB):
+                    ok = (c + rc < CPG) & (s + rs < S)
+                    x = tl.load(base + (c + rc) * S + s + rs, mask=ok, other=0.0).to(tl.float32)
+                    d = tl.where(ok, x - shift, 0.0)
+                    acc1 += d
+                    acc2 += d * d
+            s1 = tl.sum(tl.sum(acc1, axis=1), axis=0) / count
+            var = tl.maximum(tl.sum(tl.sum(acc2, axis=1), axis=0) / count - s1 * s1, 0.0)
+            mean = shift + s1
+            rstd = 1.0 / tl.sqrt(var + eps)
+            tl.store(mean_ptr + ng, mean.to(mean_ptr.dtype.element_ty))
+            tl.store(rstd_ptr + ng, rstd.to(rstd_ptr.dtype.element_ty))
+            out = y_ptr + ng.to(tl.int64) * count
+            c0 = (ng % G) * CPG
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                scale = tl.zeros([CB, 1], dtype=tl.float32) + rstd
+                if HAS_WEIGHT:
+                    scale = scale * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                shift_c = -mean * scale
+                if HAS_BIAS:
+                    shift_c = shift_c + tl.load(b_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = (c + rc) * S + s + rs
+                    x = tl.load(base + offs, mask=ok, other=0.0).to(tl.float32)
+                    tl.store(out + offs, (x * scale + shift_c).to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _gn_persistent_backward_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (N, C, S) contiguous
+    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    channel_part_ptr,  # (2, N*C) float32 out: sum(dy * xhat), sum(dy) of each (n, c)
+    NG, G, CPG, S,
+    HAS_WEIGHT: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
+):
+    rc = tl.arange(0, CB)[:, None]
+    rs = tl.arange(0, SB)[None, :]
+    count = CPG * S
+    NC = NG * CPG
+    # ng = program id + k * programs: a tensor under the interpreter too
+    for ng0 in range(0, NG, tl.num_programs(0)):
+        ng = ng0 + tl.program_id(0)
+        if ng < NG:
+            base = ng.to(tl.int64) * count
+            mean = tl.load(mean_ptr + ng).to(tl.float32)
+            rstd = tl.load(rstd_ptr + ng).to(tl.float32)
+            c0 = (ng % G) * CPG
+            sum_g = 0.0
+            sum_gx = 0.0
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                acc_dy = tl.zeros([CB, SB], dtype=tl.float32)
+                acc_dyx = tl.zeros([CB, SB], dtype=tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = base + (c + rc) * S + s + rs
+                    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    acc_dy += dy
+                    acc_dyx += tl.where(ok, dy * (x - mean), 0.0)
+                s_dy = tl.sum(acc_dy, axis=1)  # (CB,) per channel
+                s_dyx = tl.sum(acc_dyx, axis=1) * rstd
+                chans = c + tl.arange(0, CB)
+                ch_ok = chans < CPG
+                tl.store(channel_part_ptr + ng * CPG + chans, s_dyx, mask=ch_ok)
+                tl.store(channel_part_ptr + NC + ng * CPG + chans, s_dy, mask=ch_ok)
+                if HAS_WEIGHT:
+                    w = tl.load(w_ptr + c0 + chans, mask=ch_ok, other=0.0).to(tl.float32)
+                    s_dy = s_dy * w
+                    s_dyx = s_dyx * w
+                sum_g += tl.sum(s_dy, axis=0)
+                sum_gx += tl.sum(s_dyx, axis=0)
+            mean_g = sum_g / count
+            mean_gx = sum_gx / count
+            for c in range(0, CPG, CB):
+                c_ok = c + rc < CPG
+                a = tl.zeros([CB, 1], dtype=tl.float32) + rstd
+                if HAS_WEIGHT:
+                    a = a * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                for s in range(0, S, SB):
+                    ok = c_ok & (s + rs < S)
+                    offs = base + (c + rc) * S + s + rs
+                    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    xhat = (x - mean) * rstd
+                    dx = a * dy - rstd * (mean_g + xhat * mean_gx)
+                    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
+# (programs per SM, tile elements, warps) of the forward and backward
+# persistent kernels; groups in flight = SMs x programs per SM
+# (H200 sweep, bench/NOTES-perf.md: 16-bit inputs run slowly with tiles of
+# several channels, so they take one channel a tile)
+_GN_PERSISTENT_FORWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
+_GN_PERSISTENT_BACKWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
+_GN_PERSISTENT_MIN_S = 1024  # shorter channel runs: the split kernels
+
+
+def _gn_persistent_ok(xv: torch.Tensor, s: int) -> bool:
+    return xv.is_contiguous() and s >= _GN_PERSISTENT_MIN_S
+
+
+def _gn_persistent_launch(x: torch.Tensor, groups: int, cpg: int, s: int, config):
+    """(grid, meta-parameters) of a persistent GroupNorm kernel."""
+    per_sm, tile, warps = config[4 if x.element_size() >= 4 else 2] if isinstance(config, dict) else config
+    sb = min(row_block(s), tile)
+    cb = min(row_block(cpg), max(1, tile // sb))
+    if x.is_cuda:
+        sms = _sm_count(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        programs = max(1, min(groups, int(sms * per_sm)))
+    else:
+        programs = min(groups, 3)  # the interpreter: a few programs, each walking several groups
+        warps = 4
+    return (programs,), dict(CB=cb, SB=sb, num_warps=warps)
