@@ -195,8 +195,8 @@ OPS: list[OpCase] = [
         )
         for affine in [lambda shape, dtype: [torch.randn(shape[1], dtype=torch.float64).to(dtype) for _ in "wb"]]
         for fresh in [lambda x: (torch.zeros(x.shape[1], dtype=x.dtype, device=x.device), torch.ones(x.shape[1], dtype=x.dtype, device=x.device))]
-        for eval_stats in [lambda x: (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.dtype),
-                                      torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.dtype))]
+        for eval_stats in [lambda x: (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.device, x.dtype),
+                                      torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.device, x.dtype))]
         for name, stats, train, params in [
             ("batch_norm_train", fresh, True, affine),
             ("batch_norm_train_no_affine", fresh, True, no_params),
