@@ -152,16 +152,18 @@ def _bn_act_forward_kernel(
     CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """y = act(x * scale + shift), scale = rstd * w, shift = b - mean * scale."""
+    """y = act((x - mean) * scale + b), scale = rstd * w. (Not x * scale +
+    (b - mean * scale): with a large mean against the spread that cancels.)"""
     offs, mask, ch, cmask = _bn_act_tile(tl.program_id(0), tl.program_id(1), R, K, C, CHANNELS_ON_ROWS, BLOCK_R, BLOCK_K)
     scale = _per_channel(rstd_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     if HAS_W:
         scale *= _per_channel(w_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
-    shift = -_per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0) * scale
+    mean = _per_channel(mean_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
+    shift = tl.zeros_like(scale)
     if HAS_B:
         shift += _per_channel(b_ptr, ch, cmask, CHANNELS_ON_ROWS, 0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = _act(x * scale + shift, param, ACT)
+    y = _act((x - mean) * scale + shift, param, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -385,11 +387,11 @@ def _group_act_forward_kernel(
     scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
     if HAS_W:
         scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
-    shift = -mean * scale
+    shift = tl.zeros([C_BLOCK], dtype=tl.float32)  # (x - mean) * scale + b: no cancellation
     if HAS_B:
-        shift = shift + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+        shift = tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = _act(x * scale[:, None] + shift[:, None], param, ACT)
+    y = _act((x - mean) * scale[:, None] + shift[:, None], param, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 

@@ -592,14 +592,18 @@ def _bn_rows_normalize_combine_kernel(
     scale = rstd
     if HAS_W:
         scale = scale * tl.load(w_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
-    shift = -mean * scale
+    # y = (x - mean) * scale + b, not x * scale + (b - mean * scale): with a
+    # large mean and a small spread the latter cancels to a multiple of
+    # ulp(mean * scale)
+    shift = tl.zeros_like(scale)
     if HAS_B:
-        shift = shift + tl.load(b_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
+        shift = tl.load(b_ptr + chan, mask=row_ok, other=0.0).to(tl.float32)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = row_ok[:, None] & (cols < K)[None, :]
     offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + offs, (x * scale[:, None] + shift[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
+    y = (x - mean[:, None]) * scale[:, None] + shift[:, None]
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -1255,15 +1259,16 @@ def _group_norm_apply_kernel(
         pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
     mean = tl.load(mean_ptr + ng).to(tl.float32)
     rstd = tl.load(rstd_ptr + ng).to(tl.float32)
-    # y = x * scale + shift per channel: one multiply-add an element
+    # y = (x - mean) * scale + b per channel (not x * scale + (b - mean *
+    # scale), which cancels when the mean is large against the spread)
     scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
     if HAS_WEIGHT:
         scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
-    shift = -mean * scale
+    shift = tl.zeros([C_BLOCK], dtype=tl.float32)
     if HAS_BIAS:
-        shift = shift + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
+        shift = tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = x * scale[:, None] + shift[:, None]
+    y = (x - mean) * scale[:, None] + shift[:, None]
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -1594,14 +1599,14 @@ def _gn_persistent_forward_kernel(
                 scale = tl.zeros([CB, 1], dtype=tl.float32) + rstd
                 if HAS_WEIGHT:
                     scale = scale * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
-                shift_c = -mean * scale
+                shift_c = tl.zeros([CB, 1], dtype=tl.float32)  # (x - mean) * scale + b: no cancellation
                 if HAS_BIAS:
                     shift_c = shift_c + tl.load(b_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
                 for s in range(0, S, SB):
                     ok = c_ok & (s + rs < S)
                     offs = (c + rc) * S + s + rs
                     x = tl.load(base + offs, mask=ok, other=0.0).to(tl.float32)
-                    tl.store(out + offs, (x * scale + shift_c).to(y_ptr.dtype.element_ty), mask=ok)
+                    tl.store(out + offs, ((x - mean) * scale + shift_c).to(y_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
