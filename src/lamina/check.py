@@ -147,7 +147,10 @@ def check_one(case, shape, kwargs, dtype, layout, device, seed, result: Result) 
     if layout == "channels_last":
         x_dev = x_dev.contiguous(memory_format=torch.channels_last)
     y, dy, grads = forward_backward(case.lamina, x_dev, [p.to(device) for p in params], kwargs, seed=seed)
-    y_ref, _, grads_ref = forward_backward(case.torch, x.double(), [p.double() for p in params], kwargs,
+    # the oracle sees the same memory format: random ops (dropout) lay their
+    # mask along memory order, so a channels_last input has its own mask
+    x_ref = x_dev.cpu().double()  # .double() keeps the memory format
+    y_ref, _, grads_ref = forward_backward(case.torch, x_ref, [p.double() for p in params], kwargs,
                                            dy=dy.cpu().double())
     where = f"{'x'.join(map(str, shape)) or 'scalar'} {layout}"
     compare(result, y, y_ref, dtype, 1, f"{where} forward")
