@@ -4,6 +4,7 @@ them), Shape and an Example whose doctest runs on the CPU."""
 
 from __future__ import annotations
 
+import ast
 import doctest
 import inspect
 import re
@@ -20,6 +21,7 @@ IDS = [f"{where}.{name}" for where, name in PUBLIC]
 
 # An Args entry: "name (type): text" or "name: text" at the section's first indent.
 ARG_ENTRY = re.compile(r"^(\w+)\s*(\([^)]*\))?\s*:")
+DEFAULT = re.compile(r"Default: ``([^`]*)``")
 
 
 def _obj(where: str, name: str):
@@ -40,13 +42,14 @@ def _params(obj) -> list[str]:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
 
 
-def _args_entries(doc: str) -> list[str]:
-    """Names listed under "Args:", one per entry line (continuations skipped)."""
+def _args_entries(doc: str) -> dict[str, str]:
+    """Each entry under "Args:" as name -> its text (continuation lines joined)."""
     lines = doc.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
     base = len(lines[start]) - len(lines[start].lstrip())
     entry_indent = None
-    names = []
+    entries: dict[str, str] = {}
+    current = None
     for line in lines[start + 1:]:
         if not line.strip():
             continue
@@ -55,13 +58,19 @@ def _args_entries(doc: str) -> list[str]:
             break  # the next section
         if entry_indent is None:
             entry_indent = indent
-        if indent == entry_indent:
-            if line.strip().startswith("None:"):
-                continue  # "None: ..." says the callable takes no arguments
-            match = ARG_ENTRY.match(line.strip())
-            assert match, f"Args line is not 'name (type): ...' or 'name: ...': {line.strip()!r}"
-            names.append(match.group(1))
-    return names
+        if indent > entry_indent:
+            if current is not None:
+                entries[current] += " " + line.strip()
+            continue
+        current = None
+        if line.strip().startswith("None:"):
+            continue  # "None: ..." says the callable takes no arguments
+        match = ARG_ENTRY.match(line.strip())
+        assert match, f"Args line is not 'name (type): ...' or 'name: ...': {line.strip()!r}"
+        current = match.group(1)
+        assert current not in entries, f"argument {current!r} listed twice"
+        entries[current] = line.strip()
+    return entries
 
 
 @pytest.mark.parametrize("where,name", PUBLIC, ids=IDS)
@@ -81,7 +90,25 @@ def test_args_match_signature(where, name):
     assert not unknown, f"lamina.{where}.{name}: Args names {unknown}, not in the signature {params}"
     undocumented = [n for n in params if n not in documented]
     assert not undocumented, f"lamina.{where}.{name}: parameters {undocumented} missing from Args"
-    assert len(documented) == len(set(documented)), f"lamina.{where}.{name}: an argument listed twice"
+
+
+@pytest.mark.parametrize("where,name", PUBLIC, ids=IDS)
+def test_args_defaults_match_signature(where, name):
+    """An argument with a default says "Default: ``value``", the value the
+    signature has; a required one claims no default."""
+    obj = _obj(where, name)
+    documented = _args_entries(_own_doc(obj))
+    for param in inspect.signature(obj).parameters.values():
+        if param.name not in documented:
+            continue
+        match = DEFAULT.search(documented[param.name])
+        if param.default is inspect.Parameter.empty:
+            assert match is None, f"lamina.{where}.{name}: required {param.name!r} documents a default"
+            continue
+        assert match, f"lamina.{where}.{name}: {param.name!r} has no 'Default: ``...``' (signature: {param.default!r})"
+        stated = ast.literal_eval(match.group(1))
+        assert stated == param.default and type(stated) is type(param.default), (
+            f"lamina.{where}.{name}: {param.name!r} documents Default {match.group(1)}, signature has {param.default!r}")
 
 
 @pytest.mark.parametrize("where,name", PUBLIC, ids=IDS)
