@@ -96,8 +96,26 @@ _relu_forward.register_autograd(_relu_grad, setup_context=_save_output)
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     r"""relu(input, inplace=False) -> Tensor
 
-    :math:`\text{ReLU}(x) = \max(0, x)`, elementwise. Backward uses the saved
-    output, not the input.
+    Applies the rectified linear unit elementwise:
+
+    .. math:: \text{ReLU}(x) = \max(0, x)
+
+    Backward uses the saved output, not the input.
+
+    Args:
+        input (Tensor): the input tensor.
+        inplace (bool): write the result into ``input``. Default: ``False``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.relu(torch.randn(4))
+        >>> y.shape
+        torch.Size([4])
     """
     validate.floating(input)
     y = _relu_forward(input)
@@ -107,7 +125,22 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 def relu_(input: Tensor) -> Tensor:
     r"""relu_(input) -> Tensor
 
-    In-place version of :func:`relu`.
+    In-place version of :func:`relu`: :math:`x \leftarrow \max(0, x)`.
+
+    Args:
+        input (Tensor): the tensor to overwrite with its ReLU.
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, the input itself.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x = torch.tensor([-1.0, 2.0])
+        >>> y = lamina.functional.relu_(x)
+        >>> x
+        tensor([0., 2.])
     """
     return relu(input, inplace=True)
 
@@ -164,12 +197,29 @@ _leaky_relu_forward.register_autograd(_leaky_relu_grad, setup_context=_leaky_rel
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     r"""leaky_relu(input, negative_slope=0.01, inplace=False) -> Tensor
 
-    :math:`\text{LeakyReLU}(x) = x` if :math:`x > 0`, else
-    :math:`\text{negative\_slope} \cdot x`, elementwise.
+    Applies the leaky rectified linear unit elementwise:
+
+    .. math:: \text{LeakyReLU}(x) = \begin{cases} x & x > 0 \\ \text{negative\_slope} \cdot x & \text{otherwise} \end{cases}
 
     Backward keeps the output when ``negative_slope >= 0`` and a one-byte
     mask ``x > 0`` when it is negative, never the input. Unlike PyTorch, the
     in-place form with a negative slope has a backward too.
+
+    Args:
+        input (Tensor): the input tensor.
+        negative_slope (float): the slope for :math:`x \le 0`. Default: ``0.01``
+        inplace (bool): write the result into ``input``. Default: ``False``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.leaky_relu(torch.tensor([-2.0, 3.0]), negative_slope=0.5)
+        >>> y
+        tensor([-1.,  3.])
     """
     validate.floating(input)
     validate.number(negative_slope, "negative_slope", "leaky_relu")
@@ -181,6 +231,22 @@ def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
     r"""leaky_relu_(input, negative_slope=0.01) -> Tensor
 
     In-place version of :func:`leaky_relu`.
+
+    Args:
+        input (Tensor): the tensor to overwrite with its leaky ReLU.
+        negative_slope (float): the slope for :math:`x \le 0`. Default: ``0.01``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, the input itself.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x = torch.randn(3)
+        >>> y = lamina.functional.leaky_relu_(x, 0.2)
+        >>> y is x
+        True
     """
     return leaky_relu(input, negative_slope, inplace=True)
 
@@ -229,10 +295,30 @@ _prelu_forward.register_autograd(_prelu_grad, setup_context=_prelu_setup)
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     r"""prelu(input, weight) -> Tensor
 
-    :math:`\text{PReLU}(x) = x` if :math:`x > 0`, else :math:`a_c x`, with
-    :math:`a_c` = ``weight[c]`` for the channel ``c`` (dim 1) of ``x``, or the
+    Parametric ReLU (He et al., 2015, "Delving Deep into Rectifiers"):
+
+    .. math:: \text{PReLU}(x) = \begin{cases} x & x > 0 \\ a_c x & \text{otherwise} \end{cases}
+
+    with :math:`a_c` = ``weight[c]`` for the channel ``c`` (dim 1) of ``x``, or the
     single weight for every element when ``weight`` has one element.
     Backward returns ``d(weight)`` summed per channel.
+
+    Args:
+        input (Tensor): the input tensor; its channels are dim 1 (dim 0 for a 1-D input).
+        weight (Tensor): the learnable slopes, 1 element or one per channel.
+
+    Shape:
+        - Input: :math:`(N, C, *)` (or :math:`(*)` with a one-element weight).
+        - Weight: :math:`(1)` or :math:`(C)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x = torch.randn(2, 3, 4)
+        >>> y = lamina.functional.prelu(x, torch.full((3,), 0.25))
+        >>> y.shape
+        torch.Size([2, 3, 4])
     """
     validate.floating(input)
     validate.prelu_weight(input, weight)
@@ -277,8 +363,24 @@ _sigmoid_forward.register_autograd(_sigmoid_grad, setup_context=_save_output)
 def sigmoid(input: Tensor) -> Tensor:
     r"""sigmoid(input) -> Tensor
 
-    :math:`\sigma(x) = 1 / (1 + e^{-x})`, elementwise, stable for any
-    :math:`|x|`. Backward uses the saved output: :math:`\sigma (1 - \sigma)`.
+    Applies the logistic sigmoid elementwise, stable for any :math:`|x|`:
+
+    .. math:: \sigma(x) = \frac{1}{1 + e^{-x}}
+
+    Backward uses the saved output: :math:`\sigma (1 - \sigma)`.
+
+    Args:
+        input (Tensor): the input tensor.
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> lamina.functional.sigmoid(torch.zeros(2))
+        tensor([0.5000, 0.5000])
     """
     validate.floating(input)
     return _sigmoid_forward(input)
@@ -322,8 +424,24 @@ _tanh_forward.register_autograd(_tanh_grad, setup_context=_save_output)
 def tanh(input: Tensor) -> Tensor:
     r"""tanh(input) -> Tensor
 
-    :math:`\tanh(x)`, elementwise. Backward uses the saved output:
-    :math:`1 - \tanh^2(x)`.
+    Applies the hyperbolic tangent elementwise:
+
+    .. math:: \tanh(x) = \frac{e^{x} - e^{-x}}{e^{x} + e^{-x}}
+
+    Backward uses the saved output: :math:`1 - \tanh^2(x)`.
+
+    Args:
+        input (Tensor): the input tensor.
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> lamina.functional.tanh(torch.zeros(2))
+        tensor([0., 0.])
     """
     validate.floating(input)
     return _tanh_forward(input)
@@ -372,10 +490,28 @@ _gelu_forward.register_autograd(_gelu_grad, setup_context=_gelu_setup)
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     r"""gelu(input, approximate='none') -> Tensor
 
-    :math:`\text{GELU}(x) = x \Phi(x)`, :math:`\Phi` the standard normal CDF
-    (Hendrycks & Gimpel, 2016). ``approximate='tanh'`` uses
+    Gaussian error linear unit (Hendrycks & Gimpel, 2016), elementwise:
+
+    .. math:: \text{GELU}(x) = x \Phi(x)
+
+    :math:`\Phi` the standard normal CDF. ``approximate='tanh'`` uses
     :math:`\Phi(x) \approx \frac12 (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
     Analytic backward for both forms.
+
+    Args:
+        input (Tensor): the input tensor.
+        approximate (str): ``'none'`` (exact, with erf) or ``'tanh'``. Default: ``'none'``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.gelu(torch.randn(4), approximate='tanh')
+        >>> y.shape
+        torch.Size([4])
     """
     validate.floating(input)
     if approximate not in ("none", "tanh"):
@@ -425,8 +561,27 @@ _silu_forward.register_autograd(_silu_grad, setup_context=_save_input)
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     r"""silu(input, inplace=False) -> Tensor
 
-    :math:`\text{SiLU}(x) = x \sigma(x)`, elementwise. Backward uses the input:
-    :math:`\sigma(x)(1 + x(1 - \sigma(x)))`.
+    Sigmoid linear unit (Elfwing et al., 2018; Swish with :math:`\beta = 1` in
+    Ramachandran et al., 2017), elementwise:
+
+    .. math:: \text{SiLU}(x) = x \sigma(x)
+
+    Backward uses the input: :math:`\sigma(x)(1 + x(1 - \sigma(x)))`.
+
+    Args:
+        input (Tensor): the input tensor.
+        inplace (bool): write the result into ``input``. Default: ``False``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.silu(torch.randn(2, 3))
+        >>> y.shape
+        torch.Size([2, 3])
     """
     validate.floating(input)
     y = _silu_forward(_original_for_inplace(input, inplace))
@@ -474,8 +629,25 @@ _swish_forward.register_autograd(_swish_grad, setup_context=_swish_setup)
 def swish(input: Tensor, beta: float = 1.0) -> Tensor:
     r"""swish(input, beta=1.0) -> Tensor
 
-    :math:`\text{Swish}(x) = x \sigma(\beta x)` (Ramachandran et al., 2017),
+    Swish (Ramachandran et al., 2017, "Searching for Activation Functions"),
     elementwise; ``beta=1`` is SiLU. Not in PyTorch.
+
+    .. math:: \text{Swish}(x) = x \sigma(\beta x)
+
+    Args:
+        input (Tensor): the input tensor.
+        beta (float): the fixed slope inside the sigmoid. Default: ``1.0``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.swish(torch.randn(4), beta=2.0)
+        >>> y.shape
+        torch.Size([4])
     """
     validate.floating(input)
     return _swish_forward(input, float(beta))
@@ -673,7 +845,9 @@ def batch_norm(
 ) -> Tensor:
     r"""batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5) -> Tensor
 
-    Batch normalization over dimension 1 of an input :math:`(N, C, *)`:
+    Batch normalization (Ioffe & Szegedy, 2015, "Batch Normalization:
+    Accelerating Deep Network Training by Reducing Internal Covariate Shift")
+    over dimension 1 of an input :math:`(N, C, *)`:
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
@@ -681,6 +855,30 @@ def batch_norm(
     spatial dimensions; ``running_mean`` / ``running_var``, when given, are
     updated in place with ``momentum`` (unbiased variance). Otherwise the
     running statistics are used. Statistics in float32 (float64 for float64).
+
+    Args:
+        input (Tensor): the input, channels in dim 1.
+        running_mean (Tensor, optional): per-channel running mean, :math:`(C)`;
+            updated in place in training, used when not training.
+        running_var (Tensor, optional): per-channel running variance, :math:`(C)`.
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None`` (1)
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None`` (0)
+        training (bool): normalize with the batch statistics. Default: ``False``
+        momentum (float): weight of the batch statistic in the running update. Default: ``0.1``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+
+    Shape:
+        - Input: :math:`(N, C)` or :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x = torch.randn(4, 3, 5)
+        >>> rm, rv = torch.zeros(3), torch.ones(3)
+        >>> y = lamina.functional.batch_norm(x, rm, rv, training=True)
+        >>> y.shape
+        torch.Size([4, 3, 5])
     """
     validate.floating(input)
     if input.dim() < 2:
@@ -796,14 +994,36 @@ def instance_norm(
 ) -> Tensor:
     r"""instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True, momentum=0.1, eps=1e-5) -> Tensor
 
-    Instance normalization: each (n, c) of an input :math:`(N, C, *)` is
-    normalized over its spatial values,
+    Instance normalization (Ulyanov et al., 2016, "Instance Normalization: The
+    Missing Ingredient for Fast Stylization"): each (n, c) of an input
+    :math:`(N, C, *)` is normalized over its spatial values,
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma_c + \beta_c
 
     With ``use_input_stats=False`` the running statistics are used instead
     (batch norm in eval mode). Given running statistics are updated, as
     torch does, with the (n, c) means and unbiased variances averaged over n.
+
+    Args:
+        input (Tensor): the input :math:`(N, C, *)`.
+        running_mean (Tensor, optional): per-channel running mean :math:`(C)`. Default: ``None``
+        running_var (Tensor, optional): per-channel running variance :math:`(C)`. Default: ``None``
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None``
+        use_input_stats (bool): normalize with each instance's own statistics. Default: ``True``
+        momentum (float): weight of the new statistic in the running update. Default: ``0.1``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+
+    Shape:
+        - Input: :math:`(N, C, *)` with at least one spatial dim.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.instance_norm(torch.randn(2, 3, 8))
+        >>> y.shape
+        torch.Size([2, 3, 8])
     """
     validate.floating(input)
     if input.dim() < 2:
@@ -965,9 +1185,31 @@ def layer_norm(
 ) -> Tensor:
     r"""layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor
 
-    Layer normalization over the trailing ``normalized_shape`` dims:
-    :math:`y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta`
-    (biased variance). See :class:`lamina.nn.LayerNorm`.
+    Layer normalization (Ba et al., 2016, "Layer Normalization") over the
+    trailing ``normalized_shape`` dims, with the biased variance:
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    See :class:`lamina.nn.LayerNorm`.
+
+    Args:
+        input (Tensor): the input :math:`(*, \text{normalized\_shape})`.
+        normalized_shape (list of int): the trailing shape to normalize over.
+        weight (Tensor, optional): elementwise scale :math:`\gamma` of shape
+            ``normalized_shape``. Default: ``None``
+        bias (Tensor, optional): elementwise shift :math:`\beta`. Default: ``None``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+
+    Shape:
+        - Input: :math:`(*, \text{normalized\_shape})`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.layer_norm(torch.randn(2, 5, 8), [8])
+        >>> y.shape
+        torch.Size([2, 5, 8])
     """
     shape = _check_normalized_shape(input, normalized_shape, weight, bias)
     validate.param_dtype(input, "layer_norm", weight=weight, bias=bias)
@@ -1027,10 +1269,30 @@ _rms_norm_forward.register_autograd(_rms_norm_grad, setup_context=_rms_norm_setu
 def rms_norm(input: Tensor, normalized_shape: _List[int], weight: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
     r"""rms_norm(input, normalized_shape, weight=None, eps=None) -> Tensor
 
-    Root-mean-square normalization over the trailing ``normalized_shape`` dims:
-    :math:`y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} * \gamma`. ``eps=None``
-    uses ``torch.finfo(torch.float32).eps`` (``float64``'s for float64 input), as
-    PyTorch does. See :class:`lamina.nn.RMSNorm`.
+    Root-mean-square layer normalization (Zhang & Sennrich, 2019) over the
+    trailing ``normalized_shape`` dims:
+
+    .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} * \gamma
+
+    ``eps=None`` uses ``torch.finfo(torch.float32).eps`` (``float64``'s for
+    float64 input), as PyTorch does. See :class:`lamina.nn.RMSNorm`.
+
+    Args:
+        input (Tensor): the input :math:`(*, \text{normalized\_shape})`.
+        normalized_shape (list of int): the trailing shape to normalize over.
+        weight (Tensor, optional): elementwise scale :math:`\gamma`. Default: ``None``
+        eps (float, optional): added to the mean square. Default: ``None``
+
+    Shape:
+        - Input: :math:`(*, \text{normalized\_shape})`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.rms_norm(torch.randn(3, 8), [8], torch.ones(8))
+        >>> y.shape
+        torch.Size([3, 8])
     """
     shape = _check_normalized_shape(input, normalized_shape, weight)
     if eps is None:  # torch's rule: the epsilon of the computation dtype
@@ -1111,10 +1373,31 @@ def group_norm(
 ) -> Tensor:
     r"""group_norm(input, num_groups, weight=None, bias=None, eps=1e-5) -> Tensor
 
-    Group normalization of ``input`` (N, C, \*): the C channels split into
-    ``num_groups`` groups, each (sample, group) normalized by its own mean and
-    biased variance, then a per-channel :math:`\gamma, \beta`. See
-    :class:`lamina.nn.GroupNorm`.
+    Group normalization (Wu & He, 2018) of ``input`` (N, C, \*): the C channels
+    split into ``num_groups`` groups, each (sample, group) normalized by its
+    own mean and biased variance, then a per-channel :math:`\gamma, \beta`:
+
+    .. math:: y = \frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma_c + \beta_c
+
+    See :class:`lamina.nn.GroupNorm`.
+
+    Args:
+        input (Tensor): the input :math:`(N, C, *)`.
+        num_groups (int): number of groups; must divide C.
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+
+    Shape:
+        - Input: :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.group_norm(torch.randn(2, 6, 4, 4), 3)
+        >>> y.shape
+        torch.Size([2, 6, 4, 4])
     """
     validate.floating(input)
     if input.dim() < 2:
@@ -1274,10 +1557,34 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
                return_indices: bool = False):
     r"""max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
 
-    :math:`y_{n,c,i,j} = \max_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + d_h a,\; s_w j - p_w + d_w b}`
-    over the positions inside the input. ``stride`` defaults to ``kernel_size``.
+    2-D max pooling over each window, positions outside the input ignored:
+
+    .. math:: y_{n,c,i,j} = \max_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + d_h a,\; s_w j - p_w + d_w b}
+
     With ``return_indices`` also returns PyTorch's int64 indices (flat
-    ``h*W + w`` within each plane). Input (N, C, H, W) or (C, H, W).
+    ``h*W + w`` within each plane).
+
+    Args:
+        input (Tensor): the input :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        kernel_size (int or tuple): window size :math:`(k_h, k_w)`.
+        stride (int or tuple, optional): window step. Default: ``None`` (``kernel_size``)
+        padding (int or tuple): implicit :math:`-\infty` padding on both sides. Default: ``0``
+        dilation (int or tuple): spacing between window elements. Default: ``1``
+        ceil_mode (bool): round the output size up instead of down. Default: ``False``
+        return_indices (bool): also return the argmax indices. Default: ``False``
+
+    Shape:
+        - Input: :math:`(N, C, H_{in}, W_{in})` or :math:`(C, H_{in}, W_{in})`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`, with
+          :math:`H_{out} = \lfloor (H_{in} + 2 p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1`
+          (ceil with ``ceil_mode``), and likewise :math:`W_{out}`.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y, idx = lamina.functional.max_pool2d(torch.randn(1, 2, 6, 6), 2, return_indices=True)
+        >>> y.shape, idx.dtype
+        (torch.Size([1, 2, 3, 3]), torch.int64)
     """
     op = "max_pool2d"
     validate.pool_input(input, op)
@@ -1367,10 +1674,34 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
                count_include_pad: bool = True, divisor_override: Optional[int] = None) -> Tensor:
     r"""avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)
 
-    :math:`y_{n,c,i,j} = \frac{1}{D_{ij}} \sum_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + a,\; s_w j - p_w + b}`
-    with padding read as zeros; :math:`D_{ij}` is ``divisor_override`` if
-    given, else the window's size clipped to input + padding
-    (``count_include_pad=True``) or to the input alone.
+    2-D average pooling, padding read as zeros:
+
+    .. math:: y_{n,c,i,j} = \frac{1}{D_{ij}} \sum_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + a,\; s_w j - p_w + b}
+
+    :math:`D_{ij}` is ``divisor_override`` if given, else the window's size
+    clipped to input + padding (``count_include_pad=True``) or to the input alone.
+
+    Args:
+        input (Tensor): the input :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        kernel_size (int or tuple): window size :math:`(k_h, k_w)`.
+        stride (int or tuple, optional): window step. Default: ``None`` (``kernel_size``)
+        padding (int or tuple): implicit zero padding on both sides. Default: ``0``
+        ceil_mode (bool): round the output size up instead of down. Default: ``False``
+        count_include_pad (bool): count padded zeros in the divisor. Default: ``True``
+        divisor_override (int, optional): fixed divisor for every window. Default: ``None``
+
+    Shape:
+        - Input: :math:`(N, C, H_{in}, W_{in})` or :math:`(C, H_{in}, W_{in})`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`, with
+          :math:`H_{out} = \lfloor (H_{in} + 2 p_h - k_h) / s_h \rfloor + 1`
+          (ceil with ``ceil_mode``), and likewise :math:`W_{out}`.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.avg_pool2d(torch.randn(1, 2, 5, 5), 3, stride=2, padding=1)
+        >>> y.shape
+        torch.Size([1, 2, 3, 3])
     """
     op = "avg_pool2d"
     if isinstance(input, torch.Tensor) and input.dim() < 3:
@@ -1448,9 +1779,25 @@ _adaptive_avg_pool2d_backward.register_autograd(_adaptive_avg_pool2d_backward_gr
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     r"""adaptive_avg_pool2d(input, output_size) -> Tensor
 
-    Output (i, j) averages input rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH)``
-    (exclusive) and the matching columns. ``output_size``: int or pair, a
-    ``None`` entry keeps the input's size.
+    2-D average pooling to a fixed output size. Output (i, j) averages input
+    rows :math:`\lfloor i H / H_{out} \rfloor` to :math:`\lceil (i+1) H / H_{out} \rceil`
+    (exclusive) and the matching columns.
+
+    Args:
+        input (Tensor): the input :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        output_size (int or tuple): :math:`(H_{out}, W_{out})`; an int for a square
+            output, a ``None`` entry keeps the input's size.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.adaptive_avg_pool2d(torch.randn(1, 3, 7, 5), (2, None))
+        >>> y.shape
+        torch.Size([1, 3, 2, 5])
     """
     op = "adaptive_avg_pool2d"
     validate.pool_input(input, op, nonempty=2)
@@ -1548,9 +1895,27 @@ _adaptive_max_pool2d_backward.register_autograd(_adaptive_max_pool2d_backward_gr
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
     r"""adaptive_max_pool2d(input, output_size, return_indices=False)
 
-    Output (i, j) is the max of input rows ``floor(i*H/OH)`` to
-    ``ceil((i+1)*H/OH)`` (exclusive) and the matching columns; with
-    ``return_indices`` also PyTorch's int64 indices (flat ``h*W + w``).
+    2-D max pooling to a fixed output size. Output (i, j) is the max of input
+    rows :math:`\lfloor i H / H_{out} \rfloor` to :math:`\lceil (i+1) H / H_{out} \rceil`
+    (exclusive) and the matching columns; with ``return_indices`` also
+    PyTorch's int64 indices (flat ``h*W + w``).
+
+    Args:
+        input (Tensor): the input :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        output_size (int or tuple): :math:`(H_{out}, W_{out})`; an int for a square
+            output, a ``None`` entry keeps the input's size.
+        return_indices (bool): also return the argmax indices. Default: ``False``
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.adaptive_max_pool2d(torch.randn(2, 3, 9, 9), 4)
+        >>> y.shape
+        torch.Size([2, 3, 4, 4])
     """
     op = "adaptive_max_pool2d"
     validate.pool_input(input, op, nonempty=3 if input.dim() == 4 else 2)
@@ -1667,10 +2032,14 @@ def dropout(
 ) -> Tensor:
     r"""dropout(input, p=0.5, training=True, inplace=False, *, generator=None, seed=None) -> Tensor
 
-    In training, zeroes each element with probability ``p`` and scales the
-    kept ones by :math:`1/(1-p)` (Srivastava et al., 2014); ``p = 1`` gives
-    ``input * 0``. Not training, ``p = 0`` or an empty input: returns
-    ``input`` itself, as torch does.
+    Dropout (Srivastava et al., 2014, "Dropout: A Simple Way to Prevent Neural
+    Networks from Overfitting"): in training, zeroes each element with
+    probability ``p`` and scales the kept ones,
+
+    .. math:: y = \frac{m \odot x}{1 - p}, \quad m_i \sim \text{Bernoulli}(1 - p)
+
+    ``p = 1`` gives ``input * 0``. Not training, ``p = 0`` or an empty input:
+    returns ``input`` itself, as torch does.
 
     Randomness: a Philox seed is drawn from ``generator`` (default: torch's
     default CPU generator, so ``torch.manual_seed`` reproduces the mask), or
@@ -1679,6 +2048,25 @@ def dropout(
     its uniform is >= p, the uniforms laid along the tensor's memory order
     (row-major for a non-dense tensor), identical on the CPU reference and the
     GPU kernels. Backward regenerates the mask; nothing is saved but the seed.
+
+    Args:
+        input (Tensor): the input tensor.
+        p (float): probability of zeroing an element, in [0, 1]. Default: ``0.5``
+        training (bool): apply dropout; otherwise the identity. Default: ``True``
+        inplace (bool): write the result into ``input``. Default: ``False``
+        generator (torch.Generator, optional): source of the seed. Default: ``None``
+        seed (int, optional): explicit Philox seed (overrides ``generator``). Default: ``None``
+
+    Shape:
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.dropout(torch.ones(8), p=0.25, seed=0)
+        >>> bool(((y == 0) | (y == 1 / 0.75)).all())
+        True
     """
     validate.tensor(input)
     _dropout_check_p(p)
@@ -1715,11 +2103,34 @@ def drop_connect(
 
     DropConnect (Wan et al., "Regularization of Neural Networks using
     DropConnect", ICML 2013): the weight with each entry zeroed with
-    probability ``p`` and the kept ones scaled by :math:`1/(1-p)` (as dropout
-    does, so the expected weight is unchanged; the paper's inference-time
-    moment matching is not done: eval uses the plain weight). It is
-    :func:`dropout` applied to the weight: same ops, same mask rule, and the
+    probability ``p`` and the kept ones scaled by :math:`1/(1-p)`,
+
+    .. math:: W' = \frac{M \odot W}{1 - p}, \quad M_{ij} \sim \text{Bernoulli}(1 - p)
+
+    (as dropout does, so the expected weight is unchanged; the paper's
+    inference-time moment matching is not done: eval uses the plain weight). It
+    is :func:`dropout` applied to the weight: same ops, same mask rule, and the
     gradient flows to the weight.
+
+    Args:
+        weight (Tensor): the weight to drop entries from.
+        p (float): probability of zeroing an entry, in [0, 1]. Default: ``0.5``
+        training (bool): apply the mask; otherwise the weight itself. Default: ``True``
+        generator (torch.Generator, optional): source of the seed. Default: ``None``
+        seed (int, optional): explicit Philox seed (overrides ``generator``). Default: ``None``
+
+    Shape:
+        - Weight: :math:`(*)`, any shape.
+        - Output: :math:`(*)`, same shape as the weight.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> w = torch.randn(4, 3)
+        >>> w2 = lamina.functional.drop_connect(w, p=0.1, seed=1)
+        >>> y = torch.nn.functional.linear(torch.randn(2, 3), w2)
+        >>> y.shape
+        torch.Size([2, 4])
     """
     return dropout(weight, p, training, generator=generator, seed=seed)
 
@@ -1804,7 +2215,9 @@ def drop_block2d(
     :math:`\gamma = \frac{p H W}{b^2 (H-b+1)(W-b+1)}`; block seeds
     :math:`z \sim \text{Bernoulli}(\gamma)` on :math:`(N, C, H-b+1, W-b+1)`;
     each seed zeroes the :math:`b \times b` block it starts; then
-    :math:`y = x \cdot mask \cdot \frac{\text{numel}}{\epsilon + \sum mask}`.
+
+    .. math:: y = x \cdot mask \cdot \frac{\text{numel}}{\epsilon + \sum mask}
+
     Not training or ``p = 0``: returns ``input`` itself.
 
     Randomness as in :func:`dropout` (``generator`` or explicit ``seed``): the
@@ -1812,7 +2225,26 @@ def drop_block2d(
     identical on the CPU reference and the GPU kernels and independent of the
     memory layout. Backward uses the saved one-byte mask and the scale.
 
-    Shape: input and output :math:`(N, C, H, W)`.
+    Args:
+        input (Tensor): the input :math:`(N, C, H, W)`.
+        p (float): probability of dropping an element, in [0, 1].
+        block_size (int): side of each dropped square block (odd).
+        inplace (bool): write the result into ``input``. Default: ``False``
+        eps (float): added to the kept count in the rescale. Default: ``1e-06``
+        training (bool): apply DropBlock; otherwise the identity. Default: ``True``
+        generator (torch.Generator, optional): source of the seed. Default: ``None``
+        seed (int, optional): explicit Philox seed (overrides ``generator``). Default: ``None``
+
+    Shape:
+        - Input: :math:`(N, C, H, W)`.
+        - Output: :math:`(N, C, H, W)`, same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.drop_block2d(torch.randn(2, 3, 8, 8), p=0.2, block_size=3, seed=0)
+        >>> y.shape
+        torch.Size([2, 3, 8, 8])
     """
     validate.tensor(input)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
@@ -2013,18 +2445,46 @@ def batch_norm_act(
 ) -> Tensor:
     r"""batch_norm_act(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, act='relu', negative_slope=0.01, inplace=False) -> Tensor
 
-    :math:`y = \mathrm{act}(\mathrm{batch\_norm}(x))` in one pass after the
-    statistics (see :func:`batch_norm` for the statistics and the running
-    update). ``act``: 'relu', 'leaky_relu' (``negative_slope``), 'silu',
-    'gelu', 'identity'. Backward recomputes the activation's input from x
-    and the statistics; nothing else is saved.
+    Batch normalization (Ioffe & Szegedy, 2015) followed by an activation, in
+    one pass after the statistics:
+
+    .. math:: y = \mathrm{act}\left(\frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta\right)
+
+    See :func:`batch_norm` for the statistics and the running update.
+    Backward recomputes the activation's input from x and the statistics;
+    nothing else is saved.
 
     ``inplace=True`` with an invertible activation ('identity', or
     'leaky_relu' with ``negative_slope > 0``) writes y over ``input`` and
-    saves only y, the statistics and the parameters (In-Place ABN, Rota
-    Bulo et al., 2018); the weight must then have no zero entry. With
-    another activation, ``inplace=True`` computes out of place and copies
-    y into ``input``.
+    saves only y, the statistics and the parameters (In-Place Activated
+    BatchNorm, Rota Bulo et al., 2018); the weight must then have no zero
+    entry. With another activation, ``inplace=True`` computes out of place
+    and copies y into ``input``.
+
+    Args:
+        input (Tensor): the input, channels in dim 1.
+        running_mean (Tensor, optional): per-channel running mean :math:`(C)`.
+        running_var (Tensor, optional): per-channel running variance :math:`(C)`.
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None``
+        training (bool): normalize with the batch statistics. Default: ``False``
+        momentum (float): weight of the batch statistic in the running update. Default: ``0.1``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+        act (str): 'relu', 'leaky_relu', 'silu', 'gelu' or 'identity'. Default: ``'relu'``
+        negative_slope (float): the slope of 'leaky_relu' for negative inputs. Default: ``0.01``
+        inplace (bool): write the result into ``input``. Default: ``False``
+
+    Shape:
+        - Input: :math:`(N, C)` or :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x = torch.randn(4, 3, 2, 2)
+        >>> y = lamina.functional.batch_norm_act(x, torch.zeros(3), torch.ones(3), training=True, act='silu')
+        >>> y.shape
+        torch.Size([4, 3, 2, 2])
     """
     validate.floating(input)
     _fu_check_act(act, _FUSED_NORM_ACTS)
@@ -2131,9 +2591,32 @@ def group_norm_act(
 ) -> Tensor:
     r"""group_norm_act(input, num_groups, weight=None, bias=None, eps=1e-5, act='silu', negative_slope=0.01) -> Tensor
 
-    :math:`y = \mathrm{act}(\mathrm{group\_norm}(x))`: group norm's
-    statistics pass, then one normalize+activation pass; backward recomputes
-    the activation's input. ``act`` as in :func:`batch_norm_act`.
+    Group normalization (Wu & He, 2018) followed by an activation:
+
+    .. math:: y = \mathrm{act}\left(\frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma_c + \beta_c\right)
+
+    Group norm's statistics pass, then one normalize+activation pass; backward
+    recomputes the activation's input. ``act`` as in :func:`batch_norm_act`.
+
+    Args:
+        input (Tensor): the input :math:`(N, C, *)`.
+        num_groups (int): number of groups; must divide C.
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+        act (str): 'silu', 'relu', 'leaky_relu', 'gelu' or 'identity'. Default: ``'silu'``
+        negative_slope (float): the slope of 'leaky_relu' for negative inputs. Default: ``0.01``
+
+    Shape:
+        - Input: :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.group_norm_act(torch.randn(2, 4, 3, 3), 2, act='relu')
+        >>> y.shape
+        torch.Size([2, 4, 3, 3])
     """
     validate.floating(input)
     _fu_check_act(act, _FUSED_NORM_ACTS)
@@ -2160,7 +2643,28 @@ def group_norm_silu(
     r"""group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5) -> Tensor
 
     :func:`group_norm_act` with ``act='silu'`` (the GroupNorm + SiLU of
-    diffusion U-Nets; the name the benchmark harness looks up)."""
+    diffusion U-Nets; the name the benchmark harness looks up):
+
+    .. math:: y = \mathrm{SiLU}\left(\frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma_c + \beta_c\right)
+
+    Args:
+        input (Tensor): the input :math:`(N, C, *)`.
+        num_groups (int): number of groups; must divide C.
+        weight (Tensor, optional): per-channel scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): per-channel shift :math:`\beta`. Default: ``None``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+
+    Shape:
+        - Input: :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.group_norm_silu(torch.randn(1, 8, 4, 4), 4)
+        >>> y.shape
+        torch.Size([1, 8, 4, 4])
+    """
     return group_norm_act(input, num_groups, weight, bias, eps, act="silu")
 
 
@@ -2281,13 +2785,41 @@ def add_layer_norm(
 ):
     r"""add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dropout_p=0.0, training=True, prenorm=False, *, seed=None)
 
-    :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`, :math:`y =
-    \mathrm{layer\_norm}(s)` in one pass over rows; returns y, or (y, s)
-    with ``prenorm=True`` (s is the next block's residual). The dropout
-    mask is :func:`dropout`'s for the same ``seed`` on a contiguous x
-    (``lamina.rng.keep_mask(seed, 0, x.shape, dropout_p)``); ``seed=None``
-    draws one from torch's default generator. Backward saves s, the row
-    statistics and the seed (no mask, no x, no residual).
+    Residual add (with dropout on the branch) and layer normalization (Ba et
+    al., 2016) in one pass over rows:
+
+    .. math:: s = \mathrm{dropout}(x) + \mathrm{residual}, \quad
+              y = \frac{s - \mathrm{E}[s]}{\sqrt{\mathrm{Var}[s] + \epsilon}} * \gamma + \beta
+
+    Returns y, or (y, s) with ``prenorm=True`` (s is the next block's
+    residual). The dropout mask is :func:`dropout`'s for the same ``seed`` on
+    a contiguous x (``lamina.rng.keep_mask(seed, 0, x.shape, dropout_p)``);
+    ``seed=None`` draws one from torch's default generator. Backward saves s,
+    the row statistics and the seed (no mask, no x, no residual).
+
+    Args:
+        x (Tensor): the branch output, :math:`(*, \text{normalized\_shape})`.
+        residual (Tensor): the residual stream, same shape as ``x``.
+        normalized_shape (list of int): the trailing shape to normalize over.
+        weight (Tensor, optional): elementwise scale :math:`\gamma`. Default: ``None``
+        bias (Tensor, optional): elementwise shift :math:`\beta`. Default: ``None``
+        eps (float): added to the variance for stability. Default: ``1e-5``
+        dropout_p (float): dropout probability on ``x``. Default: ``0.0``
+        training (bool): apply the dropout. Default: ``True``
+        prenorm (bool): also return the sum s. Default: ``False``
+        seed (int, optional): explicit Philox seed for the dropout mask. Default: ``None``
+
+    Shape:
+        - x, residual: :math:`(*, \text{normalized\_shape})`.
+        - Output: y of the same shape (and s, same shape, with ``prenorm``).
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x, r = torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+        >>> y, s = lamina.functional.add_layer_norm(x, r, [8], prenorm=True)
+        >>> y.shape, s.shape
+        (torch.Size([2, 4, 8]), torch.Size([2, 4, 8]))
     """
     return _add_norm(x, residual, normalized_shape, weight, bias, eps, dropout_p, training, prenorm, seed, rms=False)
 
@@ -2299,9 +2831,37 @@ def add_rms_norm(
 ):
     r"""add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, dropout_p=0.0, training=True, prenorm=False, *, seed=None)
 
-    :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`, :math:`y =
-    \mathrm{rms\_norm}(s)`; as :func:`add_layer_norm` (``eps=None``: the
-    machine epsilon of the computation dtype, as :func:`rms_norm`).
+    Residual add (with dropout on the branch) and RMS normalization (Zhang &
+    Sennrich, 2019) in one pass over rows:
+
+    .. math:: s = \mathrm{dropout}(x) + \mathrm{residual}, \quad
+              y = \frac{s}{\sqrt{\mathrm{E}[s^2] + \epsilon}} * \gamma
+
+    As :func:`add_layer_norm` (``eps=None``: the machine epsilon of the
+    computation dtype, as :func:`rms_norm`).
+
+    Args:
+        x (Tensor): the branch output, :math:`(*, \text{normalized\_shape})`.
+        residual (Tensor): the residual stream, same shape as ``x``.
+        normalized_shape (list of int): the trailing shape to normalize over.
+        weight (Tensor, optional): elementwise scale :math:`\gamma`. Default: ``None``
+        eps (float, optional): added to the mean square. Default: ``None``
+        dropout_p (float): dropout probability on ``x``. Default: ``0.0``
+        training (bool): apply the dropout. Default: ``True``
+        prenorm (bool): also return the sum s. Default: ``False``
+        seed (int, optional): explicit Philox seed for the dropout mask. Default: ``None``
+
+    Shape:
+        - x, residual: :math:`(*, \text{normalized\_shape})`.
+        - Output: y of the same shape (and s, same shape, with ``prenorm``).
+
+    Example::
+
+        >>> import torch, lamina
+        >>> x, r = torch.randn(3, 8), torch.randn(3, 8)
+        >>> y = lamina.functional.add_rms_norm(x, r, [8], torch.ones(8), dropout_p=0.1, seed=0)
+        >>> y.shape
+        torch.Size([3, 8])
     """
     if eps is None:
         eps = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps
@@ -2357,11 +2917,30 @@ _bias_act_forward.register_autograd(_bias_act_grad, setup_context=_bias_act_setu
 def bias_act(x: Tensor, bias: Tensor, act: str = "gelu", approximate: str = "none") -> Tensor:
     r"""bias_act(x, bias, act='gelu', approximate='none') -> Tensor
 
-    :math:`y = \mathrm{act}(x + b)`, ``bias`` (N,) added along the last dim
-    of x (..., N), as after a Linear without its bias. ``act``: 'relu',
-    'gelu' (``approximate`` 'none' or 'tanh'), 'silu', 'identity'. One pass
+    Bias add and activation in one pass, as after a Linear without its bias:
+
+    .. math:: y = \mathrm{act}(x + b)
+
+    ``bias`` (N,) is added along the last dim of x (..., N). One pass
     forward; backward gives dx and dbias (float32 per-program partial sums,
     then one deterministic sum).
+
+    Args:
+        x (Tensor): the input :math:`(*, N)`.
+        bias (Tensor): the bias :math:`(N)`.
+        act (str): 'relu', 'gelu', 'silu' or 'identity'. Default: ``'gelu'``
+        approximate (str): for 'gelu', ``'none'`` or ``'tanh'``. Default: ``'none'``
+
+    Shape:
+        - x: :math:`(*, N)`; bias: :math:`(N)`.
+        - Output: :math:`(*, N)`, same shape as x.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.bias_act(torch.randn(2, 5), torch.zeros(5), act='relu')
+        >>> y.shape
+        torch.Size([2, 5])
     """
     validate.floating(x, "x")
     validate.floating(bias, "bias")
@@ -2414,9 +2993,32 @@ def dropout_add(
 ) -> Tensor:
     r"""dropout_add(x, residual, p=0.5, training=True, *, generator=None, seed=None) -> Tensor
 
-    :math:`\mathrm{dropout}(x) + \mathrm{residual}` in one pass, the mask
-    exactly :func:`dropout`'s for the same seed; backward regenerates it
-    (the seed is all that is saved). Not training or ``p = 0``: x + residual.
+    Dropout (Srivastava et al., 2014) on a branch plus the residual, in one pass:
+
+    .. math:: y = \frac{m \odot x}{1 - p} + \mathrm{residual}
+
+    the mask :math:`m` exactly :func:`dropout`'s for the same seed; backward
+    regenerates it (the seed is all that is saved). Not training or ``p = 0``:
+    x + residual.
+
+    Args:
+        x (Tensor): the branch output.
+        residual (Tensor): the residual stream, same shape as ``x``.
+        p (float): probability of zeroing an element of ``x``. Default: ``0.5``
+        training (bool): apply dropout. Default: ``True``
+        generator (torch.Generator, optional): source of the seed. Default: ``None``
+        seed (int, optional): explicit Philox seed (overrides ``generator``). Default: ``None``
+
+    Shape:
+        - x, residual: :math:`(*)`, same shape.
+        - Output: :math:`(*)`, same shape.
+
+    Example::
+
+        >>> import torch, lamina
+        >>> y = lamina.functional.dropout_add(torch.randn(4, 8), torch.randn(4, 8), p=0.1, seed=0)
+        >>> y.shape
+        torch.Size([4, 8])
     """
     validate.tensor(x, "x")
     validate.tensor(residual, "residual")

@@ -47,16 +47,23 @@ __all__ += ["LeakyReLU", "PReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Swish"]
 
 
 class LeakyReLU(torch.nn.LeakyReLU):
-    r"""Applies :math:`\text{LeakyReLU}(x) = x` if :math:`x > 0` else
-    :math:`\text{negative\_slope} \cdot x`, elementwise.
+    r"""Applies the leaky rectified linear unit elementwise:
+
+    .. math:: \text{LeakyReLU}(x) = \begin{cases} x & x > 0 \\ \text{negative\_slope} \cdot x & \text{otherwise} \end{cases}
 
     Args:
-        negative_slope: the slope for :math:`x \le 0`. Default: ``1e-2``
-        inplace: do the operation in place. Default: ``False``
+        negative_slope (float): the slope for :math:`x \le 0`. Default: ``0.01``
+        inplace (bool): do the operation in place. Default: ``False``
 
     Shape:
         - Input: :math:`(*)`, any number of dimensions.
         - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.LeakyReLU(0.1)
+        >>> m(torch.tensor([-1.0, 2.0]))
+        tensor([-0.1000,  2.0000])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -64,13 +71,16 @@ class LeakyReLU(torch.nn.LeakyReLU):
 
 
 class PReLU(torch.nn.PReLU):
-    r"""Applies :math:`\text{PReLU}(x) = x` if :math:`x > 0` else :math:`a_c x`
-    (He et al., 2015), with a learnable slope per channel (dim 1) or one
-    shared slope.
+    r"""Parametric ReLU (He et al., 2015, "Delving Deep into Rectifiers"), with a
+    learnable slope per channel (dim 1) or one shared slope:
+
+    .. math:: \text{PReLU}(x) = \begin{cases} x & x > 0 \\ a_c x & \text{otherwise} \end{cases}
 
     Args:
-        num_parameters: number of slopes: 1 or the number of input channels. Default: 1
-        init: the initial value of every slope. Default: 0.25
+        num_parameters (int): number of slopes: 1 or the number of input channels. Default: ``1``
+        init (float): the initial value of every slope. Default: ``0.25``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
 
     Attributes:
         weight: the learnable slopes, shape ``(num_parameters,)``.
@@ -78,6 +88,13 @@ class PReLU(torch.nn.PReLU):
     Shape:
         - Input: :math:`(*)`; with ``num_parameters > 1``, :math:`(N, C, *)`.
         - Output: same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.PReLU(num_parameters=3)
+        >>> y = m(torch.randn(2, 3, 4))
+        >>> y.shape
+        torch.Size([2, 3, 4])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -85,10 +102,22 @@ class PReLU(torch.nn.PReLU):
 
 
 class Sigmoid(torch.nn.Sigmoid):
-    r"""Applies :math:`\sigma(x) = 1 / (1 + e^{-x})` elementwise, stable for any :math:`|x|`.
+    r"""Applies the logistic sigmoid elementwise, stable for any :math:`|x|`:
+
+    .. math:: \sigma(x) = \frac{1}{1 + e^{-x}}
+
+    Args:
+        None: the module takes no arguments.
 
     Shape:
-        - Input: :math:`(*)`. Output: :math:`(*)`, same shape.
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.Sigmoid()
+        >>> m(torch.zeros(2))
+        tensor([0.5000, 0.5000])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -96,10 +125,23 @@ class Sigmoid(torch.nn.Sigmoid):
 
 
 class Tanh(torch.nn.Tanh):
-    r"""Applies :math:`\tanh(x)` elementwise.
+    r"""Applies the hyperbolic tangent elementwise:
+
+    .. math:: \tanh(x) = \frac{e^{x} - e^{-x}}{e^{x} + e^{-x}}
+
+    Args:
+        None: the module takes no arguments.
 
     Shape:
-        - Input: :math:`(*)`. Output: :math:`(*)`, same shape.
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.Tanh()
+        >>> y = m(torch.randn(3, 2))
+        >>> y.shape
+        torch.Size([3, 2])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -107,14 +149,25 @@ class Tanh(torch.nn.Tanh):
 
 
 class GELU(torch.nn.GELU):
-    r"""Applies :math:`\text{GELU}(x) = x \Phi(x)` elementwise (Hendrycks & Gimpel, 2016).
+    r"""Applies the Gaussian error linear unit (Hendrycks & Gimpel, 2016)
+    elementwise, :math:`\Phi` the standard normal CDF:
+
+    .. math:: \text{GELU}(x) = x \Phi(x)
 
     Args:
-        approximate: ``'none'`` (erf) or ``'tanh'``
+        approximate (str): ``'none'`` (erf) or ``'tanh'``
             (:math:`\frac12 x (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`). Default: ``'none'``
 
     Shape:
-        - Input: :math:`(*)`. Output: :math:`(*)`, same shape.
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.GELU(approximate='tanh')
+        >>> y = m(torch.randn(4))
+        >>> y.shape
+        torch.Size([4])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -122,13 +175,24 @@ class GELU(torch.nn.GELU):
 
 
 class SiLU(torch.nn.SiLU):
-    r"""Applies :math:`\text{SiLU}(x) = x \sigma(x)` elementwise.
+    r"""Applies the sigmoid linear unit (Elfwing et al., 2018; Swish with
+    :math:`\beta = 1`, Ramachandran et al., 2017) elementwise:
+
+    .. math:: \text{SiLU}(x) = x \sigma(x)
 
     Args:
-        inplace: do the operation in place. Default: ``False``
+        inplace (bool): do the operation in place. Default: ``False``
 
     Shape:
-        - Input: :math:`(*)`. Output: :math:`(*)`, same shape.
+        - Input: :math:`(*)`, any number of dimensions.
+        - Output: :math:`(*)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.SiLU()
+        >>> y = m(torch.randn(2, 5))
+        >>> y.shape
+        torch.Size([2, 5])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -199,23 +263,38 @@ def _batch_norm_module_forward(module, input: Tensor) -> Tensor:
 
 
 class BatchNorm1d(torch.nn.BatchNorm1d):
-    r"""Batch normalization over a 2D or 3D input :math:`(N, C)` or :math:`(N, C, L)`:
+    r"""Batch normalization (Ioffe & Szegedy, 2015, "Batch Normalization:
+    Accelerating Deep Network Training by Reducing Internal Covariate Shift")
+    over a 2D or 3D input :math:`(N, C)` or :math:`(N, C, L)`, per channel:
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
-    Ioffe & Szegedy, *Batch Normalization* (2015). Training: statistics of the
-    batch (biased variance to normalize, unbiased into ``running_var``);
-    eval: the running statistics. Same arguments, buffers and state_dict as
-    :class:`torch.nn.BatchNorm1d`.
+    Training: statistics of the batch (biased variance to normalize, unbiased
+    into ``running_var``); eval: the running statistics. Same arguments,
+    buffers and state_dict as :class:`torch.nn.BatchNorm1d`.
 
     Args:
-        num_features: C. eps: added to the variance, default ``1e-5``.
-        momentum: running-statistics factor, default ``0.1``; ``None`` for a
-            cumulative average. affine: learnable weight and bias, default
-            ``True``. track_running_stats: keep running statistics, default ``True``.
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float, optional): running-statistics factor; ``None`` for a
+            cumulative average. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` (ones) and ``bias`` (zeros). Default: ``True``
+        track_running_stats (bool): keep ``running_mean`` / ``running_var`` and use
+            them in eval. Default: ``True``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
 
     Shape:
-        - Input: :math:`(N, C)` or :math:`(N, C, L)`; Output: same shape.
+        - Input: :math:`(N, C)` or :math:`(N, C, L)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.BatchNorm1d(3)
+        >>> y = m(torch.randn(4, 3, 5))
+        >>> y.shape, m.num_batches_tracked.item()
+        (torch.Size([4, 3, 5]), 1)
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -223,7 +302,8 @@ class BatchNorm1d(torch.nn.BatchNorm1d):
 
 
 class BatchNorm2d(torch.nn.BatchNorm2d):
-    r"""Batch normalization over a 4D input :math:`(N, C, H, W)`, per channel:
+    r"""Batch normalization (Ioffe & Szegedy, 2015) over a 4D input
+    :math:`(N, C, H, W)`, per channel:
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
@@ -231,8 +311,28 @@ class BatchNorm2d(torch.nn.BatchNorm2d):
     :class:`BatchNorm1d`. NCHW and channels_last inputs are both fast; the
     output keeps the input's memory format.
 
+    Args:
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float, optional): running-statistics factor; ``None`` for a
+            cumulative average. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` (ones) and ``bias`` (zeros). Default: ``True``
+        track_running_stats (bool): keep ``running_mean`` / ``running_var`` and use
+            them in eval. Default: ``True``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
+
     Shape:
-        - Input: :math:`(N, C, H, W)`; Output: same shape.
+        - Input: :math:`(N, C, H, W)`.
+        - Output: same shape (and memory format) as the input.
+
+    Example::
+
+        >>> m = lamina.nn.BatchNorm2d(3)
+        >>> y = m(torch.randn(2, 3, 4, 4))
+        >>> m.eval()(torch.randn(1, 3, 2, 2)).shape
+        torch.Size([1, 3, 2, 2])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -304,8 +404,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
 
 
 class SyncBatchNorm(torch.nn.SyncBatchNorm):
-    r"""Batch normalization whose statistics are computed over the whole
-    mini-batch across every process of ``process_group`` (default: the world):
+    r"""Batch normalization (Ioffe & Szegedy, 2015) whose statistics are computed
+    over the whole mini-batch across every process of ``process_group``
+    (default: the world):
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
@@ -315,8 +416,30 @@ class SyncBatchNorm(torch.nn.SyncBatchNorm):
     Unlike torch's, CPU tensors (gloo) are accepted. Arguments, buffers and
     state_dict as :class:`torch.nn.SyncBatchNorm`.
 
+    Args:
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float, optional): running-statistics factor; ``None`` for a
+            cumulative average. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` (ones) and ``bias`` (zeros). Default: ``True``
+        track_running_stats (bool): keep ``running_mean`` / ``running_var`` and use
+            them in eval. Default: ``True``
+        process_group (ProcessGroup, optional): the processes whose batches are
+            pooled. Default: ``None`` (the world)
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
+
     Shape:
-        - Input: :math:`(N, C, *)`; Output: same shape.
+        - Input: :math:`(N, C, *)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.SyncBatchNorm(3)  # no process group here: plain batch norm
+        >>> y = m(torch.randn(2, 3, 4, 4))
+        >>> y.shape
+        torch.Size([2, 3, 4, 4])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -402,17 +525,35 @@ def _instance_norm_module_forward(module, input: Tensor) -> Tensor:
 
 
 class InstanceNorm1d(torch.nn.InstanceNorm1d):
-    r"""Instance normalization over a 2D (unbatched) or 3D input :math:`(N, C, L)`:
-    each (n, c) normalized over L,
+    r"""Instance normalization (Ulyanov et al., 2016, "Instance Normalization: The
+    Missing Ingredient for Fast Stylization") over a 2D (unbatched) or 3D input
+    :math:`(N, C, L)`: each (n, c) normalized over L,
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
 
-    Ulyanov et al., *Instance Normalization* (2016). Arguments (``affine`` and
-    ``track_running_stats`` default ``False``), buffers and state_dict as
-    :class:`torch.nn.InstanceNorm1d`.
+    Arguments (``affine`` and ``track_running_stats`` default ``False``),
+    buffers and state_dict as :class:`torch.nn.InstanceNorm1d`.
+
+    Args:
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float): running-statistics factor. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` and ``bias``. Default: ``False``
+        track_running_stats (bool): keep running statistics and use them in eval. Default: ``False``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
 
     Shape:
-        - Input: :math:`(N, C, L)` or :math:`(C, L)`; Output: same shape.
+        - Input: :math:`(N, C, L)` or :math:`(C, L)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.InstanceNorm1d(3, affine=True)
+        >>> y = m(torch.randn(2, 3, 10))
+        >>> y.shape
+        torch.Size([2, 3, 10])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -420,11 +561,33 @@ class InstanceNorm1d(torch.nn.InstanceNorm1d):
 
 
 class InstanceNorm2d(torch.nn.InstanceNorm2d):
-    r"""Instance normalization over a 3D (unbatched) or 4D input :math:`(N, C, H, W)`:
-    each (n, c) normalized over H x W. See :class:`InstanceNorm1d`.
+    r"""Instance normalization (Ulyanov et al., 2016) over a 3D (unbatched) or 4D
+    input :math:`(N, C, H, W)`: each (n, c) normalized over H x W,
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    See :class:`InstanceNorm1d`.
+
+    Args:
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float): running-statistics factor. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` and ``bias``. Default: ``False``
+        track_running_stats (bool): keep running statistics and use them in eval. Default: ``False``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
 
     Shape:
-        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`; Output: same shape.
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - Output: same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.InstanceNorm2d(3)
+        >>> y = m(torch.randn(2, 3, 4, 4))
+        >>> y.shape
+        torch.Size([2, 3, 4, 4])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -448,15 +611,24 @@ class LayerNorm(torch.nn.LayerNorm):
     with the biased variance, statistics in float32 at least.
 
     Args:
-        normalized_shape: int or shape of the trailing dims to normalize over
-        eps: added to the variance. Default: ``1e-5``
-        elementwise_affine: learnable per-element ``weight`` (ones) and ``bias``
+        normalized_shape (int or list or torch.Size): the trailing dims to normalize over.
+        eps (float): added to the variance. Default: ``1e-05``
+        elementwise_affine (bool): learnable per-element ``weight`` (ones) and ``bias``
             (zeros). Default: ``True``
-        bias: learn the bias too (with ``elementwise_affine``). Default: ``True``
+        bias (bool): learn the bias too (with ``elementwise_affine``). Default: ``True``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
 
     Shape:
-        - Input: :math:`(N, *)`, ending in ``normalized_shape``
-        - Output: :math:`(N, *)`, same shape as the input
+        - Input: :math:`(N, *)`, ending in ``normalized_shape``.
+        - Output: :math:`(N, *)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.LayerNorm(8)
+        >>> y = m(torch.randn(2, 5, 8))
+        >>> y.shape
+        torch.Size([2, 5, 8])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -464,21 +636,30 @@ class LayerNorm(torch.nn.LayerNorm):
 
 
 class RMSNorm(torch.nn.RMSNorm):
-    r"""Root mean square layer normalization (Zhang and Sennrich, 2019,
+    r"""Root mean square layer normalization (Zhang & Sennrich, 2019,
     https://arxiv.org/abs/1910.07467) over the trailing ``normalized_shape`` dims:
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} * \gamma
 
     Args:
-        normalized_shape: int or shape of the trailing dims to normalize over
-        eps: added to the mean square; ``None`` means
+        normalized_shape (int or list or torch.Size): the trailing dims to normalize over.
+        eps (float, optional): added to the mean square; ``None`` means
             ``torch.finfo(torch.float32).eps`` (float64's for float64 input).
             Default: ``None``
-        elementwise_affine: learnable per-element ``weight`` (ones). Default: ``True``
+        elementwise_affine (bool): learnable per-element ``weight`` (ones). Default: ``True``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
 
     Shape:
-        - Input: :math:`(N, *)`, ending in ``normalized_shape``
-        - Output: :math:`(N, *)`, same shape as the input
+        - Input: :math:`(N, *)`, ending in ``normalized_shape``.
+        - Output: :math:`(N, *)`, same shape as the input.
+
+    Example::
+
+        >>> m = lamina.nn.RMSNorm([4, 8])
+        >>> y = m(torch.randn(3, 4, 8))
+        >>> y.shape
+        torch.Size([3, 4, 8])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -486,22 +667,32 @@ class RMSNorm(torch.nn.RMSNorm):
 
 
 class GroupNorm(torch.nn.GroupNorm):
-    r"""Group normalization (Wu and He, 2018, https://arxiv.org/abs/1803.08494):
+    r"""Group normalization (Wu & He, 2018, https://arxiv.org/abs/1803.08494):
     the C channels split into ``num_groups`` groups, each (sample, group)
     normalized by its own mean and biased variance, then a per-channel affine map:
 
-    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+    .. math:: y = \frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma_c + \beta_c
 
     Args:
-        num_groups: number of groups; must divide ``num_channels``
-        num_channels: C, the channels expected in the input
-        eps: added to the variance. Default: ``1e-5``
-        affine: learnable per-channel ``weight`` (ones) and ``bias`` (zeros).
+        num_groups (int): number of groups; must divide ``num_channels``.
+        num_channels (int): C, the channels expected in the input.
+        eps (float): added to the variance. Default: ``1e-05``
+        affine (bool): learnable per-channel ``weight`` (ones) and ``bias`` (zeros).
             Default: ``True``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        bias (bool): learn the bias too (with ``affine``). Default: ``True``
 
     Shape:
-        - Input: :math:`(N, C, *)`
-        - Output: :math:`(N, C, *)`, same shape and memory format as the input
+        - Input: :math:`(N, C, *)`.
+        - Output: :math:`(N, C, *)`, same shape and memory format as the input.
+
+    Example::
+
+        >>> m = lamina.nn.GroupNorm(2, 6)
+        >>> y = m(torch.randn(2, 6, 4, 4))
+        >>> y.shape
+        torch.Size([2, 6, 4, 4])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -516,19 +707,30 @@ __all__ += ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    r"""2-D max pooling: :math:`y_{n,c,i,j} = \max_{a,b} x_{n,c,\,s_h i - p_h + d_h a,\; s_w j - p_w + d_w b}`.
+    r"""2-D max pooling over each window, positions outside the input ignored:
+
+    .. math:: y_{n,c,i,j} = \max_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + d_h a,\; s_w j - p_w + d_w b}
 
     Args:
-        kernel_size: window size (int or pair)
-        stride: window step. Default: ``kernel_size``
-        padding: implicit -inf padding on both sides. Default: ``0``
-        dilation: spacing between window elements. Default: ``1``
-        return_indices: also return PyTorch's int64 indices of the maxima. Default: ``False``
-        ceil_mode: round the output size up. Default: ``False``
+        kernel_size (int or tuple): window size :math:`(k_h, k_w)`.
+        stride (int or tuple, optional): window step. Default: ``None`` (``kernel_size``)
+        padding (int or tuple): implicit :math:`-\infty` padding on both sides. Default: ``0``
+        dilation (int or tuple): spacing between window elements. Default: ``1``
+        return_indices (bool): also return PyTorch's int64 indices of the maxima. Default: ``False``
+        ceil_mode (bool): round the output size up. Default: ``False``
 
     Shape:
-        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
-        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+        - Input: :math:`(N, C, H_{in}, W_{in})` or :math:`(C, H_{in}, W_{in})`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`, with
+          :math:`H_{out} = \lfloor (H_{in} + 2 p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1`
+          (ceil with ``ceil_mode``), and likewise :math:`W_{out}`.
+
+    Example::
+
+        >>> m = lamina.nn.MaxPool2d(3, stride=2, padding=1)
+        >>> y = m(torch.randn(1, 2, 8, 8))
+        >>> y.shape
+        torch.Size([1, 2, 4, 4])
     """
 
     def forward(self, input: Tensor):
@@ -537,19 +739,33 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
 
 class AvgPool2d(torch.nn.AvgPool2d):
-    r"""2-D average pooling: the mean of each window, padding counted as zeros.
+    r"""2-D average pooling: the mean of each window, padding counted as zeros:
+
+    .. math:: y_{n,c,i,j} = \frac{1}{D_{ij}} \sum_{a<k_h,\,b<k_w} x_{n,c,\,s_h i - p_h + a,\; s_w j - p_w + b}
+
+    :math:`D_{ij}` is ``divisor_override`` if given, else the window's size
+    clipped to input + padding (``count_include_pad=True``) or to the input alone.
 
     Args:
-        kernel_size: window size (int or pair)
-        stride: window step. Default: ``kernel_size``
-        padding: implicit zero padding on both sides. Default: ``0``
-        ceil_mode: round the output size up. Default: ``False``
-        count_include_pad: count padding in the divisor. Default: ``True``
-        divisor_override: divide by this instead of the window size. Default: ``None``
+        kernel_size (int or tuple): window size :math:`(k_h, k_w)`.
+        stride (int or tuple, optional): window step. Default: ``None`` (``kernel_size``)
+        padding (int or tuple): implicit zero padding on both sides. Default: ``0``
+        ceil_mode (bool): round the output size up. Default: ``False``
+        count_include_pad (bool): count padding in the divisor. Default: ``True``
+        divisor_override (int, optional): divide by this instead of the window size. Default: ``None``
 
     Shape:
-        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
-        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+        - Input: :math:`(N, C, H_{in}, W_{in})` or :math:`(C, H_{in}, W_{in})`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`, with
+          :math:`H_{out} = \lfloor (H_{in} + 2 p_h - k_h) / s_h \rfloor + 1`
+          (ceil with ``ceil_mode``), and likewise :math:`W_{out}`.
+
+    Example::
+
+        >>> m = lamina.nn.AvgPool2d(2)
+        >>> m(torch.arange(16.0).reshape(1, 1, 4, 4))
+        tensor([[[[ 2.5000,  4.5000],
+                  [10.5000, 12.5000]]]])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -558,9 +774,26 @@ class AvgPool2d(torch.nn.AvgPool2d):
 
 
 class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
-    r"""Adaptive 2-D average pooling to ``output_size`` (int, pair, ``None`` keeps the input size).
+    r"""Adaptive 2-D average pooling to a fixed ``output_size``. Output (i, j)
+    averages input rows :math:`\lfloor i H / H_{out} \rfloor` to
+    :math:`\lceil (i+1) H / H_{out} \rceil` (exclusive) and the matching columns:
 
-    Output (i, j) averages rows ``floor(i*H/OH)`` to ``ceil((i+1)*H/OH)`` and the matching columns.
+    .. math:: y_{n,c,i,j} = \operatorname{mean}_{h \in R_i,\, w \in C_j} x_{n,c,h,w}
+
+    Args:
+        output_size (int or tuple): :math:`(H_{out}, W_{out})`; an int for a
+            square output, a ``None`` entry keeps the input's size.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+
+    Example::
+
+        >>> m = lamina.nn.AdaptiveAvgPool2d(1)
+        >>> y = m(torch.randn(2, 3, 7, 7))
+        >>> y.shape
+        torch.Size([2, 3, 1, 1])
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -568,8 +801,29 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
 
 
 class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
-    r"""Adaptive 2-D max pooling to ``output_size`` (int, pair, ``None`` keeps the input size),
-    optionally returning PyTorch's int64 indices (``return_indices``)."""
+    r"""Adaptive 2-D max pooling to a fixed ``output_size``. Output (i, j) is the
+    max of input rows :math:`\lfloor i H / H_{out} \rfloor` to
+    :math:`\lceil (i+1) H / H_{out} \rceil` (exclusive) and the matching columns:
+
+    .. math:: y_{n,c,i,j} = \max_{h \in R_i,\, w \in C_j} x_{n,c,h,w}
+
+    Args:
+        output_size (int or tuple): :math:`(H_{out}, W_{out})`; an int for a
+            square output, a ``None`` entry keeps the input's size.
+        return_indices (bool): also return PyTorch's int64 indices (flat
+            ``h*W + w``). Default: ``False``
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - Output: :math:`(N, C, H_{out}, W_{out})` or :math:`(C, H_{out}, W_{out})`.
+
+    Example::
+
+        >>> m = lamina.nn.AdaptiveMaxPool2d((2, 3), return_indices=True)
+        >>> y, idx = m(torch.randn(1, 4, 6, 9))
+        >>> y.shape, idx.shape
+        (torch.Size([1, 4, 2, 3]), torch.Size([1, 4, 2, 3]))
+    """
 
     def forward(self, input: Tensor):
         return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
@@ -703,8 +957,8 @@ __all__ += ["BatchNormAct2d", "GroupNormAct", "AddLayerNorm", "AddRMSNorm"]
 
 
 class BatchNormAct2d(torch.nn.BatchNorm2d):
-    r"""Batch normalization of a 4D input :math:`(N, C, H, W)` followed by an
-    activation, in one pass after the statistics:
+    r"""Batch normalization (Ioffe & Szegedy, 2015) of a 4D input
+    :math:`(N, C, H, W)` followed by an activation, in one pass after the statistics:
 
     .. math:: y = \mathrm{act}\left(\frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta\right)
 
@@ -714,18 +968,32 @@ class BatchNormAct2d(torch.nn.BatchNorm2d):
     tensor is kept.
 
     Args:
-        num_features, eps, momentum, affine, track_running_stats: as
-            :class:`torch.nn.BatchNorm2d`.
-        act: 'relu' (default), 'leaky_relu', 'silu', 'gelu' or 'identity'.
-        inplace: write the output over the input. With an invertible act
+        num_features (int): C, the number of channels.
+        eps (float): added to the variance for stability. Default: ``1e-05``
+        momentum (float, optional): running-statistics factor; ``None`` for a
+            cumulative average. Default: ``0.1``
+        affine (bool): learnable per-channel ``weight`` and ``bias``. Default: ``True``
+        track_running_stats (bool): keep running statistics and use them in eval. Default: ``True``
+        act (str): 'relu', 'leaky_relu', 'silu', 'gelu' or 'identity'. Default: ``'relu'``
+        inplace (bool): write the output over the input. With an invertible act
             ('identity', 'leaky_relu' with a positive slope) this is In-Place
             Activated BatchNorm (Rota Bulo et al., CVPR 2018): backward keeps
             only the output, the statistics and the parameters (the weight
             must have no zero entry). Default: ``False``
-        negative_slope: the slope of 'leaky_relu'. Default: ``0.01``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+        negative_slope (float): the slope of 'leaky_relu'. Default: ``0.01``
 
     Shape:
-        - Input: :math:`(N, C, H, W)`; Output: same shape and memory format.
+        - Input: :math:`(N, C, H, W)`.
+        - Output: same shape and memory format as the input.
+
+    Example::
+
+        >>> m = lamina.nn.BatchNormAct2d(3, act='leaky_relu', negative_slope=0.1)
+        >>> y = m(torch.randn(2, 3, 4, 4))
+        >>> sorted(m.state_dict()) == sorted(torch.nn.BatchNorm2d(3).state_dict())
+        True
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -760,14 +1028,32 @@ class BatchNormAct2d(torch.nn.BatchNorm2d):
 
 
 class GroupNormAct(torch.nn.GroupNorm):
-    r"""Group normalization followed by an activation (SiLU by default, as in
-    diffusion U-Nets), fused: :math:`y = \mathrm{act}(\mathrm{GroupNorm}(x))`.
+    r"""Group normalization (Wu & He, 2018) followed by an activation (SiLU by
+    default, as in diffusion U-Nets), fused:
 
-    A :class:`torch.nn.GroupNorm` (same parameters and state_dict) plus
-    ``act`` ('silu', 'relu', 'leaky_relu', 'gelu', 'identity').
+    .. math:: y = \mathrm{act}\left(\frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma_c + \beta_c\right)
+
+    A :class:`torch.nn.GroupNorm` (same parameters and state_dict) plus ``act``.
+
+    Args:
+        num_groups (int): number of groups; must divide ``num_channels``.
+        num_channels (int): C, the channels expected in the input.
+        eps (float): added to the variance. Default: ``1e-05``
+        affine (bool): learnable per-channel ``weight`` and ``bias``. Default: ``True``
+        act (str): 'silu', 'relu', 'leaky_relu', 'gelu' or 'identity'. Default: ``'silu'``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
 
     Shape:
-        - Input: :math:`(N, C, *)`; Output: same shape and memory format.
+        - Input: :math:`(N, C, *)`.
+        - Output: same shape and memory format as the input.
+
+    Example::
+
+        >>> m = lamina.nn.GroupNormAct(4, 8)
+        >>> y = m(torch.randn(2, 8, 3, 3))
+        >>> y.shape
+        torch.Size([2, 8, 3, 3])
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
@@ -784,13 +1070,37 @@ class GroupNormAct(torch.nn.GroupNorm):
 
 
 class AddLayerNorm(torch.nn.LayerNorm):
-    r"""Residual add (with dropout on the branch) and layer normalization in
-    one pass: :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`,
-    :math:`y = \mathrm{LayerNorm}(s)`. ``forward(x, residual)`` returns y, or
-    (y, s) with ``prenorm=True``.
+    r"""Residual add (with dropout on the branch) and layer normalization (Ba et
+    al., 2016) in one pass:
+
+    .. math:: s = \mathrm{dropout}(x) + \mathrm{residual}, \quad
+              y = \frac{s - \mathrm{E}[s]}{\sqrt{\mathrm{Var}[s] + \epsilon}} * \gamma + \beta
+
+    ``forward(x, residual)`` returns y, or (y, s) with ``prenorm=True``.
 
     A :class:`torch.nn.LayerNorm` (same parameters and state_dict) plus
     ``dropout_p`` (applied in training only) and ``prenorm``.
+
+    Args:
+        normalized_shape (int or list or torch.Size): the trailing dims to normalize over.
+        eps (float): added to the variance. Default: ``1e-05``
+        elementwise_affine (bool): learnable per-element ``weight`` and ``bias``. Default: ``True``
+        bias (bool): learn the bias too (with ``elementwise_affine``). Default: ``True``
+        dropout_p (float): dropout probability on ``x`` in training. Default: ``0.0``
+        prenorm (bool): also return the sum s (the next residual). Default: ``False``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+
+    Shape:
+        - x, residual: :math:`(*, \text{normalized\_shape})`.
+        - Output: y of the same shape (and s, same shape, with ``prenorm``).
+
+    Example::
+
+        >>> m = lamina.nn.AddLayerNorm(8, dropout_p=0.1, prenorm=True)
+        >>> y, s = m(torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+        >>> y.shape, s.shape
+        (torch.Size([2, 4, 8]), torch.Size([2, 4, 8]))
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
@@ -808,13 +1118,37 @@ class AddLayerNorm(torch.nn.LayerNorm):
 
 
 class AddRMSNorm(torch.nn.RMSNorm):
-    r"""Residual add (with dropout on the branch) and RMS normalization in one
-    pass: :math:`s = \mathrm{dropout}(x) + \mathrm{residual}`,
-    :math:`y = \mathrm{RMSNorm}(s)`. ``forward(x, residual)`` returns y, or
-    (y, s) with ``prenorm=True``.
+    r"""Residual add (with dropout on the branch) and RMS normalization (Zhang &
+    Sennrich, 2019) in one pass:
+
+    .. math:: s = \mathrm{dropout}(x) + \mathrm{residual}, \quad
+              y = \frac{s}{\sqrt{\mathrm{E}[s^2] + \epsilon}} * \gamma
+
+    ``forward(x, residual)`` returns y, or (y, s) with ``prenorm=True``.
 
     A :class:`torch.nn.RMSNorm` (same parameters and state_dict) plus
     ``dropout_p`` (applied in training only) and ``prenorm``.
+
+    Args:
+        normalized_shape (int or list or torch.Size): the trailing dims to normalize over.
+        eps (float, optional): added to the mean square; ``None`` means the
+            machine epsilon of the computation dtype. Default: ``None``
+        elementwise_affine (bool): learnable per-element ``weight``. Default: ``True``
+        dropout_p (float): dropout probability on ``x`` in training. Default: ``0.0``
+        prenorm (bool): also return the sum s (the next residual). Default: ``False``
+        device (torch.device, optional): where to create the parameters and buffers. Default: ``None``
+        dtype (torch.dtype, optional): their floating dtype. Default: ``None``
+
+    Shape:
+        - x, residual: :math:`(*, \text{normalized\_shape})`.
+        - Output: y of the same shape (and s, same shape, with ``prenorm``).
+
+    Example::
+
+        >>> m = lamina.nn.AddRMSNorm(8)
+        >>> y = m(torch.randn(3, 8), torch.randn(3, 8))
+        >>> y.shape
+        torch.Size([3, 8])
     """
 
     def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True,
