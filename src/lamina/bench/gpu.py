@@ -225,8 +225,10 @@ class Worker:
         self.file.write(json.dumps(_clean(record)) + "\n")
         self.file.flush()
 
+    progress = ""  # "[done/total] ", the progress through the plan's items
+
     def say(self, text: str) -> None:
-        print(text, flush=True)
+        print(self.progress + text, flush=True)
 
     # -- meta --
     def meta(self) -> dict:
@@ -268,9 +270,11 @@ class Worker:
         self.say(f"[worker {os.getpid()}] {meta['card']} | copy {meta.get('copy_gbps') or 0:.0f} GB/s | torch {meta['torch']} | "
                  f"triton {meta['triton']} | liger {meta['liger'] or 'absent'}")
         done = done_items(read_records(self.results_path))
-        for item in self.plan.items:
+        total = len(self.plan.items)
+        for number, item in enumerate(self.plan.items, 1):
             if item.id in done:
                 continue
+            self.progress = f"[{number}/{total}] "
             if self.args.deadline is not None and time.time() > self.args.deadline - ITEM_RESERVE_S[item.kind]:
                 self.say(f"[worker] time budget reached before {item.id}: stopping")
                 return 0
