@@ -35,6 +35,37 @@ def _stat_dtype(x: np.ndarray):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
+# The fast path: a C-contiguous (N, C, *) array is a stack of N*C rows of
+# K = prod(*) values, row r belonging to channel r % C. Per-row sums are one
+# BLAS matrix-vector product (rows @ ones) or einsum's row-wise dot, then the
+# N rows of each channel are added; a per-channel vector becomes a column of
+# N*C values that broadcasts along the rows. Other layouts take the plain
+# np.sum over axes (0, 2, 3, ...).
+
+def _bn_rows(a: np.ndarray):
+    """``a`` as its (N*C, K) rows, or None (not C-contiguous, empty, < 2-D)."""
+    if a.ndim < 2 or a.size == 0 or not a.flags.c_contiguous:
+        return None
+    return a.reshape(a.shape[0] * a.shape[1], -1)
+
+
+def _bn_channel_sum(row_sums: np.ndarray, n: int) -> np.ndarray:
+    """Per-channel totals from the N*C per-row sums."""
+    return row_sums.reshape(n, -1).sum(axis=0)
+
+
+def _bn_column(v: np.ndarray, n: int) -> np.ndarray:
+    """A per-channel (C,) vector as the (N*C, 1) column matching the rows."""
+    return np.tile(v, n)[:, None]
+
+
+def _bn_xhat_rows(rows, mean, rstd, n):
+    """xhat = (x - mean) * rstd on the rows, a fresh array."""
+    xhat = rows - _bn_column(mean, n)
+    xhat *= _bn_column(rstd, n)
+    return xhat
+
+
 def batch_norm_stats(x: np.ndarray):
     """Per-channel batch statistics, two passes so a large mean does not cancel:
 
@@ -44,6 +75,14 @@ def batch_norm_stats(x: np.ndarray):
     axes = _channel_axes(x)
     xs = x.astype(_stat_dtype(x), copy=False)
     m = int(np.prod([x.shape[a] for a in axes]))
+    rows = _bn_rows(xs)
+    if rows is not None:
+        n = x.shape[0]
+        # np.sum along the rows (pairwise summation): a large mean stays exact
+        mean = _bn_channel_sum(rows.sum(axis=1), n) / m
+        d = rows - _bn_column(mean, n)
+        var = _bn_channel_sum(np.einsum("ij,ij->i", d, d), n) / m
+        return mean, var, m
     mean = xs.mean(axis=axes)
     var = np.square(xs - _per_channel(mean, x.ndim)).mean(axis=axes)
     return mean, var, m
@@ -75,6 +114,14 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None):
     """y = (x - mean) * (rstd * weight) + bias, per channel, in the statistics' dtype."""
     sdt = mean.dtype
     scale = rstd if weight is None else rstd * weight.astype(sdt)
+    rows = _bn_rows(x.astype(sdt, copy=False))
+    if rows is not None:
+        n = x.shape[0]
+        y = rows - _bn_column(mean, n)
+        y *= _bn_column(scale, n)
+        if bias is not None:
+            y += _bn_column(bias.astype(sdt), n)
+        return y.reshape(x.shape).astype(x.dtype, copy=False)
     y = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(scale, x.ndim)
     if bias is not None:
         y = y + _per_channel(bias.astype(sdt), x.ndim)
@@ -108,6 +155,12 @@ def batch_norm_backward_reduce(dy, x, mean, rstd):
     sdt = mean.dtype
     axes = _channel_axes(x)
     dys = dy.astype(sdt, copy=False)
+    rows, dy_rows = _bn_rows(x.astype(sdt, copy=False)), _bn_rows(dys)
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        n = x.shape[0]
+        xhat = _bn_xhat_rows(rows, mean, rstd, n)
+        sum_dy = _bn_channel_sum(dy_rows @ np.ones(dy_rows.shape[1], sdt), n)
+        return sum_dy, _bn_channel_sum(np.einsum("ij,ij->i", dy_rows, xhat), n)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(rstd, x.ndim)
     return dys.sum(axis=axes), (dys * xhat).sum(axis=axes)
 
@@ -121,6 +174,16 @@ def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m)
     sdt = mean.dtype
     nd = x.ndim
     g = rstd if weight is None else rstd * weight.astype(sdt)
+    rows, dy_rows = _bn_rows(x.astype(sdt, copy=False)), _bn_rows(dy.astype(sdt, copy=False))
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        # the same formula, as dx = g dy - g sum(dy) / M - xhat * g sum(dy xhat) / M
+        n = x.shape[0]
+        dx = dy_rows * _bn_column(g, n)
+        dx -= _bn_column(g * sum_dy / m, n)
+        xhat = _bn_xhat_rows(rows, mean, rstd, n)
+        xhat *= _bn_column(g * sum_dy_xhat / m, n)
+        dx -= xhat
+        return dx.reshape(x.shape).astype(x.dtype, copy=False)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, nd)) * _per_channel(rstd, nd)
     dx = _per_channel(g / m, nd) * (
         m * dy.astype(sdt, copy=False) - _per_channel(sum_dy, nd) - xhat * _per_channel(sum_dy_xhat, nd)
