@@ -560,11 +560,11 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     xc *= rstd
     xhat = xc.reshape(x.shape)
     channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector over (N, C, *S)
-    y = xhat
+    y = xhat  # a fresh array (xs - mean): the affine map can work in place
     if weight is not None:
-        y = y * weight.reshape(channel)
+        y *= weight.reshape(channel).astype(y.dtype, copy=False)
     if bias is not None:
-        y += bias.reshape(channel)
+        y += bias.reshape(channel).astype(y.dtype, copy=False)
     return y.astype(x.dtype, copy=False), (x, mean[..., 0], rstd[..., 0], weight, bias is not None)
 
 
@@ -589,6 +589,13 @@ def group_norm_backward(dy: np.ndarray, cache):
         dx = _rn_normalized_backward(_rn_grouped(g, num_groups), xhat, rstd, (2,), center=True).reshape(x.shape)
     else:
         dx = np.zeros(x.shape, stat)
+    dy_rows, xhat_rows = _bn_rows(dys), _bn_rows(xhat.reshape(x.shape))
+    if dy_rows is not None and xhat_rows is not None and dy.shape == x.shape:
+        # per-channel sums as row sums of the (N*C, K) rows (see batch norm)
+        n = x.shape[0]
+        dweight = None if weight is None else _bn_channel_sum(np.einsum("ij,ij->i", dy_rows, xhat_rows), n).astype(weight.dtype)
+        dbias = _bn_channel_sum(dy_rows @ np.ones(dy_rows.shape[1], stat), n).astype(dy.dtype) if has_bias else None
+        return dx.astype(x.dtype, copy=False), dweight, dbias
     reduce_axes = (0,) + tuple(range(2, x.ndim))
     dweight, dbias = _rn_param_grads(dys, xhat.reshape(x.shape), weight, has_bias, reduce_axes, (x.shape[1],))
     return dx.astype(x.dtype, copy=False), dweight, dbias
