@@ -183,9 +183,10 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode=Fals
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     n, c, h, w = x.shape
     out_hw = oh, ow = (pool_output_size(h, kh, sh, ph, dh, ceil_mode), pool_output_size(w, kw, sw, pw, dw, ceil_mode))
+    # max propagates NaN: one reduction, no input-sized temporary
+    has_nan = bool(x.size) and bool(np.isnan(np.max(x)))
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
     phases = _Phases(shape, stride, dilation, out_hw, x.dtype, -np.inf, source=x, pad=padding)
-    has_nan = bool(np.isnan(x).any())
 
     y = phases.window(0, 0).copy()
     pos = np.zeros(y.shape, dtype=position_dtype(kh * kw))
@@ -234,9 +235,18 @@ def max_pool2d_backward(dy, cache):
     if _tiles_cover(kernel_size, stride, padding, dilation):
         # each element gets its window's gradient if it held the maximum:
         # compare every tile element's window position with the saved one
-        hit = pos[:, :, :, None, :, None] == np.arange(kh * kw, dtype=pos.dtype).reshape(kh, 1, kw)
-        dy = dy[:, :, :, None, :, None]
-        return _untile(dy * hit if finite else np.where(hit, dy, 0), h, w)
+        # one (N, C, OH, OW) pass per window offset, written straight into
+        # its strided slot of the tiles (no 6-D broadcast temporaries)
+        tiles = np.empty((n, c, oh, kh, ow, kw), dy.dtype)
+        hit = np.empty(pos.shape, dtype=bool)
+        for i in range(kh):
+            for j in range(kw):
+                np.equal(pos, i * kw + j, out=hit)
+                if finite:
+                    np.multiply(dy, hit, out=tiles[:, :, :, i, :, j])
+                else:
+                    tiles[:, :, :, i, :, j] = np.where(hit, dy, 0)
+        return _untile(tiles, h, w)
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
     phases = _Phases(shape, stride, dilation, out_hw, dy.dtype)  # zeros: dx, padded
     pos, dy = phases.widen(pos), phases.widen(dy)  # scratch columns add 0
