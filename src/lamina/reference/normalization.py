@@ -59,6 +59,14 @@ def _bn_column(v: np.ndarray, n: int) -> np.ndarray:
     return np.tile(v, n)[:, None]
 
 
+def _bn_row_blocks(rows):
+    """Slices of about 64K elements of whole rows: formulas on one block at a
+    time keep their temporaries in cache (the loop is over blocks, not
+    elements)."""
+    step = max(1, (1 << 16) // max(rows.shape[1], 1))
+    return [slice(r, r + step) for r in range(0, rows.shape[0], step)]
+
+
 def _bn_xhat_rows(rows, mean, rstd, n):
     """xhat = (x - mean) * rstd on the rows, a fresh array."""
     xhat = rows - _bn_column(mean, n)
@@ -80,8 +88,11 @@ def batch_norm_stats(x: np.ndarray):
         n = x.shape[0]
         # np.sum along the rows (pairwise summation): a large mean stays exact
         mean = _bn_channel_sum(rows.sum(axis=1), n) / m
-        d = rows - _bn_column(mean, n)
-        var = _bn_channel_sum(np.einsum("ij,ij->i", d, d), n) / m
+        mean_col, row_sq = _bn_column(mean, n), np.empty(rows.shape[0], rows.dtype)
+        for b in _bn_row_blocks(rows):
+            d = rows[b] - mean_col[b]
+            row_sq[b] = np.einsum("ij,ij->i", d, d)
+        var = _bn_channel_sum(row_sq, n) / m
         return mean, var, m
     mean = xs.mean(axis=axes)
     var = np.square(xs - _per_channel(mean, x.ndim)).mean(axis=axes)
@@ -158,9 +169,14 @@ def batch_norm_backward_reduce(dy, x, mean, rstd):
     rows, dy_rows = _bn_rows(x.astype(sdt, copy=False)), _bn_rows(dys)
     if rows is not None and dy_rows is not None and dy.shape == x.shape:
         n = x.shape[0]
-        xhat = _bn_xhat_rows(rows, mean, rstd, n)
+        mean_col, rstd_col = _bn_column(mean, n), _bn_column(rstd, n)
+        row_dy_xhat = np.empty(rows.shape[0], sdt)
+        for b in _bn_row_blocks(rows):
+            xhat = rows[b] - mean_col[b]
+            xhat *= rstd_col[b]
+            row_dy_xhat[b] = np.einsum("ij,ij->i", dy_rows[b], xhat)
         sum_dy = _bn_channel_sum(dy_rows @ np.ones(dy_rows.shape[1], sdt), n)
-        return sum_dy, _bn_channel_sum(np.einsum("ij,ij->i", dy_rows, xhat), n)
+        return sum_dy, _bn_channel_sum(row_dy_xhat, n)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(rstd, x.ndim)
     return dys.sum(axis=axes), (dys * xhat).sum(axis=axes)
 
@@ -178,11 +194,16 @@ def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m)
     if rows is not None and dy_rows is not None and dy.shape == x.shape:
         # the same formula, as dx = g dy - g sum(dy) / M - xhat * g sum(dy xhat) / M
         n = x.shape[0]
-        dx = dy_rows * _bn_column(g, n)
-        dx -= _bn_column(g * sum_dy / m, n)
-        xhat = _bn_xhat_rows(rows, mean, rstd, n)
-        xhat *= _bn_column(g * sum_dy_xhat / m, n)
-        dx -= xhat
+        mean_col, rstd_col, g_col = _bn_column(mean, n), _bn_column(rstd, n), _bn_column(g, n)
+        c1_col, c2_col = _bn_column(g * sum_dy / m, n), _bn_column(g * sum_dy_xhat / m, n)
+        dx = np.empty(rows.shape, sdt)
+        for b in _bn_row_blocks(rows):
+            xhat = rows[b] - mean_col[b]
+            xhat *= rstd_col[b]
+            xhat *= c2_col[b]
+            np.multiply(dy_rows[b], g_col[b], out=dx[b])
+            dx[b] -= c1_col[b]
+            dx[b] -= xhat
         return dx.reshape(x.shape).astype(x.dtype, copy=False)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, nd)) * _per_channel(rstd, nd)
     dx = _per_channel(g / m, nd) * (
