@@ -600,6 +600,9 @@ def group_norm_backward(dy: np.ndarray, cache):
     x, mean, rstd, weight, has_bias = cache
     num_groups = mean.shape[1]
     stat = mean.dtype
+    rows, dy_rows = _bn_rows(x.astype(stat, copy=False)), _bn_rows(dy.astype(stat, copy=False))
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        return _group_norm_backward_rows(rows, dy_rows, x, dy, mean, rstd, weight, has_bias)
     mean, rstd = mean[..., None], rstd[..., None]
     xhat = _rn_grouped(x.astype(stat, copy=False), num_groups) - mean
     xhat *= rstd
@@ -620,6 +623,46 @@ def group_norm_backward(dy: np.ndarray, cache):
     reduce_axes = (0,) + tuple(range(2, x.ndim))
     dweight, dbias = _rn_param_grads(dys, xhat.reshape(x.shape), weight, has_bias, reduce_axes, (x.shape[1],))
     return dx.astype(x.dtype, copy=False), dweight, dbias
+
+
+def _group_norm_backward_rows(rows, dy_rows, x, dy, mean, rstd, weight, has_bias):
+    """group_norm_backward on the (N*C, K) rows of C-contiguous x and dy, in
+    two passes over blocks of whole rows (temporaries stay in cache): the
+    first gathers the row sums of g, g * xhat, dy and dy * xhat, the second
+    forms dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); the group means
+    add the C/G rows of each group. Same formulas as the general path."""
+    n, c = x.shape[0], x.shape[1]
+    num_groups = mean.shape[1]
+    count = rows.shape[1] * (c // num_groups)  # elements per (sample, group)
+    per_row = lambda v: np.repeat(v.reshape(-1), c // num_groups)[:, None]  # (N, G) -> (N*C, 1)
+    mean_col, rstd_col = per_row(mean), per_row(rstd)
+    w_col = None if weight is None else _bn_column(weight.astype(rows.dtype), n)
+    blocks = _bn_row_blocks(rows)
+
+    def xhat_and_g(b):
+        xhat = rows[b] - mean_col[b]
+        xhat *= rstd_col[b]
+        return xhat, (dy_rows[b] if w_col is None else dy_rows[b] * w_col[b])
+
+    row_dy = dy_rows @ np.ones(rows.shape[1], rows.dtype)
+    row_dy_xhat, row_g, row_g_xhat = (np.empty(rows.shape[0], rows.dtype) for _ in range(3))
+    for b in blocks:
+        xhat, g = xhat_and_g(b)
+        row_dy_xhat[b] = np.einsum("ij,ij->i", dy_rows[b], xhat)
+        row_g[b] = g.sum(axis=1)
+        row_g_xhat[b] = np.einsum("ij,ij->i", g, xhat)
+    group_mean = lambda v: per_row(v.reshape(n, num_groups, -1).sum(axis=2) / count)
+    mean_g, mean_g_xhat = group_mean(row_g), group_mean(row_g_xhat)
+    dx = np.empty(rows.shape, rows.dtype)
+    for b in blocks:
+        xhat, g = xhat_and_g(b)
+        xhat *= mean_g_xhat[b]
+        np.subtract(g, xhat, out=dx[b])
+        dx[b] -= mean_g[b]
+        dx[b] *= rstd_col[b]
+    dweight = None if weight is None else _bn_channel_sum(row_dy_xhat, n).astype(weight.dtype)
+    dbias = _bn_channel_sum(row_dy, n).astype(dy.dtype) if has_bias else None
+    return dx.reshape(x.shape).astype(x.dtype, copy=False), dweight, dbias
 
 
 class GroupNorm(Layer):
