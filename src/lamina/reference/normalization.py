@@ -432,6 +432,9 @@ def layer_norm_forward(x: np.ndarray, normalized_shape, weight=None, bias=None, 
     ndim = len(tuple(normalized_shape))
     axes = _rn_trailing_axes(x, ndim)
     xs = x.astype(_rn_stat_dtype(x), copy=False)
+    rows = _rn_rows(xs, axes)
+    if rows is not None and rows.shape[0]:
+        return _layer_norm_forward_rows(x, rows, axes, weight, bias, eps, ndim)
     with np.errstate(invalid="ignore", divide="ignore"):  # empty rows give NaN, as in torch
         mean = _rn_safe_mean(xs, axes)
         xhat = xs - mean
@@ -457,6 +460,9 @@ def layer_norm_backward(dy: np.ndarray, cache):
     """
     x, mean, rstd, weight, has_bias, ndim = cache
     axes = _rn_trailing_axes(x, ndim)
+    rows, dy_rows = _rn_rows(x.astype(mean.dtype, copy=False), axes), _rn_rows(dy.astype(mean.dtype, copy=False), axes)
+    if rows is not None and dy_rows is not None and rows.shape[0] and dy.shape == x.shape:
+        return _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, ndim)
     xhat = x.astype(mean.dtype, copy=False) - mean
     xhat *= rstd
     dys = dy.astype(mean.dtype, copy=False)
@@ -465,6 +471,65 @@ def layer_norm_backward(dy: np.ndarray, cache):
     lead = tuple(range(x.ndim - ndim))
     dweight, dbias = _rn_param_grads(dys, xhat, weight, has_bias, lead, x.shape[x.ndim - ndim:])
     return dx.astype(x.dtype, copy=False), dweight, dbias
+
+
+# The fast path of layer norm: C-contiguous input as (rows, K) with K the
+# normalized size, processed in blocks of ~64K elements of whole rows so the
+# formula's temporaries stay in cache. Same formulas, same statistics.
+
+def _ln_blocks(rows):
+    step = max(1, (1 << 16) // rows.shape[1])
+    return [slice(r, r + step) for r in range(0, rows.shape[0], step)]
+
+
+def _layer_norm_forward_rows(x, rows, axes, weight, bias, eps, ndim):
+    k = rows.shape[1]
+    ones = np.ones(k, rows.dtype)
+    w = None if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
+    b_ = None if bias is None else bias.reshape(-1).astype(rows.dtype, copy=False)
+    y = np.empty(rows.shape, rows.dtype)
+    mean, rstd = np.empty(rows.shape[0], rows.dtype), np.empty(rows.shape[0], rows.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in _ln_blocks(rows):
+            mean[b] = rows[b] @ ones / k
+            d = np.subtract(rows[b], mean[b, None], out=y[b])
+            rstd[b] = 1.0 / np.sqrt(np.einsum("ij,ij->i", d, d) / k + eps)
+            d *= rstd[b, None]
+            if w is not None:
+                d *= w
+            if b_ is not None:
+                d += b_
+    keep = _rn_keep(x, axes)
+    return (y.reshape(x.shape).astype(x.dtype, copy=False),
+            (x, mean.reshape(keep), rstd.reshape(keep), weight, bias is not None, ndim))
+
+
+def _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, ndim):
+    k = rows.shape[1]
+    ones = np.ones(k, rows.dtype)
+    w = None if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
+    mean, rstd = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+    dx = np.empty(rows.shape, rows.dtype)
+    dweight = np.zeros(k, rows.dtype)
+    dbias = np.zeros(k, rows.dtype)
+    for b in _ln_blocks(rows):
+        xhat = rows[b] - mean[b]
+        xhat *= rstd[b]
+        g = dy_rows[b] if w is None else dy_rows[b] * w
+        mean_g = (g @ ones / k)[:, None]
+        mean_g_xhat = (np.einsum("ij,ij->i", g, xhat) / k)[:, None]
+        if w is not None:
+            dweight += np.einsum("ij,ij->j", dy_rows[b], xhat)
+        if has_bias:
+            dbias += dy_rows[b].sum(axis=0)
+        xhat *= mean_g_xhat
+        np.subtract(g, xhat, out=dx[b])
+        dx[b] -= mean_g
+        dx[b] *= rstd[b]
+    pshape = x.shape[x.ndim - ndim:]
+    return (dx.reshape(x.shape).astype(x.dtype, copy=False),
+            None if weight is None else dweight.reshape(pshape).astype(weight.dtype),
+            dbias.reshape(pshape).astype(dy_rows.dtype) if has_bias else None)
 
 
 class LayerNorm(Layer):
