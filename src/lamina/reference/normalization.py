@@ -638,6 +638,8 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     ``mean`` and ``rstd`` of shape (N, G).
     """
     xs = _rn_grouped(x.astype(_rn_stat_dtype(x), copy=False), num_groups)
+    if xs.size and xs.flags.c_contiguous:
+        return _group_norm_forward_rows(x, xs, weight, bias, eps)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = _rn_safe_mean(xs, (2,))
         xc = xs - mean
@@ -652,6 +654,34 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     if bias is not None:
         y += bias.reshape(channel).astype(y.dtype, copy=False)
     return y.astype(x.dtype, copy=False), (x, mean[..., 0], rstd[..., 0], weight, bias is not None)
+
+
+def _group_norm_forward_rows(x, xs, weight, bias, eps):
+    """group_norm_forward on the (N*G, C/G * K) rows of C-contiguous x, in
+    blocks of whole rows (temporaries in cache); the per-channel affine map
+    sees each block as (rows, C/G, K). Same formulas as the general path."""
+    n, num_groups = xs.shape[0], xs.shape[1]
+    rows = xs.reshape(n * num_groups, -1)
+    length, per_group = rows.shape[1], x.shape[1] // num_groups
+    ones = np.ones(length, rows.dtype)
+    # (C,) -> one (C/G,) slice per row: row r is group r % G
+    per_row = lambda v: None if v is None else np.tile(v.astype(rows.dtype).reshape(num_groups, per_group), (n, 1))[:, :, None]
+    w_rows, b_rows = per_row(weight), per_row(bias)
+    y = np.empty(rows.shape, rows.dtype)
+    mean, rstd = np.empty(rows.shape[0], rows.dtype), np.empty(rows.shape[0], rows.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in _ln_blocks(rows):
+            mean[b] = rows[b] @ ones / length
+            d = np.subtract(rows[b], mean[b, None], out=y[b])
+            rstd[b] = 1.0 / np.sqrt(np.einsum("ij,ij->i", d, d) / length + eps)
+            d *= rstd[b, None]
+            d3 = d.reshape(d.shape[0], per_group, -1)
+            if w_rows is not None:
+                d3 *= w_rows[b]
+            if b_rows is not None:
+                d3 += b_rows[b]
+    return (y.reshape(x.shape).astype(x.dtype, copy=False),
+            (x, mean.reshape(n, num_groups), rstd.reshape(n, num_groups), weight, bias is not None))
 
 
 def group_norm_backward(dy: np.ndarray, cache):
