@@ -444,8 +444,10 @@ def _tiled_adaptive_max(x, oh, ow):
     n, c, h, w = x.shape
     kw = w // ow
     windows = _tiles(x, oh, ow)
-    y = windows.max(axis=-1)
+    # argmax alone (twice as fast as max along short rows), the values gathered
+    # after; argmax picks a window's first NaN, so y is NaN exactly there
     pos = windows.argmax(axis=-1)
+    y = np.take_along_axis(windows, pos[..., None], axis=-1)[..., 0]
     nan = np.isnan(y)
     if nan.any():
         flipped = np.isnan(windows[nan][:, ::-1])
