@@ -26,6 +26,8 @@ NumPy only: this module never imports torch.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 N_ROUNDS = 10
@@ -44,9 +46,18 @@ def _key(seed: int) -> tuple[int, int]:
 
 
 def _mul_hi_lo(a: np.uint64, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The high and low 32-bit words of the 64-bit product a * x (x uint32)."""
-    product = x.astype(np.uint64) * a
-    return (product >> np.uint64(32)).astype(np.uint32), (product & np.uint64(_MASK32)).astype(np.uint32)
+    """The high and low 32-bit words of the 64-bit product a * x (x uint32).
+
+    One uint64 product, read back as its two uint32 halves (views, no shift
+    or mask passes); on a big-endian machine the halves swap places."""
+    product = x.astype(np.uint64)
+    product *= a
+    halves = product.view(np.uint32).reshape(x.shape + (2,))
+    lo, hi = (halves[..., 0], halves[..., 1]) if _LITTLE_ENDIAN else (halves[..., 1], halves[..., 0])
+    return hi, lo
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def philox(seed: int, c0, c1, c2, c3, n_rounds: int = N_ROUNDS):
@@ -57,10 +68,14 @@ def philox(seed: int, c0, c1, c2, c3, n_rounds: int = N_ROUNDS):
     for _ in range(n_rounds):
         hi_b, lo_b = _mul_hi_lo(_ROUND_B, c2)
         hi_a, lo_a = _mul_hi_lo(_ROUND_A, c0)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ np.uint32(k0), lo_b, hi_a ^ c3 ^ np.uint32(k1), lo_a
+        c0 = np.bitwise_xor(hi_b, c1)
+        c0 ^= np.uint32(k0)
+        c2 = np.bitwise_xor(hi_a, c3)
+        c2 ^= np.uint32(k1)
+        c1, c3 = lo_b, lo_a
         k0 = (k0 + _KEY_A) & _MASK32
         k1 = (k1 + _KEY_B) & _MASK32
-    return c0, c1, c2, c3
+    return c0, np.ascontiguousarray(c1), c2, np.ascontiguousarray(c3)
 
 
 def _counters(offsets) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +101,10 @@ def randint(seed: int, offsets, n_rounds: int = N_ROUNDS) -> np.ndarray:
 def uint_to_uniform(x: np.ndarray) -> np.ndarray:
     """uint32 -> float32 in [0, 1), exactly as Triton's uint_to_uniform_float."""
     x = np.asarray(x, dtype=np.uint32).view(np.int32)
-    x = np.where(x < 0, ~x, x)  # -x - 1 without int32 overflow
-    return x.astype(np.float32) * _UNIFORM_SCALE
+    x = x ^ (x >> 31)  # ~x (= -x - 1, no int32 overflow) where x < 0, else x
+    u = x.astype(np.float32)
+    u *= _UNIFORM_SCALE
+    return u
 
 
 def rand(seed: int, offsets, n_rounds: int = N_ROUNDS) -> np.ndarray:
@@ -124,12 +141,32 @@ def counters_used(n: int) -> int:
     return -(-int(n) // (4 * GROUP)) * GROUP
 
 
+# Groups per block of uniform_blocks: 16 groups are 16K Philox counters, so
+# the rounds' uint64 products (128 KiB) stay in cache.
+_GROUPS_PER_BLOCK = 16
+
+
+def uniform_blocks(seed: int, offset: int, n: int):
+    """The stream u[0..n) of uniforms (layout above) in consecutive pieces:
+    yields (start, u[start:start + len]) with whole groups per piece, so that
+    a consumer can use each piece while it is still in cache."""
+    groups = -(-int(n) // (4 * GROUP))
+    for g0 in range(0, groups, _GROUPS_PER_BLOCK):
+        g1 = min(groups, g0 + _GROUPS_PER_BLOCK)
+        counters = int(offset) + np.arange(g0 * GROUP, g1 * GROUP, dtype=np.int64)
+        u = np.empty((g1 - g0, 4, GROUP), dtype=np.float32)
+        for lane, word in enumerate(randint4x(seed, counters)):
+            u[:, lane, :] = uint_to_uniform(word).reshape(g1 - g0, GROUP)
+        start = g0 * 4 * GROUP
+        yield start, u.reshape(-1)[:n - start]
+
+
 def uniforms(seed: int, offset: int, n: int) -> np.ndarray:
     """The stream u[0..n) of float32 uniforms in [0, 1) (layout above)."""
-    groups = -(-int(n) // (4 * GROUP))
-    counters = int(offset) + np.arange(groups * GROUP, dtype=np.int64).reshape(groups, GROUP)
-    u = np.stack(rand4x(seed, counters), axis=1)  # (groups, 4 lanes, GROUP)
-    return u.reshape(-1)[:n]
+    out = np.empty(int(n), dtype=np.float32)
+    for start, u in uniform_blocks(seed, offset, n):
+        out[start:start + u.size] = u
+    return out
 
 
 def memory_order(shape, strides) -> list[int] | None:

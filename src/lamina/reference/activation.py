@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from .layer import Layer
+from .layer import Layer, blockwise
 
 # GELU constants: sqrt(2/pi) and the cubic coefficient of the tanh form
 # (Hendrycks & Gimpel, 2016), 1/sqrt(2) and 1/sqrt(2*pi).
@@ -72,7 +72,13 @@ def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01):
     the output is kept; with a negative slope y > 0 on both sides, so a
     boolean mask is kept instead (PyTorch keeps the whole input).
     """
-    y = _where(x > 0, x, x * negative_slope, x)
+    if 0 <= negative_slope <= 1:
+        # x >= slope * x exactly when x >= 0: the larger of the two is y
+        # (np.maximum propagates NaN), one pass, block by block
+        slope = x.dtype.type(negative_slope)
+        y = blockwise(lambda xb: np.maximum(xb, xb * slope), x)
+    else:
+        y = _where(x > 0, x, x * negative_slope, x)
     saved = y if negative_slope >= 0 else (x > 0)
     return y, (saved, negative_slope)
 
@@ -80,7 +86,8 @@ def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01):
 def leaky_relu_backward(dy: np.ndarray, cache):
     """dx = dy if x > 0 else negative_slope * dy  (x > 0 read from y or the mask)."""
     saved, negative_slope = cache
-    return _where(saved > 0, dy, dy * negative_slope, dy)
+    slope = dy.dtype.type(negative_slope)
+    return blockwise(lambda d, s: np.where(s > 0, d, d * slope), dy, saved)
 
 
 # --- PReLU -------------------------------------------------------------------
@@ -228,6 +235,42 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return _erf_cody(x).astype(x.dtype, copy=False)
 
 
+# Abramowitz & Stegun 7.1.26 (Handbook of Mathematical Functions, 1964):
+# erfc(z) ~ t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-z^2), t = 1/(1 + p z),
+# for z >= 0, with |error| < 1.5e-7, about one float32 ulp of Phi near 1.
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+_AS_HALF = tuple(np.float32(a / 2) for a in _AS_A)  # halved: the sum gives erfc / 2
+
+
+def _gelu_parts_float32(x: np.ndarray):
+    """(Phi(x), exp(-x^2/2)) in float32, for float32 x, in a handful of passes.
+
+    SciPy's float32 erf goes through float64 and costs 12 ns an element;
+    this costs about one. Phi is formed from h = erfc(|x|/sqrt(2)) / 2 on
+    both sides (Phi(x) = h for x < 0, 1 - h for x >= 0), so the negative
+    tail keeps its relative accuracy instead of being 1 + erf, a difference
+    of two numbers near 1. For huge |x|, x^2 overflows to inf (the caller
+    silences that): exp(-inf) = 0 and t = 0 are the right limits. NaN passes
+    through every step."""
+    f32 = np.float32
+    gauss = x * x  # exp(-x^2 / 2)
+    gauss *= f32(-0.5)
+    np.exp(gauss, out=gauss)
+    t = np.abs(x)  # t = 1 / (1 + p |x| / sqrt(2))
+    t *= f32(_AS_P * SQRT1_2)
+    t += f32(1)
+    np.divide(f32(1), t, out=t)
+    h = _AS_HALF[4] * t
+    for a in _AS_HALF[3::-1]:
+        h += a
+        h *= t
+    h *= gauss
+    return np.where(x < 0, h, f32(1) - h), gauss
+
+
 @_inf_times_zero_is_nan
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF.
@@ -239,6 +282,9 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
         xc = np.clip(x, -SATURATED, SATURATED)
         u = GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc)
         y = 0.5 * x * (1 + np.tanh(u))
+    elif x.dtype == np.float32:
+        with np.errstate(over="ignore"):  # x^2 of a huge x: see _gelu_parts_float32
+            y = blockwise(lambda xb: xb * _gelu_parts_float32(xb)[0], x)
     else:
         y = 0.5 * x * (1 + _erf(x * SQRT1_2))
     return y, (x, approximate)
@@ -251,6 +297,16 @@ def gelu_backward(dy: np.ndarray, cache):
         dx = dy * ((1 + t) / 2 + x/2 * (1 - t^2) * sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
     """
     x, approximate = cache
+    if approximate != "tanh" and x.dtype == np.float32 and dy.dtype == np.float32:
+        def grad(d, xb):
+            cdf, gauss = _gelu_parts_float32(xb)
+            gauss *= np.float32(INV_SQRT_2PI)  # the density phi(x)
+            gauss *= xb
+            gauss += cdf
+            gauss *= d
+            return gauss
+        with np.errstate(over="ignore"):  # x^2 of a huge x: see _gelu_parts_float32
+            return blockwise(grad, dy, x)
     xc = np.clip(x, -SATURATED, SATURATED)
     if approximate == "tanh":
         t = np.tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
@@ -272,9 +328,27 @@ def _scaled(x: np.ndarray, beta: float) -> np.ndarray:
 
 @_inf_times_zero_is_nan
 def swish_forward(x: np.ndarray, beta: float = 1.0):
-    """Swish(x) = x * sigmoid(beta * x)  (Ramachandran et al., 2017); beta=1 is SiLU."""
-    y = x * _sigmoid(_scaled(x, beta))
-    return y, (x, beta)
+    """Swish(x) = x * sigmoid(beta * x) = x / (1 + exp(-beta x))  (Ramachandran
+    et al., 2017); beta=1 is SiLU.
+
+    exp(-beta x) may overflow to inf for very negative x, and x / inf is the
+    right limit (-0), so that overflow is expected and not reported."""
+    return blockwise(lambda xb: _swish_of_block(xb, beta), x), (x, beta)
+
+
+def _one_plus_exp_minus(xb: np.ndarray, beta: float) -> np.ndarray:
+    """1 + exp(-beta x), a fresh array: 1 / this is sigmoid(beta x) with
+    relative accuracy everywhere (an overflow to inf gives sigmoid = 0)."""
+    e = _scaled(xb, -beta) if beta != 1 else np.negative(xb)
+    with np.errstate(over="ignore"):
+        np.exp(e, out=e)
+    e += xb.dtype.type(1)
+    return e
+
+
+def _swish_of_block(xb: np.ndarray, beta: float) -> np.ndarray:
+    e = _one_plus_exp_minus(xb, beta)
+    return np.divide(xb, e, out=e)
 
 
 @_inf_times_zero_is_nan
@@ -283,8 +357,19 @@ def swish_backward(dy: np.ndarray, cache):
     The product beta*s*(1-s) is formed before multiplying by x: it is 0 where
     s saturates, so a huge x gives 0 rather than inf * 0."""
     x, beta = cache
-    s = _sigmoid(_scaled(x, beta))
-    return dy * (s + (beta * s * (1 - s)) * x)
+
+    def grad(d, xb):
+        s = _one_plus_exp_minus(xb, beta)
+        np.divide(xb.dtype.type(1), s, out=s)  # s = sigmoid(beta x)
+        g = np.subtract(xb.dtype.type(1), s)
+        g *= s
+        if beta != 1:
+            g *= xb.dtype.type(beta)
+        g *= xb
+        g += s
+        g *= d
+        return g
+    return blockwise(grad, dy, x)
 
 
 def silu_forward(x: np.ndarray):

@@ -42,10 +42,17 @@ def dropout_forward(x: np.ndarray, p: float, seed: int, offset: int = 0):
     P(m_i = 1) = 1 - p, so E[y] = x. A dropped element is x * 0 (NaN and inf
     give NaN, as in PyTorch). The output keeps x's memory layout."""
     xt, order = _memory_layout(x)
-    keep = rng.uniforms(seed, offset, xt.size).reshape(xt.shape) >= np.float32(p)
-    m = np.where(keep, dropout_multiplier(p, x.dtype), np.zeros((), x.dtype))
+    flat = xt.reshape(-1)  # a view: xt is C-ordered
+    out = np.empty_like(flat)
+    scale, zero, threshold = dropout_multiplier(p, x.dtype), np.zeros((), x.dtype), np.float32(p)
+    # piece by piece along the stream, so each piece of uniforms is used
+    # while it is still in cache (no 25 MB uniform or mask arrays)
     with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in torch
-        y = (xt * m).transpose(np.argsort(order))
+        for start, u in rng.uniform_blocks(seed, offset, flat.size):
+            stop = start + u.size
+            m = np.where(u >= threshold, scale, zero)
+            np.multiply(flat[start:stop], m, out=out[start:stop])
+    y = out.reshape(xt.shape).transpose(np.argsort(order))
     return y, (p, seed, offset)
 
 

@@ -35,6 +35,45 @@ def _stat_dtype(x: np.ndarray):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
+# The fast path: a C-contiguous (N, C, *) array is a stack of N*C rows of
+# K = prod(*) values, row r belonging to channel r % C. Per-row sums are one
+# BLAS matrix-vector product (rows @ ones) or einsum's row-wise dot, then the
+# N rows of each channel are added; a per-channel vector becomes a column of
+# N*C values that broadcasts along the rows. Other layouts take the plain
+# np.sum over axes (0, 2, 3, ...).
+
+def _bn_rows(a: np.ndarray):
+    """``a`` as its (N*C, K) rows, or None (not C-contiguous, empty, < 2-D)."""
+    if a.ndim < 2 or a.size == 0 or not a.flags.c_contiguous:
+        return None
+    return a.reshape(a.shape[0] * a.shape[1], -1)
+
+
+def _bn_channel_sum(row_sums: np.ndarray, n: int) -> np.ndarray:
+    """Per-channel totals from the N*C per-row sums."""
+    return row_sums.reshape(n, -1).sum(axis=0)
+
+
+def _bn_column(v: np.ndarray, n: int) -> np.ndarray:
+    """A per-channel (C,) vector as the (N*C, 1) column matching the rows."""
+    return np.tile(v, n)[:, None]
+
+
+def _bn_row_blocks(rows):
+    """Slices of about 64K elements of whole rows: formulas on one block at a
+    time keep their temporaries in cache (the loop is over blocks, not
+    elements)."""
+    step = max(1, (1 << 16) // max(rows.shape[1], 1))
+    return [slice(r, r + step) for r in range(0, rows.shape[0], step)]
+
+
+def _bn_xhat_rows(rows, mean, rstd, n):
+    """xhat = (x - mean) * rstd on the rows, a fresh array."""
+    xhat = rows - _bn_column(mean, n)
+    xhat *= _bn_column(rstd, n)
+    return xhat
+
+
 def batch_norm_stats(x: np.ndarray):
     """Per-channel batch statistics, two passes so a large mean does not cancel:
 
@@ -44,6 +83,17 @@ def batch_norm_stats(x: np.ndarray):
     axes = _channel_axes(x)
     xs = x.astype(_stat_dtype(x), copy=False)
     m = int(np.prod([x.shape[a] for a in axes]))
+    rows = _bn_rows(xs)
+    if rows is not None:
+        n = x.shape[0]
+        # np.sum along the rows (pairwise summation): a large mean stays exact
+        mean = _bn_channel_sum(rows.sum(axis=1), n) / m
+        mean_col, row_sq = _bn_column(mean, n), np.empty(rows.shape[0], rows.dtype)
+        for b in _bn_row_blocks(rows):
+            d = rows[b] - mean_col[b]
+            row_sq[b] = np.einsum("ij,ij->i", d, d)
+        var = _bn_channel_sum(row_sq, n) / m
+        return mean, var, m
     mean = xs.mean(axis=axes)
     var = np.square(xs - _per_channel(mean, x.ndim)).mean(axis=axes)
     return mean, var, m
@@ -75,6 +125,14 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None):
     """y = (x - mean) * (rstd * weight) + bias, per channel, in the statistics' dtype."""
     sdt = mean.dtype
     scale = rstd if weight is None else rstd * weight.astype(sdt)
+    rows = _bn_rows(x.astype(sdt, copy=False))
+    if rows is not None:
+        n = x.shape[0]
+        y = rows - _bn_column(mean, n)
+        y *= _bn_column(scale, n)
+        if bias is not None:
+            y += _bn_column(bias.astype(sdt), n)
+        return y.reshape(x.shape).astype(x.dtype, copy=False)
     y = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(scale, x.ndim)
     if bias is not None:
         y = y + _per_channel(bias.astype(sdt), x.ndim)
@@ -108,6 +166,17 @@ def batch_norm_backward_reduce(dy, x, mean, rstd):
     sdt = mean.dtype
     axes = _channel_axes(x)
     dys = dy.astype(sdt, copy=False)
+    rows, dy_rows = _bn_rows(x.astype(sdt, copy=False)), _bn_rows(dys)
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        n = x.shape[0]
+        mean_col, rstd_col = _bn_column(mean, n), _bn_column(rstd, n)
+        row_dy_xhat = np.empty(rows.shape[0], sdt)
+        for b in _bn_row_blocks(rows):
+            xhat = rows[b] - mean_col[b]
+            xhat *= rstd_col[b]
+            row_dy_xhat[b] = np.einsum("ij,ij->i", dy_rows[b], xhat)
+        sum_dy = _bn_channel_sum(dy_rows @ np.ones(dy_rows.shape[1], sdt), n)
+        return sum_dy, _bn_channel_sum(row_dy_xhat, n)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, x.ndim)) * _per_channel(rstd, x.ndim)
     return dys.sum(axis=axes), (dys * xhat).sum(axis=axes)
 
@@ -121,6 +190,21 @@ def batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m)
     sdt = mean.dtype
     nd = x.ndim
     g = rstd if weight is None else rstd * weight.astype(sdt)
+    rows, dy_rows = _bn_rows(x.astype(sdt, copy=False)), _bn_rows(dy.astype(sdt, copy=False))
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        # the same formula, as dx = g dy - g sum(dy) / M - xhat * g sum(dy xhat) / M
+        n = x.shape[0]
+        mean_col, rstd_col, g_col = _bn_column(mean, n), _bn_column(rstd, n), _bn_column(g, n)
+        c1_col, c2_col = _bn_column(g * sum_dy / m, n), _bn_column(g * sum_dy_xhat / m, n)
+        dx = np.empty(rows.shape, sdt)
+        for b in _bn_row_blocks(rows):
+            xhat = rows[b] - mean_col[b]
+            xhat *= rstd_col[b]
+            xhat *= c2_col[b]
+            np.multiply(dy_rows[b], g_col[b], out=dx[b])
+            dx[b] -= c1_col[b]
+            dx[b] -= xhat
+        return dx.reshape(x.shape).astype(x.dtype, copy=False)
     xhat = (x.astype(sdt, copy=False) - _per_channel(mean, nd)) * _per_channel(rstd, nd)
     dx = _per_channel(g / m, nd) * (
         m * dy.astype(sdt, copy=False) - _per_channel(sum_dy, nd) - xhat * _per_channel(sum_dy_xhat, nd)
@@ -348,6 +432,9 @@ def layer_norm_forward(x: np.ndarray, normalized_shape, weight=None, bias=None, 
     ndim = len(tuple(normalized_shape))
     axes = _rn_trailing_axes(x, ndim)
     xs = x.astype(_rn_stat_dtype(x), copy=False)
+    rows = _rn_rows(xs, axes)
+    if rows is not None and rows.shape[0]:
+        return _layer_norm_forward_rows(x, rows, axes, weight, bias, eps, ndim)
     with np.errstate(invalid="ignore", divide="ignore"):  # empty rows give NaN, as in torch
         mean = _rn_safe_mean(xs, axes)
         xhat = xs - mean
@@ -373,6 +460,9 @@ def layer_norm_backward(dy: np.ndarray, cache):
     """
     x, mean, rstd, weight, has_bias, ndim = cache
     axes = _rn_trailing_axes(x, ndim)
+    rows, dy_rows = _rn_rows(x.astype(mean.dtype, copy=False), axes), _rn_rows(dy.astype(mean.dtype, copy=False), axes)
+    if rows is not None and dy_rows is not None and rows.shape[0] and dy.shape == x.shape:
+        return _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, ndim)
     xhat = x.astype(mean.dtype, copy=False) - mean
     xhat *= rstd
     dys = dy.astype(mean.dtype, copy=False)
@@ -381,6 +471,65 @@ def layer_norm_backward(dy: np.ndarray, cache):
     lead = tuple(range(x.ndim - ndim))
     dweight, dbias = _rn_param_grads(dys, xhat, weight, has_bias, lead, x.shape[x.ndim - ndim:])
     return dx.astype(x.dtype, copy=False), dweight, dbias
+
+
+# The fast path of layer norm: C-contiguous input as (rows, K) with K the
+# normalized size, processed in blocks of ~64K elements of whole rows so the
+# formula's temporaries stay in cache. Same formulas, same statistics.
+
+def _ln_blocks(rows):
+    step = max(1, (1 << 16) // rows.shape[1])
+    return [slice(r, r + step) for r in range(0, rows.shape[0], step)]
+
+
+def _layer_norm_forward_rows(x, rows, axes, weight, bias, eps, ndim):
+    k = rows.shape[1]
+    ones = np.ones(k, rows.dtype)
+    w = None if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
+    b_ = None if bias is None else bias.reshape(-1).astype(rows.dtype, copy=False)
+    y = np.empty(rows.shape, rows.dtype)
+    mean, rstd = np.empty(rows.shape[0], rows.dtype), np.empty(rows.shape[0], rows.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in _ln_blocks(rows):
+            mean[b] = rows[b] @ ones / k
+            d = np.subtract(rows[b], mean[b, None], out=y[b])
+            rstd[b] = 1.0 / np.sqrt(np.einsum("ij,ij->i", d, d) / k + eps)
+            d *= rstd[b, None]
+            if w is not None:
+                d *= w
+            if b_ is not None:
+                d += b_
+    keep = _rn_keep(x, axes)
+    return (y.reshape(x.shape).astype(x.dtype, copy=False),
+            (x, mean.reshape(keep), rstd.reshape(keep), weight, bias is not None, ndim))
+
+
+def _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, ndim):
+    k = rows.shape[1]
+    ones = np.ones(k, rows.dtype)
+    w = None if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
+    mean, rstd = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+    dx = np.empty(rows.shape, rows.dtype)
+    dweight = np.zeros(k, rows.dtype)
+    dbias = np.zeros(k, rows.dtype)
+    for b in _ln_blocks(rows):
+        xhat = rows[b] - mean[b]
+        xhat *= rstd[b]
+        g = dy_rows[b] if w is None else dy_rows[b] * w
+        mean_g = (g @ ones / k)[:, None]
+        mean_g_xhat = (np.einsum("ij,ij->i", g, xhat) / k)[:, None]
+        if w is not None:
+            dweight += np.einsum("ij,ij->j", dy_rows[b], xhat)
+        if has_bias:  # column sums of a block: BLAS (np.sum down short columns is slow)
+            dbias += np.ones(dy_rows[b].shape[0], rows.dtype) @ dy_rows[b]
+        xhat *= mean_g_xhat
+        np.subtract(g, xhat, out=dx[b])
+        dx[b] -= mean_g
+        dx[b] *= rstd[b]
+    pshape = x.shape[x.ndim - ndim:]
+    return (dx.reshape(x.shape).astype(x.dtype, copy=False),
+            None if weight is None else dweight.reshape(pshape).astype(weight.dtype),
+            dbias.reshape(pshape).astype(dy_rows.dtype) if has_bias else None)
 
 
 class LayerNorm(Layer):
@@ -489,6 +638,8 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     ``mean`` and ``rstd`` of shape (N, G).
     """
     xs = _rn_grouped(x.astype(_rn_stat_dtype(x), copy=False), num_groups)
+    if xs.size and xs.flags.c_contiguous:
+        return _group_norm_forward_rows(x, xs, weight, bias, eps)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = _rn_safe_mean(xs, (2,))
         xc = xs - mean
@@ -497,12 +648,40 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight=None, bias=None, e
     xc *= rstd
     xhat = xc.reshape(x.shape)
     channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector over (N, C, *S)
-    y = xhat
+    y = xhat  # a fresh array (xs - mean): the affine map can work in place
     if weight is not None:
-        y = y * weight.reshape(channel)
+        y *= weight.reshape(channel).astype(y.dtype, copy=False)
     if bias is not None:
-        y += bias.reshape(channel)
+        y += bias.reshape(channel).astype(y.dtype, copy=False)
     return y.astype(x.dtype, copy=False), (x, mean[..., 0], rstd[..., 0], weight, bias is not None)
+
+
+def _group_norm_forward_rows(x, xs, weight, bias, eps):
+    """group_norm_forward on the (N*G, C/G * K) rows of C-contiguous x, in
+    blocks of whole rows (temporaries in cache); the per-channel affine map
+    sees each block as (rows, C/G, K). Same formulas as the general path."""
+    n, num_groups = xs.shape[0], xs.shape[1]
+    rows = xs.reshape(n * num_groups, -1)
+    length, per_group = rows.shape[1], x.shape[1] // num_groups
+    ones = np.ones(length, rows.dtype)
+    # (C,) -> one (C/G,) slice per row: row r is group r % G
+    per_row = lambda v: None if v is None else np.tile(v.astype(rows.dtype).reshape(num_groups, per_group), (n, 1))[:, :, None]
+    w_rows, b_rows = per_row(weight), per_row(bias)
+    y = np.empty(rows.shape, rows.dtype)
+    mean, rstd = np.empty(rows.shape[0], rows.dtype), np.empty(rows.shape[0], rows.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for b in _ln_blocks(rows):
+            mean[b] = rows[b] @ ones / length
+            d = np.subtract(rows[b], mean[b, None], out=y[b])
+            rstd[b] = 1.0 / np.sqrt(np.einsum("ij,ij->i", d, d) / length + eps)
+            d *= rstd[b, None]
+            d3 = d.reshape(d.shape[0], per_group, -1)
+            if w_rows is not None:
+                d3 *= w_rows[b]
+            if b_rows is not None:
+                d3 += b_rows[b]
+    return (y.reshape(x.shape).astype(x.dtype, copy=False),
+            (x, mean.reshape(n, num_groups), rstd.reshape(n, num_groups), weight, bias is not None))
 
 
 def group_norm_backward(dy: np.ndarray, cache):
@@ -516,6 +695,9 @@ def group_norm_backward(dy: np.ndarray, cache):
     x, mean, rstd, weight, has_bias = cache
     num_groups = mean.shape[1]
     stat = mean.dtype
+    rows, dy_rows = _bn_rows(x.astype(stat, copy=False)), _bn_rows(dy.astype(stat, copy=False))
+    if rows is not None and dy_rows is not None and dy.shape == x.shape:
+        return _group_norm_backward_rows(rows, dy_rows, x, dy, mean, rstd, weight, has_bias)
     mean, rstd = mean[..., None], rstd[..., None]
     xhat = _rn_grouped(x.astype(stat, copy=False), num_groups) - mean
     xhat *= rstd
@@ -526,9 +708,56 @@ def group_norm_backward(dy: np.ndarray, cache):
         dx = _rn_normalized_backward(_rn_grouped(g, num_groups), xhat, rstd, (2,), center=True).reshape(x.shape)
     else:
         dx = np.zeros(x.shape, stat)
+    dy_rows, xhat_rows = _bn_rows(dys), _bn_rows(xhat.reshape(x.shape))
+    if dy_rows is not None and xhat_rows is not None and dy.shape == x.shape:
+        # per-channel sums as row sums of the (N*C, K) rows (see batch norm)
+        n = x.shape[0]
+        dweight = None if weight is None else _bn_channel_sum(np.einsum("ij,ij->i", dy_rows, xhat_rows), n).astype(weight.dtype)
+        dbias = _bn_channel_sum(dy_rows @ np.ones(dy_rows.shape[1], stat), n).astype(dy.dtype) if has_bias else None
+        return dx.astype(x.dtype, copy=False), dweight, dbias
     reduce_axes = (0,) + tuple(range(2, x.ndim))
     dweight, dbias = _rn_param_grads(dys, xhat.reshape(x.shape), weight, has_bias, reduce_axes, (x.shape[1],))
     return dx.astype(x.dtype, copy=False), dweight, dbias
+
+
+def _group_norm_backward_rows(rows, dy_rows, x, dy, mean, rstd, weight, has_bias):
+    """group_norm_backward on the (N*C, K) rows of C-contiguous x and dy, in
+    two passes over blocks of whole rows (temporaries stay in cache): the
+    first gathers the row sums of g, g * xhat, dy and dy * xhat, the second
+    forms dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); the group means
+    add the C/G rows of each group. Same formulas as the general path."""
+    n, c = x.shape[0], x.shape[1]
+    num_groups = mean.shape[1]
+    count = rows.shape[1] * (c // num_groups)  # elements per (sample, group)
+    per_row = lambda v: np.repeat(v.reshape(-1), c // num_groups)[:, None]  # (N, G) -> (N*C, 1)
+    mean_col, rstd_col = per_row(mean), per_row(rstd)
+    w_col = None if weight is None else _bn_column(weight.astype(rows.dtype), n)
+    blocks = _bn_row_blocks(rows)
+
+    def xhat_and_g(b):
+        xhat = rows[b] - mean_col[b]
+        xhat *= rstd_col[b]
+        return xhat, (dy_rows[b] if w_col is None else dy_rows[b] * w_col[b])
+
+    row_dy = dy_rows @ np.ones(rows.shape[1], rows.dtype)
+    row_dy_xhat, row_g, row_g_xhat = (np.empty(rows.shape[0], rows.dtype) for _ in range(3))
+    for b in blocks:
+        xhat, g = xhat_and_g(b)
+        row_dy_xhat[b] = np.einsum("ij,ij->i", dy_rows[b], xhat)
+        row_g[b] = g.sum(axis=1)
+        row_g_xhat[b] = np.einsum("ij,ij->i", g, xhat)
+    group_mean = lambda v: per_row(v.reshape(n, num_groups, -1).sum(axis=2) / count)
+    mean_g, mean_g_xhat = group_mean(row_g), group_mean(row_g_xhat)
+    dx = np.empty(rows.shape, rows.dtype)
+    for b in blocks:
+        xhat, g = xhat_and_g(b)
+        xhat *= mean_g_xhat[b]
+        np.subtract(g, xhat, out=dx[b])
+        dx[b] -= mean_g[b]
+        dx[b] *= rstd_col[b]
+    dweight = None if weight is None else _bn_channel_sum(row_dy_xhat, n).astype(weight.dtype)
+    dbias = _bn_channel_sum(row_dy, n).astype(dy.dtype) if has_bias else None
+    return dx.reshape(x.shape).astype(x.dtype, copy=False), dweight, dbias
 
 
 class GroupNorm(Layer):

@@ -183,9 +183,10 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode=Fals
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
     n, c, h, w = x.shape
     out_hw = oh, ow = (pool_output_size(h, kh, sh, ph, dh, ceil_mode), pool_output_size(w, kw, sw, pw, dw, ceil_mode))
+    # max propagates NaN: one reduction, no input-sized temporary
+    has_nan = bool(x.size) and bool(np.isnan(np.max(x)))
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
     phases = _Phases(shape, stride, dilation, out_hw, x.dtype, -np.inf, source=x, pad=padding)
-    has_nan = bool(np.isnan(x).any())
 
     y = phases.window(0, 0).copy()
     pos = np.zeros(y.shape, dtype=position_dtype(kh * kw))
@@ -234,9 +235,18 @@ def max_pool2d_backward(dy, cache):
     if _tiles_cover(kernel_size, stride, padding, dilation):
         # each element gets its window's gradient if it held the maximum:
         # compare every tile element's window position with the saved one
-        hit = pos[:, :, :, None, :, None] == np.arange(kh * kw, dtype=pos.dtype).reshape(kh, 1, kw)
-        dy = dy[:, :, :, None, :, None]
-        return _untile(dy * hit if finite else np.where(hit, dy, 0), h, w)
+        # one (N, C, OH, OW) pass per window offset, written straight into
+        # its strided slot of the tiles (no 6-D broadcast temporaries)
+        tiles = np.empty((n, c, oh, kh, ow, kw), dy.dtype)
+        hit = np.empty(pos.shape, dtype=bool)
+        for i in range(kh):
+            for j in range(kw):
+                np.equal(pos, i * kw + j, out=hit)
+                if finite:
+                    np.multiply(dy, hit, out=tiles[:, :, :, i, :, j])
+                else:
+                    tiles[:, :, :, i, :, j] = np.where(hit, dy, 0)
+        return _untile(tiles, h, w)
     shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
     phases = _Phases(shape, stride, dilation, out_hw, dy.dtype)  # zeros: dx, padded
     pos, dy = phases.widen(pos), phases.widen(dy)  # scratch columns add 0
@@ -418,6 +428,33 @@ def _max_along(x, axis, start, end):
     return best, pos
 
 
+def _tiles(x, oh, ow):
+    """(N, C, H, W) -> (N, C, OH, OW, KH*KW): each equal window that tiles the
+    plane as one contiguous row, in row-major order inside the window."""
+    n, c, h, w = x.shape
+    kh, kw = h // oh, w // ow
+    return x.reshape(n, c, oh, kh, ow, kw).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, oh, ow, kh * kw)
+
+
+def _tiled_adaptive_max(x, oh, ow):
+    """Adaptive max pool when the windows tile the plane (H % OH == W % OW == 0):
+    one max and one argmax along each window's row. np.argmax takes the first
+    maximum, as PyTorch does; where a window holds NaN, PyTorch takes its last
+    NaN, found on those few windows only."""
+    n, c, h, w = x.shape
+    kw = w // ow
+    windows = _tiles(x, oh, ow)
+    # argmax alone (twice as fast as max along short rows), the values gathered
+    # after; argmax picks a window's first NaN, so y is NaN exactly there
+    pos = windows.argmax(axis=-1)
+    y = np.take_along_axis(windows, pos[..., None], axis=-1)[..., 0]
+    nan = np.isnan(y)
+    if nan.any():
+        flipped = np.isnan(windows[nan][:, ::-1])
+        pos[nan] = windows.shape[-1] - 1 - flipped.argmax(axis=-1)
+    return y, (pos.astype(position_dtype(windows.shape[-1])), kw, x.shape)
+
+
 def adaptive_max_pool2d_forward(x, output_size):
     """y[n,c,i,j] = max of x[n,c, hs(i):he(i), ws(j):we(j)].
 
@@ -434,6 +471,8 @@ def adaptive_max_pool2d_forward(x, output_size):
         return np.zeros((n, c, oh, ow), x.dtype), (np.zeros((n, c, oh, ow), np.uint8), 1, x.shape)
     kw_max = int((we - ws).max(initial=1))
     kh_max = int((he - hs).max(initial=1))
+    if h % oh == 0 and w % ow == 0:
+        return _tiled_adaptive_max(x, oh, ow)
     row_max, col = _max_along(x, 3, ws, we)  # (n, c, h, ow)
     y, row = _max_along(row_max, 2, hs, he)  # (n, c, oh, ow)
     # the column offset of the winning row, for each output
@@ -459,6 +498,13 @@ def adaptive_max_pool2d_backward(dy, cache):
     Adaptive windows can overlap (and, when upsampling, repeat), so the
     scatter is a ``bincount`` over flat indices: vectorized and deterministic."""
     pos, kw_max, (n, c, h, w) = cache
+    oh, ow = dy.shape[2:]
+    if oh and ow and h % oh == 0 and w % ow == 0 and pos.size:
+        # tiling windows: each input element is in exactly one, so a put, not a sum
+        kh, kw = h // oh, w // ow
+        tiles = np.zeros((n, c, oh, ow, kh * kw), dy.dtype)
+        np.put_along_axis(tiles, pos.astype(np.intp)[..., None], dy[..., None], axis=-1)
+        return tiles.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
     idx = adaptive_max_pool2d_indices(cache)
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
     dx = np.bincount((idx + planes).ravel(), weights=dy.ravel(), minlength=n * c * h * w)
