@@ -15,3 +15,13 @@ def backend():
     previous = lamina.get_backend()
     yield lamina.set_backend
     lamina.set_backend(previous)
+
+
+@pytest.fixture(params=["reference", "triton"])
+def each_backend(request):
+    """Runs the test once on the NumPy reference and once on the Triton
+    kernels (the interpreter on CPU tensors); yields the backend's name."""
+    previous = lamina.get_backend()
+    lamina.set_backend(request.param)
+    yield request.param
+    lamina.set_backend(previous)

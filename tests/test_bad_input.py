@@ -21,14 +21,6 @@ TORCH = types.SimpleNamespace(**{n: getattr(TF, n) for n in dir(TF) if not n.sta
 TORCH.sigmoid, TORCH.tanh = torch.sigmoid, torch.tanh
 
 
-@pytest.fixture(params=["reference", "triton"])
-def backend(request):
-    before = lamina.get_backend()
-    lamina.set_backend(request.param)
-    yield request.param
-    lamina.set_backend(before)
-
-
 def x4(*shape):
     return torch.randn(shape or (2, 3, 5, 5))
 
@@ -194,14 +186,14 @@ def test_enough_cases():
 
 
 @pytest.mark.parametrize("name,call,message", CASES, ids=[c[0] for c in CASES])
-def test_raises_like_torch(backend, name, call, message):
+def test_raises_like_torch(each_backend, name, call, message):
     expected = torch_error(call)
     with pytest.raises(expected, match=message):
         call(LF)
 
 
 @pytest.mark.parametrize("name,call,expected,message", LAMINA_ONLY, ids=[c[0] for c in LAMINA_ONLY])
-def test_lamina_only_ops_raise(backend, name, call, expected, message):
+def test_lamina_only_ops_raise(each_backend, name, call, expected, message):
     with pytest.raises(expected, match=message):
         call()
 
@@ -221,7 +213,7 @@ INTEGER_INPUTS_TORCH_ACCEPTS = [
 
 
 @pytest.mark.parametrize("name,call", INTEGER_INPUTS_TORCH_ACCEPTS, ids=[c[0] for c in INTEGER_INPUTS_TORCH_ACCEPTS])
-def test_integer_input_is_refused_clearly(backend, name, call):
+def test_integer_input_is_refused_clearly(each_backend, name, call):
     with pytest.raises(NotImplementedError, match=r"input must be a floating-point tensor.*got torch\.(int|complex)"):
         call()
     with pytest.raises(TypeError):
@@ -280,7 +272,7 @@ MODULE_CASES = [
 
 
 @pytest.mark.parametrize("name,make", MODULE_CASES, ids=[c[0] for c in MODULE_CASES])
-def test_modules_raise_like_torch(backend, name, make):
+def test_modules_raise_like_torch(each_backend, name, make):
     with pytest.raises(Exception) as theirs:
         make(torch.nn)
     with pytest.raises(type(theirs.value)):
@@ -294,7 +286,7 @@ def test_lamina_only_module_arguments():
         LN.DropConnect(torch.nn.ReLU())
 
 
-def test_integer_like_sizes_accepted_like_torch(backend):
+def test_integer_like_sizes_accepted_like_torch(each_backend):
     """PyTorch's argument parser takes numpy integers and 0-d integer tensors
     where it wants an int; so does lamina (no spurious TypeError)."""
     import numpy as np

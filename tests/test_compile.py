@@ -17,14 +17,6 @@ import lamina
 import lamina.nn as L
 
 
-@pytest.fixture(params=["reference", "triton"])
-def backend(request):
-    previous = lamina.get_backend()
-    lamina.set_backend(request.param)
-    yield request.param
-    lamina.set_backend(previous)
-
-
 class EveryLayer(nn.Module):
     """Every lamina.nn layer once (two GELUs and two max pools for their
     variants). Returns several outputs so that no layer's effect is hidden by
@@ -101,11 +93,11 @@ def _compiled_twin(model, **kw):
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train_p0"])
-def test_every_layer_fullgraph_matches_eager(backend, train):
+def test_every_layer_fullgraph_matches_eager(each_backend, train):
     """eval: running statistics, dropouts the identity. train with every
     dropout p=0: batch statistics and running-stat updates inside the graph."""
     torch._dynamo.reset()
-    dtype, shape, tol = _setting(backend)
+    dtype, shape, tol = _setting(each_backend)
     torch.manual_seed(0)
     model = EveryLayer(p=0.0).to(dtype).train(train)
     for m in model.modules():  # non-trivial running statistics and affine parameters
@@ -127,12 +119,12 @@ def test_every_layer_fullgraph_matches_eager(backend, train):
         assert int(twin.features[1].num_batches_tracked) == 2
 
 
-def test_dropout_train_fullgraph_seeded(backend):
+def test_dropout_train_fullgraph_seeded(each_backend):
     """Train mode with p > 0: the whole model still compiles to one graph; on
     aot_eager the Philox seed is drawn from torch's generator in the same
     order, so the same torch.manual_seed gives the same masks as eager."""
     torch._dynamo.reset()
-    dtype, shape, tol = _setting(backend)
+    dtype, shape, tol = _setting(each_backend)
     torch.manual_seed(0)
     model = EveryLayer(p=0.3).to(dtype).train()
     twin, compiled = _compiled_twin(model, backend="aot_eager")
@@ -199,10 +191,10 @@ def test_patched_torch_model_fullgraph_matches_eager():
 
 @pytest.mark.skipif(not (hasattr(L, "BatchNormAct2d") and hasattr(L, "GroupNormAct")),
                     reason="lamina.nn has no BatchNormAct2d / GroupNormAct yet")
-def test_fused_patched_model_fullgraph_matches_eager(backend):
+def test_fused_patched_model_fullgraph_matches_eager(each_backend):
     """lamina.patch(fuse=True)'s fused layers compile to one graph too."""
     torch._dynamo.reset()
-    dtype, _, tol = _setting(backend)
+    dtype, _, tol = _setting(each_backend)
     torch.manual_seed(0)
     model = _torch_cnn().to(dtype).train()
     patched = copy.deepcopy(model)

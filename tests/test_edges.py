@@ -21,14 +21,6 @@ TORCH.sigmoid, TORCH.tanh = torch.sigmoid, torch.tanh
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.fixture(params=["reference", "triton"])
-def backend(request):
-    before = lamina.get_backend()
-    lamina.set_backend(request.param)
-    yield request.param
-    lamina.set_backend(before)
-
-
 def forward_backward(call, F, x, params=()):
     """call(F, x, *params) and the gradients of every input that requires one."""
     x = x.detach().clone().requires_grad_(x.is_floating_point())
@@ -113,7 +105,7 @@ EMPTY_CASES = [
 
 
 @pytest.mark.parametrize("name,call,shape", EMPTY_CASES, ids=[c[0] for c in EMPTY_CASES])
-def test_empty_0d_and_one_element(backend, name, call, shape):
+def test_empty_0d_and_one_element(each_backend, name, call, shape):
     # float64: PyTorch's float32 gradient of a one-element RMS norm loses
     # digits to cancellation (1 - xhat^2) that lamina keeps
     assert_like_torch(call, torch.randn(shape, dtype=torch.float64))
@@ -148,7 +140,7 @@ NAN_CASES = [
 
 
 @pytest.mark.parametrize("name,call,shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
-def test_nan_and_inf_like_torch(backend, name, call, shape):
+def test_nan_and_inf_like_torch(each_backend, name, call, shape):
     x = special_values(shape)
     if name in ACT_CALLS:
         # PyTorch's vectorized float32 CPU GELU gives NaN at +inf, its
@@ -159,7 +151,7 @@ def test_nan_and_inf_like_torch(backend, name, call, shape):
 
 
 @pytest.mark.parametrize("fn", ["max_pool2d", "adaptive_max_pool2d"])
-def test_max_pool_index_of_nan(backend, fn):
+def test_max_pool_index_of_nan(each_backend, fn):
     """The index returned for a window holding NaN is the NaN's, as in PyTorch."""
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     x[0, 0, 0, 1] = NAN
@@ -170,7 +162,7 @@ def test_max_pool_index_of_nan(backend, fn):
     assert torch.equal(idx, idx_t)
 
 
-def test_max_pool_window_wholly_in_padding(backend):
+def test_max_pool_window_wholly_in_padding(each_backend):
     """A dilated window can hold only padding: H = 1, padding 1, dilation 2
     reads rows -1 and 1. PyTorch gives -inf there, as lamina does; PyTorch's
     CPU backward then writes through its out-of-range index and corrupts
@@ -186,7 +178,7 @@ def test_max_pool_window_wholly_in_padding(backend):
     assert torch.equal(dx, torch.zeros_like(x))
 
 
-def test_all_minus_inf_window(backend):
+def test_all_minus_inf_window(each_backend):
     """A window of -inf gives -inf (not a padding value or NaN)."""
     x = torch.full((1, 1, 4, 4), -INF)
     assert_like_torch(lambda F, t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True), x)
@@ -195,7 +187,7 @@ def test_all_minus_inf_window(backend):
 
 # ---- dropout at p = 0 and p = 1 -------------------------------------------
 
-def test_dropout_p0_is_identity_and_p1_zeros(backend):
+def test_dropout_p0_is_identity_and_p1_zeros(each_backend):
     x = special_values((4, 5))
     assert LF.dropout(x, 0.0) is x and TF.dropout(x, 0.0) is x
     assert LF.dropout(x, 0.3, training=False) is x
@@ -210,7 +202,7 @@ def test_dropout_p0_is_identity_and_p1_zeros(backend):
     assert torch.equal(nn_drop.eval()(torch.ones(3)), torch.ones(3))
 
 
-def test_drop_block_p0_identity_p1_keeps_finite(backend):
+def test_drop_block_p0_identity_p1_keeps_finite(each_backend):
     x = torch.randn(2, 3, 7, 7)
     assert LF.drop_block2d(x, 0.0, 3) is x
     y = LF.drop_block2d(x, 1.0, 3, seed=3)
@@ -235,7 +227,7 @@ CEIL_CASES = [
 @pytest.mark.parametrize("size,k,s,p", CEIL_CASES)
 @pytest.mark.parametrize("fn,extra", [("max_pool2d", {}), ("avg_pool2d", {}),
                                       ("avg_pool2d", {"count_include_pad": False})])
-def test_ceil_mode_window_in_padding(backend, size, k, s, p, fn, extra):
+def test_ceil_mode_window_in_padding(each_backend, size, k, s, p, fn, extra):
     x = torch.randn((2, 2) + size)
     assert_like_torch(lambda F, t: getattr(F, fn)(t, k, s, p, ceil_mode=True, **extra), x)
 
@@ -243,7 +235,7 @@ def test_ceil_mode_window_in_padding(backend, size, k, s, p, fn, extra):
 # ---- eps and momentum PyTorch accepts ---------------------------------------
 
 @pytest.mark.parametrize("momentum", [-0.5, 0.0, 1.0, 1.5, None])
-def test_batch_norm_momentum_edges(backend, momentum):
+def test_batch_norm_momentum_edges(each_backend, momentum):
     x = torch.randn(4, 3, 5)
     ours = LN.BatchNorm1d(3, momentum=momentum)
     theirs = torch.nn.BatchNorm1d(3, momentum=momentum)
@@ -264,13 +256,13 @@ NEGATIVE_EPS = [
 
 
 @pytest.mark.parametrize("name,call", NEGATIVE_EPS, ids=[c[0] for c in NEGATIVE_EPS])
-def test_negative_eps_like_torch(backend, name, call):
+def test_negative_eps_like_torch(each_backend, name, call):
     """A negative eps smaller than the variance: finite, as in PyTorch."""
     x = torch.randn(3, 4, 8) * 3
     assert_like_torch(call, x, rtol=1e-4, atol=1e-5)
 
 
-def test_negative_eps_larger_than_variance_gives_nan(backend):
+def test_negative_eps_larger_than_variance_gives_nan(each_backend):
     x = torch.full((2, 8), 1.0)  # variance 0
     y = LF.layer_norm(x, [8], eps=-1e-3)
     y_t = TF.layer_norm(x, [8], eps=-1e-3)
@@ -316,7 +308,7 @@ UNMODIFIED = {
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("name", list(UNMODIFIED))
-def test_inputs_not_modified(backend, name, layout):
+def test_inputs_not_modified(each_backend, name, layout):
     x = torch.randn(2, 4, 6, 5)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -331,7 +323,7 @@ def test_inputs_not_modified(backend, name, layout):
         assert t.stride() == b.stride()
 
 
-def test_running_stats_are_the_only_thing_batch_norm_writes(backend):
+def test_running_stats_are_the_only_thing_batch_norm_writes(each_backend):
     x = torch.randn(4, 3, 5)
     before = x.clone()
     rm, rv = torch.zeros(3), torch.ones(3)
@@ -349,7 +341,7 @@ INPLACE = [
 
 
 @pytest.mark.parametrize("name,call", INPLACE, ids=[c[0] for c in INPLACE])
-def test_inplace_writes_input_and_refuses_leaf(backend, name, call):
+def test_inplace_writes_input_and_refuses_leaf(each_backend, name, call):
     x = torch.randn(3, 5)
     expected = call(TORCH, x.clone())
     y = call(LF, x)
@@ -364,7 +356,7 @@ def test_inplace_writes_input_and_refuses_leaf(backend, name, call):
         call(LF, leaf)
 
 
-def test_inplace_on_tensor_autograd_needs_raises(backend):
+def test_inplace_on_tensor_autograd_needs_raises(each_backend):
     """sigmoid saves its output; writing into it in place makes backward raise,
     as in PyTorch."""
     for F in (TORCH, LF):

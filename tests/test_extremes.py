@@ -20,14 +20,6 @@ import lamina
 import lamina.functional as LF
 
 
-@pytest.fixture(params=["reference", "triton"])
-def backend(request):
-    before = lamina.get_backend()
-    lamina.set_backend(request.param)
-    yield request.param
-    lamina.set_backend(before)
-
-
 def extreme_values(dtype):
     """+-1e4, +-the largest finite value, the smallest normal, zero, and some
     ordinary values, all representable in ``dtype``."""
@@ -52,7 +44,7 @@ DTYPE_TOL = {torch.float32: (4e-6, 1e-30), torch.float16: (1e-3, 1e-7), torch.bf
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
-def test_activation_extremes_exact_and_quiet(backend, name, dtype):
+def test_activation_extremes_exact_and_quiet(each_backend, name, dtype):
     ours, theirs = ACTIVATIONS[name]
     x = extreme_values(dtype)
     xg = x.clone().requires_grad_(True)
@@ -81,7 +73,7 @@ def test_activation_extremes_exact_and_quiet(backend, name, dtype):
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
-def test_activation_saturation_exact_values(backend, name):
+def test_activation_saturation_exact_values(each_backend, name):
     """Where the true value is 0, 1, -1 or x itself, lamina gives it exactly."""
     ours, _ = ACTIVATIONS[name]
     x = torch.tensor([1e4, -1e4, 3e38, -3e38])
@@ -126,7 +118,7 @@ def _run(call, F, x, w, b, dy):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", list(NORMS))
-def test_norm_accurate_with_large_mean(backend, name, dtype):
+def test_norm_accurate_with_large_mean(each_backend, name, dtype):
     call, shape, pshape = NORMS[name]
     x = large_mean_input(shape, dtype)
     g = torch.Generator().manual_seed(1)
@@ -162,7 +154,7 @@ def test_norm_accurate_with_large_mean(backend, name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_batch_norm_running_var_with_large_mean(backend, dtype):
+def test_batch_norm_running_var_with_large_mean(each_backend, dtype):
     """The unbiased variance that goes into running_var is accurate too
     (no E[x^2] - E[x]^2 cancellation)."""
     x = large_mean_input((32, 3, 10), dtype)
@@ -178,7 +170,7 @@ def test_batch_norm_running_var_with_large_mean(backend, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", ["layer_norm", "batch_norm", "group_norm", "instance_norm"])
-def test_constant_large_mean_normalizes_to_zero(backend, name, dtype):
+def test_constant_large_mean_normalizes_to_zero(each_backend, name, dtype):
     """A constant input at 1e4: the variance is 0, rstd = 1/sqrt(eps) ~ 316
     magnifies any error in the mean. The mean of equal values must come out
     exactly that value, and y exactly 0. (PyTorch's CPU kernels are off here
