@@ -189,13 +189,15 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
     y2, grads2, _ = run(case, case.lamina, x, params, kwargs, dy)
     deterministic = bit_equal(y, y2) and all(bit_equal(a, b) for a, b in zip(grads, grads2))
     del y2, grads2
-    # The oracle is PyTorch's CPU op in float64 (the one CI trusts), not its
-    # CUDA op: on the H200 (2026-11-27) lamina's channels_last avg_pool2d
-    # gradient disagreed with torch's CUDA float64 result while matching the
-    # CPU one under the interpreter, so the card's oracle is the CPU's too.
-    x64 = x.double().cpu()  # keeps the memory format
-    params64 = [p.double().cpu() if p.is_floating_point() else p.cpu() for p in params]
-    y_ref, grads_ref, _ = run(case, case.torch, x64, params64, kwargs, dy.double().cpu())
+    # The oracle is PyTorch's op in float64 on the same device, fed an NCHW
+    # (contiguous) copy: on the H200 (2026-11-27) torch's CUDA float64
+    # channels_last avg_pool2d gradient disagreed with lamina's, which matches
+    # torch's CPU result under the interpreter; the contiguous path is the one
+    # both agree on. (A CPU float64 oracle was tried: 3-13 s an item at these
+    # shapes, 20+ minutes for the table, too slow for one device call.)
+    x64 = x.double().contiguous()
+    params64 = [p.double() if p.is_floating_point() else p for p in params]
+    y_ref, grads_ref, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
     y_ref = y_ref.to(y.device)
     grads_ref = [None if g is None else g.to(y.device) for g in grads_ref]
     worst, where = error_ratio(y, y_ref, rtol, atol), "forward"
