@@ -7,6 +7,13 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 import lamina  # noqa: E402
+import torch  # noqa: E402
+
+# LAMINA_TEST_DEVICE=cuda runs a test file on the card: every tensor a test
+# makes without naming a device lands there (the bad-input, edge and extreme
+# tests are run this way on the GPU machine; CI leaves it unset: the CPU).
+if os.environ.get("LAMINA_TEST_DEVICE"):
+    torch.set_default_device(os.environ["LAMINA_TEST_DEVICE"])
 
 
 @pytest.fixture
