@@ -115,7 +115,7 @@ def test_empty_0d_and_one_element(each_backend, name, call, shape):
 
 def special_values(shape):
     """randn with NaN, +inf and -inf planted at fixed places."""
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(shape, generator=torch.Generator(torch.get_default_device()).manual_seed(0))
     flat = x.view(-1)
     flat[1], flat[4], flat[-2] = NAN, INF, -INF
     return x

@@ -91,7 +91,7 @@ def test_activation_saturation_exact_values(each_backend, name):
 # ---- norms with a large mean --------------------------------------------------
 
 def large_mean_input(shape, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(torch.get_default_device()).manual_seed(seed)
     return (1e4 + torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
 
 
@@ -121,7 +121,7 @@ def _run(call, F, x, w, b, dy):
 def test_norm_accurate_with_large_mean(each_backend, name, dtype):
     call, shape, pshape = NORMS[name]
     x = large_mean_input(shape, dtype)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator(torch.get_default_device()).manual_seed(1)
     # parameters in the input's dtype (PyTorch's CPU norms want that)
     w = (1 + 0.1 * torch.randn(pshape, generator=g, dtype=torch.float64)).to(dtype)
     b = (0.1 * torch.randn(pshape, generator=g, dtype=torch.float64)).to(dtype)

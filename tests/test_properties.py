@@ -32,7 +32,7 @@ def laid_out(draw, shape, dtype=torch.float32):
     layouts lamina must handle: contiguous, channels_last (4-D), a transposed
     view, a strided slice of a bigger tensor, an expanded (stride 0) view."""
     seed = draw(st.integers(0, 2**16))
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(torch.get_default_device()).manual_seed(seed)
     layout = draw(st.sampled_from(["contiguous", "channels_last", "transposed", "sliced", "expanded"]))
     make = lambda s: torch.randn(s, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
     if layout == "channels_last" and len(shape) == 4:
@@ -56,7 +56,7 @@ def forward_backward(fn, x, params=()):
     before = x.detach().clone()
     out = fn(x, *params)
     y = out[0] if isinstance(out, tuple) else out
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator(torch.get_default_device()).manual_seed(3)
     dy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)
     grads = torch.autograd.grad(y, [x, *params], dy, allow_unused=True) if y.requires_grad else []
     assert torch.equal(x.detach(), before), "the input was modified"

@@ -12,6 +12,7 @@ so nothing is recomputed twice and nothing extra is kept.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -833,6 +834,18 @@ def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momen
         running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
+@functools.cache
+def _torch_refuses_zero_eps_in_eval() -> bool:
+    """PyTorch 2.11 refuses eps=0 in evaluation mode too; 2.13 only in
+    training. lamina does what the installed PyTorch does."""
+    try:
+        torch.nn.functional.batch_norm(torch.ones(2, 1, device="cpu"), torch.zeros(1, device="cpu"),
+                                       torch.ones(1, device="cpu"), eps=0.0)
+    except ValueError:
+        return True
+    return False
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Optional[Tensor],
@@ -885,7 +898,16 @@ def batch_norm(
         raise validate.DimensionError(
             f"batch_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
     _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
-    validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    if input.is_cuda:
+        # PyTorch's CUDA batch norm takes running statistics of any floating
+        # dtype (its CPU kernels refuse a mismatch): read as the statistics'
+        # dtype here, updated in their own dtype below
+        validate.param_dtype(input, "batch_norm", weight=weight, bias=bias)
+        sdt = _bn_stat_dtype(input)
+        stats_in = [t.to(sdt) if t is not None and t.is_floating_point() else t for t in (running_mean, running_var)]
+    else:
+        validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+        stats_in = [running_mean, running_var]
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None and t.dim() != 1:
             raise RuntimeError(f"batch_norm: expected {name} to be a 1-D tensor of C elements, got shape {list(t.shape)}")
@@ -900,9 +922,11 @@ def batch_norm(
     else:
         if eps < 0.0:
             raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+        if eps == 0.0 and _torch_refuses_zero_eps_in_eval():
+            raise ValueError(f"batch_norm eps must be positive, but got {eps}")
         if running_mean is None or running_var is None:
             raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
-    y, mean, _, var = _batch_norm_forward(input, weight, bias, running_mean, running_var, bool(training), float(eps))
+    y, mean, _, var = _batch_norm_forward(input, weight, bias, *stats_in, bool(training), float(eps))
     if training and input.numel() > 0:
         _bn_update_running_stats(running_mean, running_var, mean, var, input.numel() // input.shape[1], momentum)
     return y
@@ -1948,7 +1972,7 @@ def _seed_for(seed: Optional[int], generator: Optional[torch.Generator], like: T
     read it on the device, and torch.compile(fullgraph=True) traces it."""
     if seed is None:
         if generator is None:
-            drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64)
+            drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device="cpu")
         else:
             drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, generator=generator, device=generator.device)
         # non_blocking: an async copy of 8 bytes, no wait for the GPU's queue
@@ -2073,7 +2097,9 @@ def dropout(
     if not training or p == 0 or input.numel() == 0:
         return input
     if not input.is_floating_point():
-        raise RuntimeError(f"dropout: expected a floating-point input, got {input.dtype}")
+        # NotImplementedError (a RuntimeError) is what PyTorch's CUDA dropout
+        # raises for integers; its CPU one raises a plain RuntimeError
+        raise NotImplementedError(f"dropout: expected a floating-point input, got {input.dtype}")
     y = _dropout_forward(input, float(p), _seed_for(seed, generator, input), 0)
     return input.copy_(y) if inplace else y
 
