@@ -25,6 +25,6 @@ LAMINA_TEST_DEVICE=cuda timeout "${TESTS_S:-200}" python3 -m pytest -q -p no:cac
 echo "== pytest on the card: exit $? ($(tail -1 "$OUT/pytest.log"))"
 timeout "${CHECK_S:-200}" python3 -m lamina.bench.gpu --check-only --out "$OUT" --budget-s $(( ${CHECK_S:-200} - 20 )) \
     > "$OUT/check.log" 2>&1
-echo "== op table check: exit $? ($(grep -c ' ok$' "$OUT/check.log") items ok; not ok: $(grep -E '^\[[0-9]+/[0-9]+\] check' "$OUT/check.log" | grep -vc ' ok$'))"
+echo "== op table check: exit $? ($(grep -cE ' check .*: ([0-9]+)/\1 ok$' "$OUT/check.log") items all ok; rows failed: $(grep -c 'FAIL' "$OUT/check.log"))"
 python3 scripts/gpu_extremes.py --out "$OUT" --budget "${EXTREMES_S:-120}" > "$OUT/extremes.log" 2>&1
 echo "== extremes: exit $? ($(grep summary "$OUT/extremes.log"))"

@@ -200,19 +200,34 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
     y_ref, grads_ref, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
     y_ref = y_ref.to(y.device)
     grads_ref = [None if g is None else g.to(y.device) for g in grads_ref]
+    worst, where = _worst(y, grads, y_ref, grads_ref, rtol, atol, getattr(case, "reduce_len", None), shape, kwargs)
+    row = {"ok": bool(worst <= 1.0 and deterministic), "worst": worst, "where": where, "deterministic": deterministic, "error": None}
+    if worst > 1.0 and not math.isinf(worst):
+        # Ill-conditioned cases (a group norm of two-element groups, whose dx
+        # is a difference of nearly equal terms) miss the dtype's tolerance in
+        # PyTorch too: then the bar is PyTorch's own error in that dtype.
+        y_t, grads_t, _ = run(case, case.torch, x, params, kwargs, dy)
+        torch_worst, _ = _worst(y_t, grads_t, y_ref, grads_ref, rtol, atol, getattr(case, "reduce_len", None), shape, kwargs)
+        row["torch_worst"] = torch_worst
+        row["ok"] = bool(worst <= 2.0 * torch_worst and deterministic)
+    return row
+
+
+def _worst(y, grads, y_ref, grads_ref, rtol, atol, reduce_len, shape, kwargs) -> tuple[float, str]:
+    """The largest error ratio over the output and the gradients, and where.
+    Parameter gradients are sums over the reduced dimensions: their atol is
+    scaled by the square root of the reduction's length."""
     worst, where = error_ratio(y, y_ref, rtol, atol), "forward"
-    reduce_len = getattr(case, "reduce_len", None)
     for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
         if g_ref is None:
             continue
         if g is None:
-            worst, where = math.inf, f"grad {i} missing"
-            break
+            return math.inf, f"grad {i} missing"
         scale = math.sqrt(max(reduce_len(shape, kwargs), 1)) if (i > 0 and reduce_len) else 1.0
         r = error_ratio(g, g_ref, rtol, atol * scale)
         if r > worst:
             worst, where = r, f"grad {i}"
-    return {"ok": bool(worst <= 1.0 and deterministic), "worst": worst, "where": where, "deterministic": deterministic, "error": None}
+    return worst, where
 
 
 def cuda_healthy(device: str) -> bool:
