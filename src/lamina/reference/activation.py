@@ -268,7 +268,17 @@ def _gelu_parts_float32(x: np.ndarray):
         h += a
         h *= t
     h *= gauss
-    return np.where(x < 0, h, f32(1) - h), gauss
+    # Phi = step - sign * h: step = 1 and sign = +1 where x's sign bit is
+    # clear, step = 0 and sign = -1 where it is set (-0 included). Exact on
+    # both sides (0 + h, and 1 - h with one rounding). Arithmetic, not
+    # np.where: on random signs np.where mispredicts a branch per element
+    # and costs ~4 ns an element, more than the whole polynomial.
+    is_negative = np.signbit(x).astype(f32)
+    step = f32(1) - is_negative
+    minus_sign = np.subtract(is_negative, step, out=is_negative)
+    h *= minus_sign
+    h += step
+    return h, gauss
 
 
 @_inf_times_zero_is_nan
