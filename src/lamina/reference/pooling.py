@@ -514,14 +514,14 @@ def adaptive_max_pool2d_backward(dy, cache):
     scatter is a ``bincount`` over flat indices: vectorized and deterministic."""
     pos, kw_max, (n, c, h, w) = cache
     oh, ow = dy.shape[2:]
-    if oh and ow and h % oh == 0 and w % ow == 0 and pos.size:
-        # tiling windows: each input element is in exactly one, so a put, not a sum
-        kh, kw = h // oh, w // ow
-        tiles = np.zeros((n, c, oh, ow, kh * kw), dy.dtype)
-        np.put_along_axis(tiles, pos.astype(np.intp)[..., None], dy[..., None], axis=-1)
-        return tiles.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
     idx = adaptive_max_pool2d_indices(cache)
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    if oh and ow and h % oh == 0 and w % ow == 0:
+        # tiling windows: each input element is in exactly one, so a put, not
+        # a sum, straight into dx (no window-major tiles to transpose back)
+        dx = np.zeros(n * c * h * w, dy.dtype)
+        dx[(idx + planes).ravel()] = dy.ravel()
+        return dx.reshape(n, c, h, w)
     dx = np.bincount((idx + planes).ravel(), weights=dy.ravel(), minlength=n * c * h * w)
     return dx.astype(dy.dtype).reshape(n, c, h, w)
 
