@@ -462,7 +462,9 @@ def _tiled_adaptive_max(x, oh, ow):
     # argmax alone (twice as fast as max along short rows), the values gathered
     # after; argmax picks a window's first NaN, so y is NaN exactly there
     pos = windows.argmax(axis=-1)
-    y = np.take_along_axis(windows, pos[..., None], axis=-1)[..., 0]
+    # one flat gather (take_along_axis builds an index array per dimension)
+    size = windows.shape[-1]
+    y = np.take(windows.reshape(-1), np.arange(0, windows.size, size).reshape(pos.shape) + pos)
     nan = np.isnan(y)
     if nan.any():
         flipped = np.isnan(windows[nan][:, ::-1])
