@@ -281,6 +281,49 @@ def _gelu_parts_float32(x: np.ndarray):
     return h, gauss
 
 
+def _gelu_tanh_arg(x: np.ndarray):
+    """(x clipped where tanh has saturated, u = sqrt(2/pi) (x + 0.044715 x^3))
+    for one block, u written as x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2) so
+    that each step is one in-place pass."""
+    xc = np.maximum(x, -SATURATED)  # np.maximum/minimum propagate NaN
+    np.minimum(xc, SATURATED, out=xc)
+    u = xc * xc
+    u *= GELU_TANH_SCALE * GELU_TANH_CUBIC
+    u += GELU_TANH_SCALE
+    u *= xc
+    return xc, u
+
+
+def _gelu_tanh_value(x: np.ndarray) -> np.ndarray:
+    """x (1 + tanh(u)) / 2 for one block, as x (1/2 + tanh(u)/2)."""
+    _, t = _gelu_tanh_arg(x)
+    np.tanh(t, out=t)
+    t *= 0.5
+    t += 0.5
+    t *= x
+    return t
+
+
+def _gelu_tanh_grad(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dy ((1 + t) / 2 + x/2 (1 - t^2) du) for one block, du = sqrt(2/pi)
+    (1 + 3 * 0.044715 x^2) formed in the clipped copy of x."""
+    du, t = _gelu_tanh_arg(x)
+    np.tanh(t, out=t)
+    du *= du
+    du *= 3 * GELU_TANH_SCALE * GELU_TANH_CUBIC
+    du += GELU_TANH_SCALE
+    slope = t * t  # x/2 (1 - t^2) du
+    np.subtract(1, slope, out=slope)
+    slope *= du
+    slope *= x
+    slope *= 0.5
+    t *= 0.5  # (1 + t) / 2
+    t += 0.5
+    t += slope
+    t *= dy
+    return t
+
+
 @_inf_times_zero_is_nan
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """GELU(x) = x * Phi(x), Phi the standard normal CDF.
@@ -289,9 +332,8 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
     approximate='tanh': Phi(x) ~ (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + 0.044715 x^3).
     """
     if approximate == "tanh":
-        xc = np.clip(x, -SATURATED, SATURATED)
-        u = GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc)
-        y = 0.5 * x * (1 + np.tanh(u))
+        # block by block, in place: whole-array temporaries made this 8x PyTorch
+        y = blockwise(_gelu_tanh_value, x)
     elif x.dtype == np.float32:
         with np.errstate(over="ignore"):  # x^2 of a huge x: see _gelu_parts_float32
             y = blockwise(lambda xb: xb * _gelu_parts_float32(xb)[0], x)
@@ -317,6 +359,8 @@ def gelu_backward(dy: np.ndarray, cache):
             return gauss
         with np.errstate(over="ignore"):  # x^2 of a huge x: see _gelu_parts_float32
             return blockwise(grad, dy, x)
+    if approximate == "tanh" and dy.dtype == x.dtype:
+        return blockwise(_gelu_tanh_grad, dy, x)
     xc = np.clip(x, -SATURATED, SATURATED)
     if approximate == "tanh":
         t = np.tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
