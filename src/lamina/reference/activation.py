@@ -126,14 +126,23 @@ def prelu_backward(dy: np.ndarray, cache):
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), written with z = exp(-|x|) <= 1 so nothing overflows:
-    x >= 0: 1 / (1 + z);  x < 0: z / (1 + z)."""
-    z = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+    x >= 0: 1 / (1 + z);  x < 0: z / (1 + z), both as r * m with r = 1 / (1 + z)
+    and m = max(z, [x >= 0]), which is 1 or z exactly (z <= 1). The multiplier
+    replaces np.where, which mispredicts a branch per element on random signs
+    (~4 ns an element, more than the exp)."""
+    z = np.abs(x)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    r = z + 1
+    np.divide(1, r, out=r)
+    np.maximum(z, x >= 0, out=z)  # NaN stays NaN
+    r *= z
+    return r
 
 
 def sigmoid_forward(x: np.ndarray):
     """y = 1 / (1 + exp(-x)), stable for any |x|."""
-    y = _sigmoid(x)
+    y = blockwise(_sigmoid, x)
     return y, (y,)
 
 
