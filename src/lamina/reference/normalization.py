@@ -490,9 +490,9 @@ def _ln_blocks(rows):
     return [slice(r, r + step) for r in range(0, rows.shape[0], step)]
 
 
-def _ln_step(k):
+def _ln_step(rows):
     """Rows per block: about 32K elements (six block-sized arrays fit in L2)."""
-    return max(1, (1 << 15) // k)
+    return min(rows.shape[0], max(1, (1 << 15) // rows.shape[1]))
 
 
 def _ln_tile(v, step, dtype):
@@ -502,7 +502,7 @@ def _ln_tile(v, step, dtype):
 
 def _layer_norm_forward_rows(x, rows, axes, weight, bias, eps, ndim):
     k = rows.shape[1]
-    step = _ln_step(k)
+    step = _ln_step(rows)
     ones = np.ones(k, rows.dtype)
     w, b_ = _ln_tile(weight, step, rows.dtype), _ln_tile(bias, step, rows.dtype)
     y = np.empty(rows.shape, rows.dtype)
@@ -537,7 +537,7 @@ def _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, nd
     product; d is centred before anything is multiplied, so a large mean
     costs no accuracy (tests/test_extremes.py)."""
     k = rows.shape[1]
-    step = _ln_step(k)
+    step = _ln_step(rows)
     ones_rows = np.ones(step, rows.dtype)
     w = np.ones(k, rows.dtype) if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
     w_tiled = _ln_tile(weight, step, rows.dtype)
