@@ -541,7 +541,9 @@ def _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, nd
     ones_rows = np.ones(step, rows.dtype)
     w = np.ones(k, rows.dtype) if weight is None else weight.reshape(-1).astype(rows.dtype, copy=False)
     w_tiled = _ln_tile(weight, step, rows.dtype)
+    w_over_k = w / k  # the row means below are one product each
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
+    rstd2 = rstd * rstd
     dx = np.empty(rows.shape, rows.dtype)
     dweight = np.zeros(k, rows.dtype)
     dbias = np.zeros(k, rows.dtype)
@@ -559,8 +561,9 @@ def _layer_norm_backward_rows(x, rows, dy_rows, mean, rstd, weight, has_bias, nd
                 dweight += ones_rows[:m] @ p
             if has_bias:
                 dbias += ones_rows[:m] @ dy_rows[b]
-            rstd_mean_g = r @ w / k
-            rstd2_mean_gxhat = p @ w / k * (rs * rs)
+            rstd_mean_g = r @ w_over_k
+            rstd2_mean_gxhat = p @ w_over_k
+            rstd2_mean_gxhat *= rstd2[b]
             d *= rstd2_mean_gxhat[:, None]
             d += rstd_mean_g[:, None]
             if w_tiled is not None:
