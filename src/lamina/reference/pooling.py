@@ -12,8 +12,9 @@ input plus the left padding. Output window (oh, ow) reads input rows
 Vectorization: the Python loops run over the k*k offsets inside a window, never
 over elements. For one offset (i, j), the input elements seen by every window
 form one strided slice of a padded copy of x, so forward is "combine k*k
-strided slices" and backward is "add k*k strided slices" (see _Phases for how
-those slices are made contiguous).
+strided slices" (see _Phases for how those slices are made contiguous).
+Backward sends each output's gradient to the input element its maximum (max
+pool) came from, a scatter-add, or adds k*k strided slices (average pool).
 
 Max pool remembers, per output, only *which* of the k*k window positions held
 the maximum (uint8 for windows up to 256, row-major in the window): backward
@@ -215,24 +216,25 @@ def max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode=Fals
 
 
 def max_pool2d_indices(cache):
-    """PyTorch's indices (int64, flat ``h*W + w`` in each plane) from the saved positions."""
+    """PyTorch's indices (int64, flat ``h*W + w`` in each plane) from the saved positions:
+    the window's origin plus the flat offset of the window position, looked up
+    in a table of kh*kw offsets (cheaper than dividing every position by kw)."""
     pos, (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = cache
     oh, ow = pos.shape[2:]
-    pos = pos.astype(np.int64)
-    rows = (np.arange(oh) * sh - ph)[:, None] + (pos // kw) * dh
-    cols = (np.arange(ow) * sw - pw)[None, :] + (pos % kw) * dw
-    return rows * w + cols
+    origin = (np.arange(oh) * sh - ph)[:, None] * w + (np.arange(ow) * sw - pw)[None, :]
+    offset = (np.arange(kh)[:, None] * (dh * w) + np.arange(kw)[None, :] * dw).ravel()
+    return np.take(offset, pos) + origin
 
 
 def max_pool2d_backward(dy, cache):
     """dx[n,c,h,w] = sum of dy over the windows whose maximum sits at (h, w)."""
     pos, (n, c, h, w), kernel_size, stride, padding, dilation = cache
     kh, kw = kernel_size
-    out_hw = (oh, ow) = dy.shape[2:]
-    # dy * hit is the fast form of "dy where hit"; where() keeps a NaN/inf in
-    # dy from leaking into elements that were not the maximum
-    finite = bool(np.isfinite(dy).all())
+    oh, ow = dy.shape[2:]
     if _tiles_cover(kernel_size, stride, padding, dilation):
+        # dy * hit is the fast form of "dy where hit"; where() keeps a NaN/inf
+        # in dy from leaking into elements that were not the maximum
+        finite = bool(np.isfinite(dy).all())
         # each element gets its window's gradient if it held the maximum:
         # compare every tile element's window position with the saved one
         # one (N, C, OH, OW) pass per window offset, written straight into
@@ -247,15 +249,28 @@ def max_pool2d_backward(dy, cache):
                 else:
                     tiles[:, :, :, i, :, j] = np.where(hit, dy, 0)
         return _untile(tiles, h, w)
-    shape = (n, c) + _padded_size((h, w), padding, out_hw, kernel_size, stride, dilation)
-    phases = _Phases(shape, stride, dilation, out_hw, dy.dtype)  # zeros: dx, padded
-    pos, dy = phases.widen(pos), phases.widen(dy)  # scratch columns add 0
-    for i in range(kh):
-        for j in range(kw):
-            hit = pos == i * kw + j
-            # within one offset the windows touch distinct elements: += is safe
-            phases.window(i, j)[...] += dy * hit if finite else np.where(hit, dy, 0)
-    return _crop(phases.join(n, c), padding, h, w)
+    # Overlapping windows: a scatter-add of each output's gradient to the
+    # input element its maximum came from (np.add.at adds repeated indices
+    # in order; no per-offset masks, no padded copy of dx to crop).
+    idx = max_pool2d_indices(cache) + np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    # A window lying wholly in the padding (dilated windows can) has no input
+    # element to send its gradient to: it is left out (PyTorch's CPU kernel
+    # writes through its out-of-range index; tests/test_edges.py).
+    inside_h = _window_reaches_input(oh, h, kh, stride[0], padding[0], dilation[0])
+    inside_w = _window_reaches_input(ow, w, kw, stride[1], padding[1], dilation[1])
+    if not (inside_h.all() and inside_w.all()):
+        keep = inside_h[:, None] & inside_w[None, :]
+        idx, dy = idx[:, :, keep], dy[:, :, keep]
+    dx = np.zeros(n * c * h * w, dy.dtype)
+    np.add.at(dx, idx.ravel(), dy.ravel())
+    return dx.reshape(n, c, h, w)
+
+
+def _window_reaches_input(out_len, size, kernel, stride, padding, dilation):
+    """Per output index along one dimension: does its window hold any input position?"""
+    starts = np.arange(out_len) * stride - padding
+    taps = starts[:, None] + np.arange(kernel)[None, :] * dilation
+    return ((taps >= 0) & (taps < size)).any(axis=1)
 
 
 # =============================================================================
@@ -447,7 +462,9 @@ def _tiled_adaptive_max(x, oh, ow):
     # argmax alone (twice as fast as max along short rows), the values gathered
     # after; argmax picks a window's first NaN, so y is NaN exactly there
     pos = windows.argmax(axis=-1)
-    y = np.take_along_axis(windows, pos[..., None], axis=-1)[..., 0]
+    # one flat gather (take_along_axis builds an index array per dimension)
+    size = windows.shape[-1]
+    y = np.take(windows.reshape(-1), np.arange(0, windows.size, size).reshape(pos.shape) + pos)
     nan = np.isnan(y)
     if nan.any():
         flipped = np.isnan(windows[nan][:, ::-1])
@@ -499,14 +516,14 @@ def adaptive_max_pool2d_backward(dy, cache):
     scatter is a ``bincount`` over flat indices: vectorized and deterministic."""
     pos, kw_max, (n, c, h, w) = cache
     oh, ow = dy.shape[2:]
-    if oh and ow and h % oh == 0 and w % ow == 0 and pos.size:
-        # tiling windows: each input element is in exactly one, so a put, not a sum
-        kh, kw = h // oh, w // ow
-        tiles = np.zeros((n, c, oh, ow, kh * kw), dy.dtype)
-        np.put_along_axis(tiles, pos.astype(np.intp)[..., None], dy[..., None], axis=-1)
-        return tiles.reshape(n, c, oh, ow, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
     idx = adaptive_max_pool2d_indices(cache)
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    if oh and ow and h % oh == 0 and w % ow == 0:
+        # tiling windows: each input element is in exactly one, so a put, not
+        # a sum, straight into dx (no window-major tiles to transpose back)
+        dx = np.zeros(n * c * h * w, dy.dtype)
+        dx[(idx + planes).ravel()] = dy.ravel()
+        return dx.reshape(n, c, h, w)
     dx = np.bincount((idx + planes).ravel(), weights=dy.ravel(), minlength=n * c * h * w)
     return dx.astype(dy.dtype).reshape(n, c, h, w)
 
