@@ -52,16 +52,34 @@ def test_matrix_has_every_cell_of_the_design():
     assert all(c.kw == {"p": 0.1} for c in cells if c.op == "dropout")
 
 
+def test_fused_cells_are_apart_from_the_design_matrix():
+    fused = shapes.fused_matrix()
+    assert shapes.bench_matrix() == shapes.standard_matrix() + fused
+    assert len({c.id for c in shapes.bench_matrix()}) == len(shapes.bench_matrix()) == 124 + 16
+    assert {c.family for c in fused} == {"fused"} and not {c.op for c in fused} & {c.op for c in shapes.standard_matrix()}
+    for op, shape, kw in (
+        ("add_layer_norm", (32768, 4096), {"dropout_p": 0.0, "prenorm": False}),
+        ("add_rms_norm", (32768, 4096), {"dropout_p": 0.0, "prenorm": False}),
+        ("bias_act", (32768, 4096), {"act": "gelu", "approximate": "none"}),
+        ("dropout_add", (2**26,), {"p": 0.1}),
+    ):
+        cells = [c for c in fused if c.op == op]
+        assert {(c.dtype, c.mode) for c in cells} == {(d, m) for d in shapes.DTYPES for m in shapes.MODES}, op
+        assert all(c.shape == shape and c.kw == kw and c.layout == "contiguous" for c in cells), op
+    assert {c.op for c in shapes.select(shapes.bench_matrix(), ops=["fused"])} == {"add_layer_norm", "add_rms_norm", "bias_act", "dropout_add"}
+    assert {c.op for c in shapes.select(shapes.bench_matrix(), ops=["layer_norm"])} == {"layer_norm"}
+
+
 def test_working_sets_are_above_l2():
     # the input alone is bigger than an H100's L2 (50 MB; do_bench also flushes
     # L2 before every repetition); the small shapes are there for launch overhead
-    for c in shapes.standard_matrix():
+    for c in shapes.bench_matrix():
         if not c.small:
             assert c.numel * traffic.ITEMSIZE[c.dtype] > 50e6, c.id
 
 
 def test_every_cell_op_has_an_anchor_and_a_byte_formula():
-    for c in shapes.standard_matrix():
+    for c in shapes.bench_matrix():
         assert c.op in anchors.OPS
         assert traffic.cell_bytes(c.op, c.shape, c.kw, c.dtype, c.mode) > 0
 
@@ -88,6 +106,15 @@ def test_byte_formulas():
     assert traffic.elements_moved("adaptive_avg_pool2d", (256, 2048, 7, 7), {"output_size": 1}) == (
         256 * 2048 * 49 + 256 * 2048, 256 * 2048 + 256 * 2048 * 49)
     assert traffic.gbps(2 * 10**9, 1000.0) == pytest.approx(2.0)
+    # fused cells: x and residual read, y written; backward dy and s read, s
+    # saved or rebuilt, one gradient for both inputs (two with branch dropout)
+    rd = r * d
+    no_drop = {"dropout_p": 0.0, "prenorm": False}
+    assert traffic.elements_moved("add_layer_norm", (r, d), no_drop) == (3 * rd + 2 * d, 4 * rd + 3 * d)
+    assert traffic.elements_moved("add_rms_norm", (r, d), no_drop) == (3 * rd + d, 4 * rd + 2 * d)
+    assert traffic.elements_moved("add_rms_norm", (r, d), {"dropout_p": 0.1}) == (3 * rd + d, 5 * rd + 2 * d)
+    assert traffic.elements_moved("bias_act", (r, d), {"act": "gelu"}) == (2 * rd + d, 3 * rd + 2 * d)
+    assert traffic.cell_bytes("dropout_add", (n,), {"p": 0.1}, "bfloat16", "fwdbwd") == 5 * n * 2
     with pytest.raises(KeyError):
         traffic.elements_moved("no_such_op", (1,), {})
 
@@ -104,7 +131,7 @@ def test_pool_output_size_is_torchs(kw, hw):
 
 # --- the anchors' torch calls (tiny shapes, CPU) -----------------------------------------
 
-@pytest.mark.parametrize("group", shapes.groups([c for c in shapes.standard_matrix() if c.dtype == "float32" and c.mode == "fwdbwd"]), ids=lambda g: g[0].group)
+@pytest.mark.parametrize("group", shapes.groups([c for c in shapes.bench_matrix() if c.dtype == "float32" and c.mode == "fwdbwd"]), ids=lambda g: g[0].group)
 def test_torch_anchor_runs_forward_and_backward(group):
     c = group[0]
     shape = shapes.smoke_shape(c.shape)
@@ -119,6 +146,79 @@ def test_torch_anchor_runs_forward_and_backward(group):
     y.backward(torch.ones_like(y))
     assert x.grad is not None and x.grad.shape == x.shape
     assert all(p[k].grad is not None for k in anchors.OPS[c.op].learnable)
+
+
+def test_fused_anchors_are_the_torch_composition():
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    p = anchors.make_params("add_layer_norm", (3, 8), torch.float32, "cpu")
+    assert set(p) == {"weight", "bias", "residual"} and p["residual"].shape == x.shape
+    assert "residual" in anchors.OPS["add_layer_norm"].learnable and anchors.OPS["add_layer_norm"].shared_grad
+    kw = {"dropout_p": 0.0, "prenorm": False}
+    y = anchors.torch_fn("add_layer_norm", kw)(x, p)
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(x + p["residual"], (8,), p["weight"], p["bias"], anchors.EPS_NORM))
+    p = anchors.make_params("bias_act", (3, 8), torch.float32, "cpu")
+    y = anchors.torch_fn("bias_act", {"act": "gelu", "approximate": "none"})(x, p)
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x + p["bias"]))
+    p = anchors.make_params("dropout_add", (3, 8), torch.float32, "cpu")
+    y = anchors.torch_fn("dropout_add", {"p": 0.0})(x, p)  # p = 0: the plain sum
+    torch.testing.assert_close(y, x + p["residual"])
+    for op in ("add_layer_norm", "add_rms_norm", "bias_act"):  # the lamina call equals the anchor
+        p = anchors.make_params(op, (3, 8), torch.float32, "cpu")
+        kw = shapes.fused_matrix()[[c.op for c in shapes.fused_matrix()].index(op)].kw
+        torch.testing.assert_close(anchors.lamina_fn(op, kw)(x, p), anchors.torch_fn(op, kw)(x, p), atol=1e-5, rtol=1e-5)
+
+
+def _dropout_add_case(dtype):
+    cell = next(c for c in shapes.fused_matrix() if c.op == "dropout_add" and c.dtype == dtype and c.mode == "fwdbwd")
+    torch.manual_seed(0)
+    tdtype = correctness.TORCH_DTYPES[dtype]
+    x0 = torch.randn(20000, dtype=tdtype)
+    p0 = anchors.make_params("dropout_add", x0.shape, tdtype, "cpu")
+    x = x0.clone().requires_grad_(True)
+    r = p0["residual"].clone().requires_grad_(True)
+    y = anchors.lamina_fn("dropout_add", cell.kw)(x, {"residual": r})
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    return cell, x0, p0, y.detach(), [x.grad, r.grad], dy
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dropout_add_is_compared_by_statistics(dtype):
+    """The mask is read off y - residual: lamina's own output passes; a wrong
+    scale, a wrong drop rate, a wrong dx or dresidual fail."""
+    cell, x0, p0, y, g, dy = _dropout_add_case(dtype)
+    ok = gpu.compare(cell, x0, (None, None), (y, g), dy, p0)
+    assert ok["fwd"]["ok"] and ok["fwdbwd"]["ok"], ok
+    assert "dropped 0.09" in ok["fwd"]["where"] or "dropped 0.10" in ok["fwd"]["where"]
+    r = p0["residual"]
+    wrong_scale = ((y.float() - r.float()) * 1.1 + r.float()).to(y.dtype)
+    assert not gpu.compare(cell, x0, (None, None), (wrong_scale, g), dy, p0)["fwd"]["ok"]
+    no_dropout = (x0.float() / 0.9 + r.float()).to(y.dtype)  # nothing dropped: the rate is wrong
+    assert not gpu.compare(cell, x0, (None, None), (no_dropout, g), dy, p0)["fwd"]["ok"]
+    assert not gpu.compare(cell, x0, (None, None), (y, [g[0] * 0.5, g[1]]), dy, p0)["fwdbwd"]["ok"]
+    assert not gpu.compare(cell, x0, (None, None), (y, [g[0], g[1] * 0]), dy, p0)["fwdbwd"]["ok"]
+
+
+def test_shared_gradients_are_timed_without_a_copy_into_grad(monkeypatch):
+    """fwd+bwd of x + residual cells runs torch.autograd.grad (no AccumulateGrad
+    copy of the gradient both inputs share); other cells backward()."""
+    from lamina.bench import timing
+
+    calls = []
+    monkeypatch.setattr(timing, "_timer", [timing.fake_timer])
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append("grad"))
+    monkeypatch.setattr(torch.autograd, "backward", lambda *a, **k: calls.append("backward"))
+    worker = gpu.Worker.__new__(gpu.Worker)
+    worker.args, worker.torch = gpu.parse_args(["--smoke"]), torch
+    x = torch.randn(8, requires_grad=True)
+    p = {"residual": torch.randn(8, requires_grad=True)}
+    fn = anchors.torch_fn("dropout_add", {"p": 0.1})
+    worker.time_mode(fn, x, p, torch.ones(8), [x, p["residual"]], "fwdbwd", shared_grad=True)
+    worker.time_mode(fn, x, p, torch.ones(8), [x, p["residual"]], "fwdbwd")
+    worker.time_mode(fn, x, p, torch.ones(8), [x, p["residual"]], "fwd", shared_grad=True)
+    assert calls == ["grad", "backward"]
+    assert [op for op, b in anchors.OPS.items() if b.shared_grad] == ["add_layer_norm", "add_rms_norm", "dropout_add"]
 
 
 def test_swish_anchor_is_x_sigmoid_beta_x():
@@ -178,7 +278,7 @@ def test_plan():
     plan = gpu.build_plan(args)
     kinds = [i.kind for i in plan.items]
     assert kinds == sorted(kinds, key=["check", "bench", "compile"].index)  # check, then bench, then compile
-    assert len(plan.cells) == 62 and len({i.id for i in plan.items}) == len(plan.items)
+    assert len(plan.cells) == 70 and len({i.id for i in plan.items}) == len(plan.items)  # (124 + 16 fused) / 2
     compile_dtypes = [i.cells[0].dtype for i in plan.items if i.kind == "compile"]
     assert compile_dtypes == sorted(compile_dtypes, key=lambda d: d != "bfloat16")  # bf16 first
     assert all(len(ids) == 2 for ids in plan.item_of().values())  # a bench and a compile item per cell
@@ -366,9 +466,9 @@ def test_every_cell_runs_with_torch_standing_in_for_missing_lamina_ops(tmp_path,
     out = tmp_path / "out"
     gpu.main(["--smoke", "--in-process", "--no-compile", "--out", str(out)])
     cells = json.loads((out / "bench.json").read_text())["cells"]
-    assert len(cells) == 124
+    assert len(cells) == 124 + 16  # the standard matrix and the fused cells
     for c in cells:
         assert c["error"] is None and c["lamina"]["ms"] == 1.0 and c["eager"]["ms"] == 1.0, c["id"]
-        if c["op"] != "dropout":  # random: its check is statistical
+        if c["op"] != "dropout":  # random: its check is statistical (dropout_add's reads the mask off y - residual)
             assert c["match"]["ok"], (c["id"], c["match"])
     assert {c["lamina_impl"] for c in cells if c["op"] in ("batch_norm_relu", "group_norm_silu")} <= {"composed", "fused:batch_norm_act", "fused:group_norm_silu"}

@@ -28,6 +28,13 @@ class OpBench:
     learnable: tuple = ()  # which params get gradients
     random: bool = False  # outputs differ run to run (dropout): no value comparison
     lamina_impl: Callable | None = None  # (F) -> 'fused:<name>' or 'composed', for fused cells
+    # A gradient reaches two inputs unchanged (x + residual: the residual's
+    # gradient is dy, or the same tensor as x's). backward() would then copy
+    # it into a leaf's .grad (AccumulateGrad cannot take a tensor someone else
+    # holds), a copy no network makes, since there the residual is no leaf:
+    # such cells time their backward with torch.autograd.grad, which hands
+    # the gradients back as they are.
+    shared_grad: bool = False
 
 
 # --- parameters ---------------------------------------------------------------
@@ -83,6 +90,46 @@ def _lamina_group_norm_silu(F, x, p, kw):
     if fused is not None:
         return fused(x, kw["num_groups"], p["weight"], p["bias"], eps=EPS_NORM)
     return F.silu(F.group_norm(x, kw["num_groups"], p["weight"], p["bias"], eps=EPS_NORM))
+
+
+# --- residual add + norm, bias + activation, dropout + add (shapes.FUSED_MATRIX) --------
+# The residual is a second input that needs a gradient: it travels as a
+# learnable "param", so the harness makes it, gives it requires_grad and
+# compares and times its gradient like a weight's.
+
+def _residual(shape, dtype, device):
+    g = torch.Generator(device=device).manual_seed(4321)
+    return torch.randn(shape, generator=g, device=device, dtype=dtype)
+
+
+def _add_norm_params(shape, dtype, device):
+    return _row_params(shape, dtype, device) | {"residual": _residual(shape, dtype, device)}
+
+
+def _add_rms_params(shape, dtype, device):
+    return _rms_params(shape, dtype, device) | {"residual": _residual(shape, dtype, device)}
+
+
+def _bias_params(shape, dtype, device):
+    return {"bias": _affine(shape[-1], dtype, device)["bias"]}
+
+
+def _dropout_add_params(shape, dtype, device):
+    return {"residual": _residual(shape, dtype, device)}
+
+
+def _torch_add(x, p, kw):
+    """x + residual, with the branch dropout the cell asks for (none at 0)."""
+    branch = TF.dropout(x, kw["dropout_p"], training=True) if kw["dropout_p"] > 0 else x
+    return branch + p["residual"]
+
+
+_TORCH_ACTS = {
+    "gelu": lambda t, kw: TF.gelu(t, approximate=kw.get("approximate", "none")),
+    "relu": lambda t, kw: TF.relu(t),
+    "silu": lambda t, kw: TF.silu(t),
+    "identity": lambda t, kw: t,
+}
 
 
 def _impl_of(name: str):
@@ -165,6 +212,32 @@ OPS: dict[str, OpBench] = {
     "adaptive_avg_pool2d": OpBench(
         lambda x, p, kw: TF.adaptive_avg_pool2d(x, kw["output_size"]),
         lambda F, x, p, kw: F.adaptive_avg_pool2d(x, kw["output_size"]),
+    ),
+    # fused cells beyond the DESIGN.md matrix: the anchor is the same composition in torch ops
+    "add_layer_norm": OpBench(
+        lambda x, p, kw: TF.layer_norm(_torch_add(x, p, kw), x.shape[-1:], p["weight"], p["bias"], EPS_NORM),
+        lambda F, x, p, kw: F.add_layer_norm(x, p["residual"], x.shape[-1:], p["weight"], p["bias"], EPS_NORM,
+                                             dropout_p=kw["dropout_p"], prenorm=kw["prenorm"]),
+        _add_norm_params, ("residual", "weight", "bias"),
+        shared_grad=True,
+    ),
+    "add_rms_norm": OpBench(
+        lambda x, p, kw: TF.rms_norm(_torch_add(x, p, kw), x.shape[-1:], p["weight"], EPS_RMS),
+        lambda F, x, p, kw: F.add_rms_norm(x, p["residual"], x.shape[-1:], p["weight"], EPS_RMS,
+                                           dropout_p=kw["dropout_p"], prenorm=kw["prenorm"]),
+        _add_rms_params, ("residual", "weight"),
+        shared_grad=True,
+    ),
+    "bias_act": OpBench(
+        lambda x, p, kw: _TORCH_ACTS[kw["act"]](x + p["bias"], kw),
+        lambda F, x, p, kw: F.bias_act(x, p["bias"], act=kw["act"], approximate=kw.get("approximate", "none")),
+        _bias_params, ("bias",),
+    ),
+    "dropout_add": OpBench(
+        lambda x, p, kw: TF.dropout(x, kw["p"], training=True) + p["residual"],
+        lambda F, x, p, kw: F.dropout_add(x, p["residual"], kw["p"], training=True),
+        _dropout_add_params, ("residual",),
+        random=True, shared_grad=True,
     ),
 }
 

@@ -6,10 +6,11 @@ It runs, in this order, within a time budget:
 1. ``--check``: every op of ``lamina.optable.OPS`` on the card, float32/16 and
    bfloat16, forward and gradients, against PyTorch in float64, and the
    bit-for-bit determinism of two identical calls (:mod:`.correctness`);
-2. the standard matrix (:mod:`.shapes`): for every cell lamina, torch eager and
-   Liger-Kernel (where it has the op), timed with ``triton.testing.do_bench``
-   (median), each as a fraction of a device-to-device copy measured in the
-   same run, with lamina's values compared against eager's;
+2. the standard matrix and the fused cells (:mod:`.shapes`): for every cell
+   lamina, torch eager and Liger-Kernel (where it has the op), timed with
+   ``triton.testing.do_bench`` (median), each as a fraction of a
+   device-to-device copy measured in the same run, with lamina's values
+   compared against eager's;
 3. torch.compile of the same torch function (mode default, dynamic=False), one
    compile per op, shape, dtype and layout, last because compiling is slow: what
    the budget leaves out is reported as not run.
@@ -133,7 +134,7 @@ def build_plan(args) -> Plan:
             items.append(Item(item_id, "check", check=(ci, ki, dtype)))
     cells = []
     if not args.check_only:
-        selected = S.select(S.standard_matrix(), args.ops_list, args.dtypes, args.modes)
+        selected = S.select(S.bench_matrix(), args.ops_list, args.dtypes, args.modes)
         if args.smoke:
             selected = [dataclasses.replace(c, shape=S.smoke_shape(c.shape)) for c in selected]
         groups = S.take_part(S.groups(selected), args.part_tuple)
@@ -368,13 +369,18 @@ class Worker:
             torch.cuda.synchronize()  # a kernel's fault surfaces here, in the right cell
         return y.detach(), grads, x, p, dy, leaves
 
-    def time_mode(self, fn, x, p, dy, leaves, mode: str) -> float:
+    def time_mode(self, fn, x, p, dy, leaves, mode: str, shared_grad: bool = False) -> float:
         from . import timing
 
         torch = self.torch
         if mode == "fwd":
             def step():
                 fn(x, p)
+        elif shared_grad:
+            # the same gradient for two inputs (anchors.OpBench.shared_grad):
+            # returned, not accumulated into .grad, so it is not copied
+            def step():
+                torch.autograd.grad(fn(x, p), leaves, dy)
         else:
             def step():
                 torch.autograd.backward(fn(x, p), dy)
@@ -409,13 +415,13 @@ class Worker:
                 ref = (y, grads)
             elif name == "lamina" and ref is not None:
                 try:
-                    match = compare(c0, x0, ref, (y, grads), dy)
+                    match = compare(c0, x0, ref, (y, grads), dy, p0)
                 except Exception as exc:
                     match = {"fwd": {"ok": None, "error": self.guard("compare", exc)}}
                 ref = None  # eager's values are not needed any more
             for c in cells:
                 try:
-                    results[c.id][name] = {"ms": self.time_mode(fn, x, p, dy, leaves, c.mode)}
+                    results[c.id][name] = {"ms": self.time_mode(fn, x, p, dy, leaves, c.mode, anchors.OPS[c0.op].shared_grad)}
                 except Exception as exc:
                     results[c.id][name] = {"error": self.guard(f"{name} {c.id}", exc)}
             del y, grads, x, p, dy, leaves, fn
@@ -451,7 +457,7 @@ class Worker:
             return
         for c in cells:
             try:
-                rec = {"ms": self.time_mode(fn, x, p, dy, leaves, c.mode), "compile_s": compile_s}
+                rec = {"ms": self.time_mode(fn, x, p, dy, leaves, c.mode, anchors.OPS[c0.op].shared_grad), "compile_s": compile_s}
             except Exception as exc:
                 rec = {"error": self.guard(f"compile {c.id}", exc)}
             self.emit({"type": "compile", "item": item.id, "cell": c.id, **rec})
@@ -487,11 +493,12 @@ def _progress_line(cell, impls: dict, match) -> str:
 
 # --- comparing lamina with eager at the benchmark shape -------------------------------------
 
-def compare(cell, x0, ref, got, dy) -> dict:
+def compare(cell, x0, ref, got, dy, p0=None) -> dict:
     """{'fwd': {...}, 'fwdbwd': {...}}: does lamina's output (and gradients)
     match torch eager's? Both round, so the tolerance is twice the dtype's
     (reduced gradients: scaled by the square root of the reduction).
-    Dropout is random: its drop rate and its scale are checked instead."""
+    Dropout is random: its drop rate and its scale are checked instead
+    (dropout + add: the same on y - residual, and dresidual = dy)."""
     import torch
 
     from . import anchors
@@ -501,6 +508,8 @@ def compare(cell, x0, ref, got, dy) -> dict:
     rtol, atol = (2 * v for v in tolerances()[dtype])
     (y_ref, g_ref), (y, g) = ref, got
     if anchors.OPS[cell.op].random:
+        if cell.op == "dropout_add":
+            return _compare_dropout_add(cell, x0, p0["residual"], y, g, dy, rtol, atol)
         return _compare_dropout(cell, x0, y, g, dy, rtol, atol)
     f32 = torch.float32
     fwd = error_ratio(y, y_ref, rtol, atol, f32)
@@ -538,6 +547,39 @@ def _compare_dropout(cell, x0, y, g, dy, rtol, atol) -> dict:
         known = x0 != 0
         rg = error_ratio(g[0].float() * known, (dy.float() * scale) * kept * known, rtol, atol, expected.dtype)
         out["fwdbwd"] = {"ok": bool(fwd["ok"] and rg <= 1.0), "worst": max(r, rg), "where": fwd["where"] + ", grad 0"}
+    return out
+
+
+def _compare_dropout_add(cell, x0, residual, y, g, dy, rtol, atol) -> dict:
+    """dropout(x) + residual: each element of y is either round(x * scale + r)
+    (kept) or exactly r (dropped); the mask is read off y as the nearer of the
+    two. Where the two are the same number (x * scale under half an ulp of
+    r, or x = 0) the mask cannot be read: no verdict on those elements."""
+    import torch
+
+    from .correctness import error_ratio
+
+    p = cell.kw["p"]
+    scale = 1.0 / (1.0 - p)
+    f32 = torch.float32
+    r = residual.float()
+    if_kept = (x0.float() * scale + r).to(residual.dtype).float()
+    known = if_kept != r
+    yf = y.float()
+    kept = (yf - if_kept).abs() < (yf - r).abs()
+    dropped = 1.0 - (kept & known).sum().item() / max(known.sum().item(), 1)
+    expected = torch.where(kept, if_kept, r)
+    err = error_ratio(yf * known, expected * known, rtol, atol, f32)
+    rate_ok = abs(dropped - p) < 0.01
+    fwd = {"ok": bool(rate_ok and err <= 1.0), "worst": err, "where": f"forward (dropped {dropped:.4f}, p {p})"}
+    out = {"fwd": fwd}
+    if len(g) == 2 and g[0] is not None and g[1] is not None and dy is not None:
+        dx_expected = dy.float() * scale * kept
+        rx = error_ratio(g[0].float() * known, dx_expected * known, rtol, atol, f32)
+        rr = error_ratio(g[1], dy, rtol, atol, f32)  # dresidual = dy everywhere
+        worst = max(err, rx, rr)
+        out["fwdbwd"] = {"ok": bool(fwd["ok"] and rx <= 1.0 and rr <= 1.0), "worst": worst,
+                         "where": fwd["where"] + ", grads 0 and 1"}
     return out
 
 

@@ -160,8 +160,8 @@ def format_table(rows: list[dict], meta: dict | None = None) -> str:
     lines.append(line(["-" * w for w in widths]))
     lines.extend(line(b) for b in body)
     lines.append(
-        "ok: lamina's output and gradients match torch eager's at this shape (2x the dtype's tolerance; dropout: "
-        "drop rate and scale); frac: fraction of the copy bandwidth; x anchor: anchor ms / lamina ms (>1: lamina faster)"
+        "ok: lamina's output and gradients match torch eager's at this shape (2x the dtype's tolerance; dropout and "
+        "dropout+add: drop rate and scale); frac: fraction of the copy bandwidth; x anchor: anchor ms / lamina ms (>1: lamina faster)"
     )
     lines.extend(format_errors(rows))
     return "\n".join(lines) + "\n"

@@ -4,6 +4,10 @@ Every cell is one op at one shape, dtype, memory layout and mode. The list is
 fixed so results stay comparable over time; filters (--ops, --dtype, --mode)
 and --part only select from it. This module needs neither torch nor a GPU.
 
+After the standard matrix come the fused cells (FUSED_MATRIX: residual add +
+norm, bias + activation, dropout + add), kept apart so the DESIGN.md matrix
+stays as it was; the harness runs both (bench_matrix).
+
 Cells that share op, shape, dtype and layout form a *group*: the harness makes
 their inputs once and times the fwd and fwd+bwd cells together.
 """
@@ -108,11 +112,24 @@ MATRIX: tuple[Spec, ...] = (
 )
 
 
-def standard_matrix() -> list[Cell]:
-    """Every cell of the standard matrix, in a fixed order: spec, shape,
-    dtype, layout, mode."""
+# --- fused cells (issue #4), beyond the DESIGN.md matrix above ----------------------
+# The fused layers of lamina.functional at the shapes of the ops they fuse:
+# the row norms' (32768, 4096) and the elementwise ops' 2**26 elements. Each
+# is timed against its composition in torch ops (eager, and torch.compile of
+# that composition). Family 'fused', so `--ops fused` selects them all.
+ROWS = ((32768, 4096),)
+
+FUSED_MATRIX: tuple[Spec, ...] = (
+    Spec("add+layer_norm", "add_layer_norm", "fused", ROWS, kwargs={"dropout_p": 0.0, "prenorm": False}),
+    Spec("add+rms_norm", "add_rms_norm", "fused", ROWS, kwargs={"dropout_p": 0.0, "prenorm": False}),
+    Spec("bias+gelu", "bias_act", "fused", ROWS, kwargs={"act": "gelu", "approximate": "none"}),
+    Spec("dropout(0.1)+add", "dropout_add", "fused", FLAT, kwargs={"p": 0.1}),
+)
+
+
+def _cells(specs) -> list[Cell]:
     cells = []
-    for spec in MATRIX:
+    for spec in specs:
         kwargs = tuple(sorted(spec.kwargs.items()))
         for shape in spec.shapes:
             for dtype in DTYPES:
@@ -120,6 +137,22 @@ def standard_matrix() -> list[Cell]:
                     for mode in MODES:
                         cells.append(Cell(spec.label, spec.op, spec.family, tuple(shape), dtype, layout, mode, kwargs, spec.small))
     return cells
+
+
+def standard_matrix() -> list[Cell]:
+    """Every cell of the DESIGN.md standard matrix, in a fixed order: spec,
+    shape, dtype, layout, mode."""
+    return _cells(MATRIX)
+
+
+def fused_matrix() -> list[Cell]:
+    """The fused cells (FUSED_MATRIX), in the same order."""
+    return _cells(FUSED_MATRIX)
+
+
+def bench_matrix() -> list[Cell]:
+    """What the harness runs: the standard matrix, then the fused cells."""
+    return standard_matrix() + fused_matrix()
 
 
 # --- selection -------------------------------------------------------------------

@@ -12,6 +12,18 @@ input read once and each output written once (DESIGN.md, "Measuring speed").
                              backward reads dy (output size), writes dx (input size)
     fused op + activation    the same as the norm alone: the activation is free
 
+The fused cells beyond the standard matrix (shapes.FUSED_MATRIX), by the same
+rule (see elements_moved for the reasoning):
+
+    residual add + norm      forward 3n (x, residual, y), backward 4n (dy, the
+                             sum s read, and written or rebuilt, one gradient
+                             for both x and residual) or 5n with branch dropout
+                             (dx is then a second tensor); plus the norm's
+                             parameters
+    bias + activation        forward 2n + d, backward 3n + 2d (bias read,
+                             dbias written)
+    dropout + add            forward 3n, backward 2n (dy, dx; dresidual is dy)
+
 A forward+backward cell moves the sum. GB/s = bytes / time.
 """
 
@@ -66,6 +78,31 @@ def elements_moved(op: str, shape: tuple, kwargs: dict) -> tuple[int, int]:
         ho, wo = _pair(kwargs.get("output_size", 1))
         out = batch * channels * ho * wo
         return n + out, out + n
+    # --- fused cells ---
+    if op in ("add_layer_norm", "add_rms_norm"):
+        # Forward: read x and residual, write y (3n). Backward: read dy and
+        # the sum s = x + residual, write the gradient (3n); and s must exist:
+        # either the forward saves it (a write of n) or the backward rebuilds
+        # it (reading x and residual, a read of n more). That n is charged to
+        # the backward, so a forward alone counts its minimum, 3n, and the pair
+        # 7n whichever way an implementation goes.
+        # The gradient: d/dx and d/dresidual of x + residual are one tensor
+        # (autograd hands the same one to both, as torch's add does), written
+        # once; with branch dropout (dropout_p > 0) dx = mask * ds / (1 - p)
+        # is a second tensor (the mask regenerated from the seed): one more n.
+        d = shape[-1]
+        n_params = 2 if op == "add_layer_norm" else 1
+        grads = 2 if kwargs.get("dropout_p", 0.0) > 0 else 1
+        return 3 * n + n_params * d, (3 + grads) * n + d + n_params * d
+    if op == "bias_act":
+        # as prelu: forward reads the bias; backward reads it again (act'(x + b)
+        # is recomputed from the saved x) and writes dbias
+        d = shape[-1]
+        return 2 * n + d, 3 * n + 2 * d
+    if op == "dropout_add":
+        # forward reads x and residual, writes y; backward reads dy and writes
+        # dx (the mask regenerated from the seed): dresidual is dy itself
+        return 3 * n, 2 * n
     raise KeyError(f"no byte formula for op {op!r}")
 
 
