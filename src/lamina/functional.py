@@ -1118,8 +1118,9 @@ def _rn_param_grad_to_torch(g, param: Optional[Tensor], like: Tensor) -> Tensor:
 
 def _check_normalized_shape(input: Tensor, normalized_shape, weight=None, bias=None) -> list:
     validate.floating(input)
-    if validate.as_int(normalized_shape) is not None or not isinstance(normalized_shape, (list, tuple)) \
-            or any(validate.as_int(s) is None for s in normalized_shape):
+    # isinstance first: torch 2.11's dynamo cannot trace operator.index raising
+    # TypeError on a tuple (GPT-2 under lamina.patch + torch.compile on the H200)
+    if not isinstance(normalized_shape, (list, tuple)) or any(validate.as_int(s) is None for s in normalized_shape):
         raise TypeError(f"normalized_shape must be a tuple or list of ints, got {normalized_shape!r}")
     shape = [validate.as_int(s) for s in normalized_shape]
     if not shape:

@@ -37,7 +37,9 @@ def as_int(value):
     """``value`` as a Python int when it is an integer (numpy integers and 0-d
     integer tensors too, as PyTorch's argument parser takes them; not bool),
     else None."""
-    if isinstance(value, bool):
+    # no operator.index on what has no __index__ (a tuple, a float): torch
+    # 2.11's dynamo cannot trace the TypeError it raises
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         return None
     try:
         return operator.index(value)
