@@ -383,9 +383,9 @@ def _fused_row_params(shape, dtype, bias):
 
 def _bn_act_stats(x, training):
     if training:
-        return torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype)
-    return (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.dtype),
-            torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.dtype))
+        return torch.zeros(x.shape[1], dtype=x.dtype, device=x.device), torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+    return (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.device, x.dtype),
+            torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.device, x.dtype))
 
 
 def _lamina_bn_act(x, w, b, inplace=False, training=True, **kw):
