@@ -175,10 +175,14 @@ LAMINA_ONLY = [
 
 
 def torch_error(call):
-    """The exception PyTorch raises for ``call`` (fails the test if it raises none)."""
-    with pytest.raises(Exception) as theirs:
+    """The exception PyTorch raises for ``call``, or None when it takes the
+    call on this device (CUDA batch norm takes float64 running stats that
+    its CPU kernel refuses)."""
+    try:
         call(TORCH)
-    return type(theirs.value)
+    except Exception as theirs:
+        return type(theirs)
+    return None
 
 
 def test_enough_cases():
@@ -188,6 +192,10 @@ def test_enough_cases():
 @pytest.mark.parametrize("name,call,message", CASES, ids=[c[0] for c in CASES])
 def test_raises_like_torch(each_backend, name, call, message):
     expected = torch_error(call)
+    if expected is None:
+        assert torch.device(torch.get_default_device()).type != "cpu", f"{name}: PyTorch takes this call on the CPU"
+        call(LF)  # taken by PyTorch on this device: lamina takes it too
+        return
     with pytest.raises(expected, match=message):
         call(LF)
 

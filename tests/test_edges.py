@@ -141,6 +141,9 @@ NAN_CASES = [
 
 @pytest.mark.parametrize("name,call,shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
 def test_nan_and_inf_like_torch(each_backend, name, call, shape):
+    if name == "rms_norm" and torch.device(torch.get_default_device()).type == "cuda":
+        pytest.xfail("PyTorch 2.11's CUDA rms_norm and its CPU one disagree on a row holding an inf "
+                     "(H200, 2026-11-27); lamina gives the CPU's values on both devices")
     x = special_values(shape)
     if name in ACT_CALLS:
         # PyTorch's vectorized float32 CPU GELU gives NaN at +inf, its
@@ -257,8 +260,16 @@ NEGATIVE_EPS = [
 
 @pytest.mark.parametrize("name,call", NEGATIVE_EPS, ids=[c[0] for c in NEGATIVE_EPS])
 def test_negative_eps_like_torch(each_backend, name, call):
-    """A negative eps smaller than the variance: finite, as in PyTorch."""
+    """A negative eps smaller than the variance: finite, as in PyTorch. Where
+    the installed PyTorch refuses the eps (2.11 refuses eps=0 in batch norm's
+    evaluation mode too), lamina raises the same error."""
     x = torch.randn(3, 4, 8) * 3
+    try:
+        call(TF, x)
+    except ValueError:
+        with pytest.raises(ValueError, match="eps"):
+            call(LF, x)
+        return
     assert_like_torch(call, x, rtol=1e-4, atol=1e-5)
 
 
