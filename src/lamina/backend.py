@@ -67,7 +67,13 @@ def kernels(family: str):
     if module is None:  # first use only: the lookup sits on every op's path
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        module = _kernel_modules[family] = importlib.import_module(f"lamina.kernels.{family}")
+        module = importlib.import_module(f"lamina.kernels.{family}")
+        from .kernels import fast_launch
+
+        if fast_launch.enabled():  # opt-in, experimental: LAMINA_FAST_LAUNCH=1
+            for name in ("launch", "activation", "normalization", "pooling", "dropout", "fused"):
+                fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"))
+        _kernel_modules[family] = module
     return module
 
 

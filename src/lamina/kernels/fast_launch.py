@@ -1,0 +1,73 @@
+"""An opt-in shortcut past Triton's launch path, for host time (experimental).
+
+Set ``LAMINA_FAST_LAUNCH=1`` before lamina's kernels are imported to turn it
+on; off by default.
+
+Why: a small layer's forward+backward is bound by host time, not by the GPU
+(bench/NOTES-perf.md): ``JITFunction.run`` costs about 24 us a launch on the
+main thread of an H200 host, and 3x that on autograd's backward thread. Most
+of it is not the launch: reading knobs from the environment, stringifying the
+options into the cache key, checking globals, building launch metadata.
+
+How: each launched kernel's ``run`` is replaced by one that asks Triton's own
+binder for the specialization (so alignment and constant-1 specializations
+are exactly Triton's), keeps the compiled kernel under (specialization,
+options) after the first, ordinary launch, and then calls the compiled
+kernel's launcher directly. Anything unusual -- a launch hook installed (a
+profiler), a warm-up call, a device without a cache yet -- takes Triton's own
+path. It leans on Triton 3.6 internals (``device_caches``, the binder,
+``CompiledKernel.run``'s argument list): scripts/probe_fast_launch.py checks
+values and measures host time on a card before it is ever made the default.
+Never used under the interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from triton.runtime.jit import JITFunction
+from triton import knobs
+
+
+def enabled() -> bool:
+    return os.environ.get("LAMINA_FAST_LAUNCH") == "1" and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _fast_run(self, *args, grid, warmup, **kwargs):
+    if warmup or knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+        return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
+    device = torch.cuda.current_device()
+    caches = self.device_caches.get(device) if hasattr(self.device_caches, "get") else None
+    if caches is None:
+        return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
+    binder = caches[4]
+    bound_args, specialization, options = binder(*args, **kwargs)
+    key = (device, tuple(specialization), tuple(options.items()))
+    kernel = self._lamina_launchers.get(key)
+    if kernel is None:
+        # first launch of this specialization: Triton's own path compiles,
+        # checks and launches; the compiled kernel is kept for the next ones
+        kernel = JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
+        if kernel is not None and not hasattr(kernel, "result"):
+            self._lamina_launchers[key] = kernel
+        return kernel
+    if callable(grid):
+        grid = grid(bound_args)
+    g1 = grid[1] if len(grid) > 1 else 1
+    g2 = grid[2] if len(grid) > 2 else 1
+    stream = torch.cuda.current_stream(device).cuda_stream
+    kernel.run(grid[0], g1, g2, stream, kernel.function, kernel.packed_metadata, None, None, None,
+               *bound_args.values())
+    return kernel
+
+
+def install(module) -> int:
+    """Gives every Triton kernel of ``module`` the fast ``run``; returns how many."""
+    count = 0
+    for value in vars(module).values():
+        if isinstance(value, JITFunction) and not hasattr(value, "_lamina_launchers"):
+            value._lamina_launchers = {}
+            value.run = _fast_run.__get__(value)
+            count += 1
+    return count
