@@ -104,7 +104,7 @@ def child(out_path: str) -> None:
     cells = {}
     for name, make, lam, tor in [
         ("relu 2^26 bf16", lambda: [leaf(2**26, dtype=torch.bfloat16)], lambda a: F.relu(a[0]), lambda a: TF.relu(a[0])),
-        ("layer_norm 32768x4096 bf16", lambda: [leaf(32768, 4096, dtype=torch.bfloat16), leaf(4096), leaf(4096)],
+        ("layer_norm 32768x4096 bf16", lambda: [leaf(32768, 4096, dtype=torch.bfloat16), leaf(4096, dtype=torch.bfloat16), leaf(4096, dtype=torch.bfloat16)],
          lambda a: F.layer_norm(a[0], [4096], a[1], a[2]), lambda a: TF.layer_norm(a[0], [4096], a[1], a[2])),
         ("layer_norm 4096x768 fp32 (small)", lambda: [leaf(4096, 768), leaf(768), leaf(768)],
          lambda a: F.layer_norm(a[0], [768], a[1], a[2]), lambda a: TF.layer_norm(a[0], [768], a[1], a[2])),
@@ -114,7 +114,7 @@ def child(out_path: str) -> None:
          lambda a: bn(F, *a), lambda a: bn(TF, *a)),
         ("batch_norm2d 64x64x112x112 fp32 channels_last", lambda: [leaf(64, 64, 112, 112, cl=True), leaf(64), leaf(64)],
          lambda a: bn(F, *a), lambda a: bn(TF, *a)),
-        ("group_norm 16x512x64x64 bf16", lambda: [leaf(16, 512, 64, 64, dtype=torch.bfloat16), leaf(512), leaf(512)],
+        ("group_norm 16x512x64x64 bf16", lambda: [leaf(16, 512, 64, 64, dtype=torch.bfloat16), leaf(512, dtype=torch.bfloat16), leaf(512, dtype=torch.bfloat16)],
          lambda a: F.group_norm(a[0], 32, a[1], a[2]), lambda a: TF.group_norm(a[0], 32, a[1], a[2])),
     ]:
         args = make()
