@@ -30,6 +30,7 @@ def child(out_path: str) -> None:
     from triton.testing import do_bench
 
     import lamina.functional as F
+    from host_timing import per_call_us
 
     dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
@@ -70,15 +71,6 @@ def child(out_path: str) -> None:
         values[name] = [y.detach().cpu()] + [t.cpu() for t in grads]
     torch.save(values, out_path + ".pt")
 
-    def per_call_us(fn, reps=300):
-        for _ in range(20):
-            fn()
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-        return (time.perf_counter() - t) / reps * 1e6
 
     def fwd_bwd(call, leaves):
         def step():

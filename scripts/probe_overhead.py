@@ -5,23 +5,14 @@ Part 3: torch.profiler of ReLU fwd+bwd at 2**26 elements (GPU kernels and
 their durations)."""
 import cProfile
 import pstats
-import time
 
 import torch
 import torch.nn.functional as TF
 
 import lamina.functional as F
+from host_timing import per_call_us  # scripts/ is on sys.path when run as a script
 
 
-def per_call_us(fn, reps=300):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / reps * 1e6
 
 
 def leaf(*shape):
