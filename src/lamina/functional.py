@@ -55,43 +55,54 @@ def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
     return input
 
 
-# --- relu ----------------------------------------------------------------------
-
-@custom_op("lamina::relu_forward", mutates_args=())
-def _relu_forward(x: Tensor) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().relu_forward(x)
-    y, _ = ref_activation.relu_forward(to_numpy(x))
-    return to_torch(y, x)
-
-
-@_relu_forward.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::relu_backward", mutates_args=())
-def _relu_backward(dy: Tensor, y: Tensor) -> Tensor:
-    if use_kernels(y):
-        return _act_kernels().relu_backward(dy, y)
-    return to_torch(ref_activation.relu_backward(to_numpy(dy), (to_numpy(y),)), y)
-
-
-@_relu_backward.register_fake
-def _(dy, y):
-    return torch.empty_like(y)
-
+# --- the parameterless activations: one custom-op pair each ---------------------
 
 def _save_output(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-def _relu_grad(ctx, dy):
-    (y,) = ctx.saved_tensors
-    return _relu_backward(dy, y)
+def _save_input(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
 
 
-_relu_forward.register_autograd(_relu_grad, setup_context=_save_output)
+def _activation_op(name: str, saves: str, reference_cache_extra: tuple = ()):
+    """``lamina::<name>_forward`` / ``lamina::<name>_backward`` for an
+    activation without parameters: forward f(x); backward from the one tensor
+    saved, the output y (``saves='output'``: relu, sigmoid, tanh) or the
+    input x (``saves='input'``: silu). The kernels' ``<name>_forward`` /
+    ``<name>_backward`` run CUDA tensors, the reference's the others (its
+    backward cache is (saved,) + ``reference_cache_extra``)."""
+    ref_forward = getattr(ref_activation, f"{name}_forward")
+    ref_backward = getattr(ref_activation, f"{name}_backward")
+
+    def forward(x: Tensor) -> Tensor:
+        if use_kernels(x):
+            return getattr(_act_kernels(), f"{name}_forward")(x)
+        y, _ = ref_forward(to_numpy(x))
+        return to_torch(y, x)
+
+    def backward(dy: Tensor, saved: Tensor) -> Tensor:
+        if use_kernels(saved):
+            return getattr(_act_kernels(), f"{name}_backward")(dy, saved)
+        return to_torch(ref_backward(to_numpy(dy), (to_numpy(saved),) + reference_cache_extra), saved)
+
+    forward.__name__, backward.__name__ = f"_{name}_forward", f"_{name}_backward"
+    forward_op = custom_op(f"lamina::{name}_forward", mutates_args=())(forward)
+    backward_op = custom_op(f"lamina::{name}_backward", mutates_args=())(backward)
+    forward_op.register_fake(lambda x: torch.empty_like(x))
+    backward_op.register_fake(lambda dy, saved: torch.empty_like(saved))
+
+    def grad(ctx, dy):
+        (saved,) = ctx.saved_tensors
+        return backward_op(dy, saved)
+
+    forward_op.register_autograd(grad, setup_context=_save_output if saves == "output" else _save_input)
+    return forward_op, backward_op
+
+
+# --- relu ----------------------------------------------------------------------
+
+_relu_forward, _relu_backward = _activation_op("relu", saves="output")
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -328,37 +339,7 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
 
 # --- sigmoid -----------------------------------------------------------------------
 
-@custom_op("lamina::sigmoid_forward", mutates_args=())
-def _sigmoid_forward(x: Tensor) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().sigmoid_forward(x)
-    y, _ = ref_activation.sigmoid_forward(to_numpy(x))
-    return to_torch(y, x)
-
-
-@_sigmoid_forward.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::sigmoid_backward", mutates_args=())
-def _sigmoid_backward(dy: Tensor, y: Tensor) -> Tensor:
-    if use_kernels(y):
-        return _act_kernels().sigmoid_backward(dy, y)
-    return to_torch(ref_activation.sigmoid_backward(to_numpy(dy), (to_numpy(y),)), y)
-
-
-@_sigmoid_backward.register_fake
-def _(dy, y):
-    return torch.empty_like(y)
-
-
-def _sigmoid_grad(ctx, dy):
-    (y,) = ctx.saved_tensors
-    return _sigmoid_backward(dy, y)
-
-
-_sigmoid_forward.register_autograd(_sigmoid_grad, setup_context=_save_output)
+_sigmoid_forward, _sigmoid_backward = _activation_op("sigmoid", saves="output")
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -389,37 +370,7 @@ def sigmoid(input: Tensor) -> Tensor:
 
 # --- tanh --------------------------------------------------------------------------
 
-@custom_op("lamina::tanh_forward", mutates_args=())
-def _tanh_forward(x: Tensor) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().tanh_forward(x)
-    y, _ = ref_activation.tanh_forward(to_numpy(x))
-    return to_torch(y, x)
-
-
-@_tanh_forward.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::tanh_backward", mutates_args=())
-def _tanh_backward(dy: Tensor, y: Tensor) -> Tensor:
-    if use_kernels(y):
-        return _act_kernels().tanh_backward(dy, y)
-    return to_torch(ref_activation.tanh_backward(to_numpy(dy), (to_numpy(y),)), y)
-
-
-@_tanh_backward.register_fake
-def _(dy, y):
-    return torch.empty_like(y)
-
-
-def _tanh_grad(ctx, dy):
-    (y,) = ctx.saved_tensors
-    return _tanh_backward(dy, y)
-
-
-_tanh_forward.register_autograd(_tanh_grad, setup_context=_save_output)
+_tanh_forward, _tanh_backward = _activation_op("tanh", saves="output")
 
 
 def tanh(input: Tensor) -> Tensor:
@@ -522,41 +473,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 
 # --- silu and swish ------------------------------------------------------------
 
-@custom_op("lamina::silu_forward", mutates_args=())
-def _silu_forward(x: Tensor) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().silu_forward(x)
-    y, _ = ref_activation.silu_forward(to_numpy(x))
-    return to_torch(y, x)
-
-
-@_silu_forward.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::silu_backward", mutates_args=())
-def _silu_backward(dy: Tensor, x: Tensor) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().silu_backward(dy, x)
-    return to_torch(ref_activation.silu_backward(to_numpy(dy), (to_numpy(x), 1.0)), x)
-
-
-@_silu_backward.register_fake
-def _(dy, x):
-    return torch.empty_like(x)
-
-
-def _save_input(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-
-
-def _silu_grad(ctx, dy):
-    (x,) = ctx.saved_tensors
-    return _silu_backward(dy, x)
-
-
-_silu_forward.register_autograd(_silu_grad, setup_context=_save_input)
+# the reference computes silu as swish with beta = 1
+_silu_forward, _silu_backward = _activation_op("silu", saves="input", reference_cache_extra=(1.0,))
 
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
