@@ -57,46 +57,60 @@ def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
 
 # --- the parameterless activations: one custom-op pair each ---------------------
 
-def _save_output(ctx, inputs, output):
-    ctx.save_for_backward(output)
-
-
-def _save_input(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0])
-
-
-def _activation_op(name: str, saves: str, reference_cache_extra: tuple = ()):
+def _activation_op(name: str, saves: str, param_type: str | None = None, reference_cache_extra: tuple = ()):
     """``lamina::<name>_forward`` / ``lamina::<name>_backward`` for an
-    activation without parameters: forward f(x); backward from the one tensor
-    saved, the output y (``saves='output'``: relu, sigmoid, tanh) or the
-    input x (``saves='input'``: silu). The kernels' ``<name>_forward`` /
-    ``<name>_backward`` run CUDA tensors, the reference's the others (its
-    backward cache is (saved,) + ``reference_cache_extra``)."""
+    elementwise activation: forward f(x) (or f(x, param), ``param`` one
+    argument of type ``param_type``: gelu's approximate, swish's beta);
+    backward from the one tensor saved, the output y (``saves='output'``:
+    relu, sigmoid, tanh) or the input x (``saves='input'``). CUDA tensors run
+    the kernels' ``<name>_forward`` / ``<name>_backward``, the others the
+    reference's (its backward cache is (saved, *param) +
+    ``reference_cache_extra``)."""
     ref_forward = getattr(ref_activation, f"{name}_forward")
     ref_backward = getattr(ref_activation, f"{name}_backward")
 
-    def forward(x: Tensor) -> Tensor:
+    def run_forward(x, *param):
         if use_kernels(x):
-            return getattr(_act_kernels(), f"{name}_forward")(x)
-        y, _ = ref_forward(to_numpy(x))
+            return getattr(_act_kernels(), f"{name}_forward")(x, *param)
+        y, _ = ref_forward(to_numpy(x), *param)
         return to_torch(y, x)
 
-    def backward(dy: Tensor, saved: Tensor) -> Tensor:
+    def run_backward(dy, saved, *param):
         if use_kernels(saved):
-            return getattr(_act_kernels(), f"{name}_backward")(dy, saved)
-        return to_torch(ref_backward(to_numpy(dy), (to_numpy(saved),) + reference_cache_extra), saved)
+            return getattr(_act_kernels(), f"{name}_backward")(dy, saved, *param)
+        cache = (to_numpy(saved),) + param + reference_cache_extra
+        return to_torch(ref_backward(to_numpy(dy), cache), saved)
 
+    # torch.library reads the op's schema from the Python signature
+    if param_type is None:
+        def forward(x: Tensor) -> Tensor:
+            return run_forward(x)
+
+        def backward(dy: Tensor, saved: Tensor) -> Tensor:
+            return run_backward(dy, saved)
+    else:
+        def forward(x: Tensor, param) -> Tensor:
+            return run_forward(x, param)
+
+        def backward(dy: Tensor, saved: Tensor, param) -> Tensor:
+            return run_backward(dy, saved, param)
+
+        forward.__annotations__["param"] = backward.__annotations__["param"] = param_type
     forward.__name__, backward.__name__ = f"_{name}_forward", f"_{name}_backward"
     forward_op = custom_op(f"lamina::{name}_forward", mutates_args=())(forward)
     backward_op = custom_op(f"lamina::{name}_backward", mutates_args=())(backward)
-    forward_op.register_fake(lambda x: torch.empty_like(x))
-    backward_op.register_fake(lambda dy, saved: torch.empty_like(saved))
+    forward_op.register_fake(lambda x, param=None: torch.empty_like(x))
+    backward_op.register_fake(lambda dy, saved, param=None: torch.empty_like(saved))
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(output if saves == "output" else inputs[0])
+        ctx.param = inputs[1:]
 
     def grad(ctx, dy):
         (saved,) = ctx.saved_tensors
-        return backward_op(dy, saved)
+        return (backward_op(dy, saved, *ctx.param),) + (None,) * len(ctx.param)
 
-    forward_op.register_autograd(grad, setup_context=_save_output if saves == "output" else _save_input)
+    forward_op.register_autograd(grad, setup_context=setup)
     return forward_op, backward_op
 
 
@@ -401,42 +415,7 @@ def tanh(input: Tensor) -> Tensor:
 
 # --- gelu --------------------------------------------------------------------------
 
-@custom_op("lamina::gelu_forward", mutates_args=())
-def _gelu_forward(x: Tensor, approximate: str) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().gelu_forward(x, approximate)
-    y, _ = ref_activation.gelu_forward(to_numpy(x), approximate)
-    return to_torch(y, x)
-
-
-@_gelu_forward.register_fake
-def _(x, approximate):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::gelu_backward", mutates_args=())
-def _gelu_backward(dy: Tensor, x: Tensor, approximate: str) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().gelu_backward(dy, x, approximate)
-    return to_torch(ref_activation.gelu_backward(to_numpy(dy), (to_numpy(x), approximate)), x)
-
-
-@_gelu_backward.register_fake
-def _(dy, x, approximate):
-    return torch.empty_like(x)
-
-
-def _gelu_setup(ctx, inputs, output):
-    x, ctx.approximate = inputs
-    ctx.save_for_backward(x)
-
-
-def _gelu_grad(ctx, dy):
-    (x,) = ctx.saved_tensors
-    return _gelu_backward(dy, x, ctx.approximate), None
-
-
-_gelu_forward.register_autograd(_gelu_grad, setup_context=_gelu_setup)
+_gelu_forward, _gelu_backward = _activation_op("gelu", saves="input", param_type="str")
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -507,42 +486,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _write_inplace(input, y) if inplace else y
 
 
-@custom_op("lamina::swish_forward", mutates_args=())
-def _swish_forward(x: Tensor, beta: float) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().swish_forward(x, beta)
-    y, _ = ref_activation.swish_forward(to_numpy(x), beta)
-    return to_torch(y, x)
-
-
-@_swish_forward.register_fake
-def _(x, beta):
-    return torch.empty_like(x)
-
-
-@custom_op("lamina::swish_backward", mutates_args=())
-def _swish_backward(dy: Tensor, x: Tensor, beta: float) -> Tensor:
-    if use_kernels(x):
-        return _act_kernels().swish_backward(dy, x, beta)
-    return to_torch(ref_activation.swish_backward(to_numpy(dy), (to_numpy(x), beta)), x)
-
-
-@_swish_backward.register_fake
-def _(dy, x, beta):
-    return torch.empty_like(x)
-
-
-def _swish_setup(ctx, inputs, output):
-    x, ctx.beta = inputs
-    ctx.save_for_backward(x)
-
-
-def _swish_grad(ctx, dy):
-    (x,) = ctx.saved_tensors
-    return _swish_backward(dy, x, ctx.beta), None
-
-
-_swish_forward.register_autograd(_swish_grad, setup_context=_swish_setup)
+_swish_forward, _swish_backward = _activation_op("swish", saves="input", param_type="float")
 
 
 def swish(input: Tensor, beta: float = 1.0) -> Tensor:
