@@ -53,7 +53,9 @@ for fo, act in [(False, 6), (True, 1), (True, -1)]:
         check(K._bn_act_backward_input_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, mean_ptr=P, rstd_ptr=P, w_ptr=P, b_ptr=P, param=F, sum_dz_ptr=P, sum_dz_xhat_ptr=P, inv_m=F),
               dict(CHANNELS_ON_ROWS=rows, HAS_W=True, HAS_B=True, ACT=act, FROM_OUTPUT=fo, TRAINING=True, BLOCK_R=64, BLOCK_K=64))
 g = dict(HAS_W=True, HAS_B=True, ACT=6, C_BLOCK=16, S_BLOCK=256)
-check(K._group_act_forward_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, param=F), g)
+for act in (-1, 0, 6):  # plain group norm (IDENTITY), relu, silu: the apply kernel both share
+    check(K._group_norm_apply_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F),
+          dict(HAS_WEIGHT=True, HAS_BIAS=True, ACT=act, C_BLOCK=16, S_BLOCK=256))
 check(K._group_act_backward_partial_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, param=F, group_part_ptr=P, channel_part_ptr=P), g)
 check(K._group_act_backward_dx_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, param=F, group_sums_ptr=P, inv_count=F), g)
 for rms in (False, True):

@@ -120,6 +120,19 @@ def _activate(x, param, ACT: tl.constexpr):
     return y
 
 
+# "no activation": the fused norms' ACT when the layer has none
+IDENTITY = tl.constexpr(-1)
+
+
+@triton.jit
+def _act(z, param, ACT: tl.constexpr):
+    """_activate, or z itself for IDENTITY."""
+    if ACT == IDENTITY:
+        return z
+    else:
+        return _activate(z, param, ACT)
+
+
 @triton.jit
 def _activate_grad(dy, saved, param, ACT: tl.constexpr):
     """dx in float32 from dy and what forward saved (see the module docstring)."""

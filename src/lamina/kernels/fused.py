@@ -40,11 +40,12 @@ import triton
 import triton.language as tl
 
 from ..rng import GROUP
-from .activation import GELU, GELU_TANH, LEAKY_RELU, RELU, SWISH, _activate, _activate_grad
+from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _activate_grad
 from .launch import dense, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _elementwise_launch,
     _group_launch,
+    _group_norm_apply_kernel,
     _group_stats_combine_kernel,
     _group_stats_partial_kernel,
     _group_tile,
@@ -54,8 +55,6 @@ from .normalization import (  # the statistics passes are reused, not copied
     row_norm_forward,
 )
 from .dropout import dropout_backward as _dropout_kernel_backward
-
-IDENTITY = tl.constexpr(-1)
 
 _ACT_IDS = {"relu": RELU.value, "leaky_relu": LEAKY_RELU.value, "silu": SWISH.value, "gelu": GELU.value,
             "gelu_tanh": GELU_TANH.value, "identity": IDENTITY.value}
@@ -73,14 +72,6 @@ def act_param(act: str, negative_slope: float) -> float:
 
 
 # --- activations of z, their derivative from z, and their inverse from y -------------
-
-@triton.jit
-def _act(z, param, ACT: tl.constexpr):
-    if ACT == IDENTITY:
-        return z
-    else:
-        return _activate(z, param, ACT)
-
 
 @triton.jit
 def _act_grad(dy, z, param, ACT: tl.constexpr):
@@ -370,32 +361,6 @@ _GN_WHOLE_GROUP = 16384  # tile size limit handed to group norm's launch planner
 
 
 @triton.jit
-def _group_act_forward_kernel(
-    x_ptr, y_ptr,  # (N, C, S), both with strides (stride_n, stride_c, stride_s)
-    w_ptr, b_ptr,  # (C,) affine (unused without HAS_W / HAS_B)
-    mean_ptr, rstd_ptr,  # (N*G,) group statistics
-    param,
-    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0).to(tl.int64)
-    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
-        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
-    mean = tl.load(mean_ptr + ng).to(tl.float32)
-    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
-    scale = tl.zeros([C_BLOCK], dtype=tl.float32) + rstd
-    if HAS_W:
-        scale = scale * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
-    shift = tl.zeros([C_BLOCK], dtype=tl.float32)  # (x - mean) * scale + b: no cancellation
-    if HAS_B:
-        shift = tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = _act((x - mean) * scale[:, None] + shift[:, None], param, ACT)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr, param,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
     """(dz, xhat, g = dz * w) of a tile, z recomputed from x and the statistics."""
@@ -475,10 +440,10 @@ def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: st
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
-    _group_act_forward_kernel[grid](
+    _group_norm_apply_kernel[grid](
         xv, y, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
         act_param(act, negative_slope), *shape_args,
-        HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act),
         C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
     return y, mean, rstd

@@ -816,6 +816,7 @@ def instance_norm_backward(dy, x, weight, mean, rstd):
 import math
 import os
 
+from .activation import IDENTITY, _act
 from .launch import row_block, same_layout, warps_for
 
 
@@ -1250,8 +1251,9 @@ def _group_norm_apply_kernel(
     y_ptr,  # (N, C, S) output, same strides as x
     w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
     mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    act_param,  # the activation's float (LeakyReLU's slope), for group_norm_act
     tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,  # ACT: IDENTITY for plain group norm
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -1268,7 +1270,7 @@ def _group_norm_apply_kernel(
     if HAS_BIAS:
         shift = tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = (x - mean) * scale[:, None] + shift[:, None]
+    y = _act((x - mean) * scale[:, None] + shift[:, None], act_param, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -1332,7 +1334,7 @@ def _group_norm_backward_dx_kernel(
 
 @triton.jit
 def _group_norm_forward_whole_kernel(
-    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel
+    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel (no activation)
     inv_count,  # 1 / (C/G * S)
     G, CPG, S, stride_n, stride_c, stride_s, eps,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -1472,7 +1474,7 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
-    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, *shape_args, **flags)
+    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, 1.0, *shape_args, ACT=IDENTITY.value, **flags)
     return y, mean, rstd
 
 
