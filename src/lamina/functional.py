@@ -1050,21 +1050,26 @@ def _(dy, x, normalized_shape, weight, mean, rstd, has_bias):
     return x.new_empty(x.shape), dweight, dbias
 
 
-def _layer_norm_setup(ctx, inputs, output):
-    x, normalized_shape, weight, bias, eps = inputs
-    _, mean, rstd = output
-    ctx.normalized_shape = normalized_shape
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, mean, rstd)
+def _register_affine_norm_autograd(forward_op, backward_op) -> None:
+    """Autograd for a norm op ``(x, how, weight, bias, eps) -> (y, mean, rstd)``
+    (``how``: layer norm's normalized_shape, group norm's num_groups) whose
+    backward op is ``(dy, x, how, weight, mean, rstd, has_bias) -> (dx,
+    dweight, dbias)``; the statistics' own gradients are ignored."""
+
+    def setup(ctx, inputs, output):
+        x, how, weight, bias, eps = inputs
+        ctx.how, ctx.has_bias = how, bias is not None
+        ctx.save_for_backward(x, weight, output[1], output[2])
+
+    def grad(ctx, dy, _dmean, _drstd):
+        x, weight, mean, rstd = ctx.saved_tensors
+        dx, dweight, dbias = backward_op(dy, x, ctx.how, weight, mean, rstd, ctx.has_bias)
+        return dx, None, dweight if weight is not None else None, dbias if ctx.has_bias else None, None
+
+    forward_op.register_autograd(grad, setup_context=setup)
 
 
-def _layer_norm_grad(ctx, dy, _dmean, _drstd):
-    x, weight, mean, rstd = ctx.saved_tensors
-    dx, dweight, dbias = _layer_norm_backward(dy, x, ctx.normalized_shape, weight, mean, rstd, ctx.has_bias)
-    return dx, None, dweight if weight is not None else None, dbias if ctx.has_bias else None, None
-
-
-_layer_norm_forward.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
+_register_affine_norm_autograd(_layer_norm_forward, _layer_norm_backward)
 
 
 def layer_norm(
@@ -1238,21 +1243,7 @@ def _(dy, x, num_groups, weight, mean, rstd, has_bias):
     return torch.empty_like(x), x.new_empty(c if weight is not None else 0, dtype=pdtype), x.new_empty(c if has_bias else 0, dtype=pdtype)
 
 
-def _group_norm_setup(ctx, inputs, output):
-    x, num_groups, weight, bias, eps = inputs
-    _, mean, rstd = output
-    ctx.num_groups = num_groups
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, weight, mean, rstd)
-
-
-def _group_norm_grad(ctx, dy, _dmean, _drstd):
-    x, weight, mean, rstd = ctx.saved_tensors
-    dx, dweight, dbias = _group_norm_backward(dy, x, ctx.num_groups, weight, mean, rstd, ctx.has_bias)
-    return dx, None, dweight if weight is not None else None, dbias if ctx.has_bias else None, None
-
-
-_group_norm_forward.register_autograd(_group_norm_grad, setup_context=_group_norm_setup)
+_register_affine_norm_autograd(_group_norm_forward, _group_norm_backward)
 
 
 def group_norm(
