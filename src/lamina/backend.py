@@ -68,11 +68,12 @@ def kernels(family: str):
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
         module = importlib.import_module(f"lamina.kernels.{family}")
-        from .kernels import fast_launch
+        if os.environ.get("LAMINA_FAST_LAUNCH") == "1":  # opt-in, experimental (Triton 3.6 internals)
+            from .kernels import fast_launch
 
-        if fast_launch.enabled():  # opt-in, experimental: LAMINA_FAST_LAUNCH=1
-            for name in ("launch", "activation", "normalization", "pooling", "dropout", "fused"):
-                fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"))
+            if fast_launch.enabled():
+                for name in ("activation", "normalization", "pooling", "dropout", "fused"):
+                    fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"))
         _kernel_modules[family] = module
     return module
 
