@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import lamina
+from lamina.bench.correctness import layouts  # the card's check walks the same layouts
 from lamina.optable import OPS, TOLERANCES  # (rtol, atol) per dtype, shared with `lamina check`
 INTERPRETER_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -36,15 +37,6 @@ def make_input(case, shape, dtype, layout="contiguous"):
         # a non-contiguous view with the same values: transpose a copy back
         x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
     return x
-
-
-def layouts(shape):
-    out = ["contiguous"]
-    if len(shape) == 4:
-        out.append("channels_last")
-    if len(shape) >= 2:
-        out.append("strided")
-    return out
 
 
 def run(fn, x, params, kwargs, dy_seed=1):

@@ -61,6 +61,8 @@ def table_shapes(case) -> list[tuple]:
 
 
 def layouts(shape) -> list[str]:
+    """The memory layouts an op is run in, here and in tests/test_ops.py:
+    contiguous, channels_last (4-D) and a non-contiguous view (2-D and up)."""
     out = ["contiguous"]
     if len(shape) == 4:
         out.append("channels_last")
