@@ -10,7 +10,6 @@ bit for bit, on the same machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
@@ -20,25 +19,7 @@ import torch
 
 import lamina
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+from .cli import ArgumentParser, positive_float, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -208,8 +189,6 @@ def train(epochs: int = 15, seed: int = 0, device: str = "cpu", batch_size: int 
 
 def run(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
-        from .cli import ArgumentParser
-
         ArgumentParser(prog="lamina demo").error("--device cuda: no CUDA device is available")
     what = "Triton kernels" if args.device == "cuda" else "NumPy reference"
     plural = "" if args.epochs == 1 else "s"

@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from ..cli import ArgumentParser, positive_int
+
 DEFAULT_SHAPE = (32, 64, 56, 56)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TARGETS = {"activation": 10.0, "normalization": 3.0, "pooling": 3.0, "dropout": 10.0}
@@ -137,19 +139,7 @@ def shape_arg(text: str) -> tuple:
     return shape
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser():
-    from ..cli import ArgumentParser
-
     parser = ArgumentParser(
         prog="lamina bench",
         description="Time lamina against PyTorch, forward + backward. With CUDA this runs the GPU harness "
