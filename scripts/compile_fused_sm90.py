@@ -19,6 +19,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import lamina.kernels.fused as K  # noqa: E402
+import lamina.kernels.normalization as N  # noqa: E402
 
 target = GPUTarget("cuda", 90, 32)
 failures = []
@@ -52,12 +53,13 @@ for fo, act in [(False, 6), (True, 1), (True, -1)]:
               dict(CHANNELS_ON_ROWS=rows, HAS_W=True, HAS_B=True, ACT=act, FROM_OUTPUT=fo, BLOCK_R=64, BLOCK_K=64))
         check(K._bn_act_backward_input_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, mean_ptr=P, rstd_ptr=P, w_ptr=P, b_ptr=P, param=F, sum_dz_ptr=P, sum_dz_xhat_ptr=P, inv_m=F),
               dict(CHANNELS_ON_ROWS=rows, HAS_W=True, HAS_B=True, ACT=act, FROM_OUTPUT=fo, TRAINING=True, BLOCK_R=64, BLOCK_K=64))
-g = dict(HAS_W=True, HAS_B=True, ACT=6, C_BLOCK=16, S_BLOCK=256)
-for act in (-1, 0, 6):  # plain group norm (IDENTITY), relu, silu: the apply kernel both share
-    check(K._group_norm_apply_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F),
-          dict(HAS_WEIGHT=True, HAS_BIAS=True, ACT=act, C_BLOCK=16, S_BLOCK=256))
-check(K._group_act_backward_partial_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, param=F, group_part_ptr=P, channel_part_ptr=P), g)
-check(K._group_act_backward_dx_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, param=F, group_sums_ptr=P, inv_count=F), g)
+for act in (-1, 0, 6):  # plain group norm (IDENTITY), relu, silu: the kernels both share
+    gn = dict(HAS_WEIGHT=True, HAS_BIAS=act != -1, ACT=act, C_BLOCK=16, S_BLOCK=256)
+    check(K._group_norm_apply_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F), gn)
+    check(N._group_norm_backward_partial_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F,
+                                                      group_part_ptr=P, channel_part_ptr=P), gn)
+    check(N._group_norm_backward_dx_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F,
+                                                 group_sums_ptr=P, inv_count=F), gn)
 for rms in (False, True):
     check(K._add_norm_forward_kernel, dict(x_ptr=B, res_ptr=B, s_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F, eps=F),
           dict(RMS=rms, HAS_W=True, HAS_B=not rms, DROPOUT=True, ROWS=4, BLOCK=1024))

@@ -134,6 +134,19 @@ def _act(z, param, ACT: tl.constexpr):
 
 
 @triton.jit
+def _act_grad(dy, z, param, ACT: tl.constexpr):
+    """dy * act'(z) from the pre-activation z (recomputed, never saved)."""
+    if ACT == IDENTITY:
+        return dy
+    elif ACT == RELU:  # as torch's threshold_backward on y = relu(z): NaN passes dy
+        return tl.where(z <= 0, 0.0, dy)
+    elif ACT == LEAKY_RELU:
+        return tl.where(z > 0, dy, dy * param)
+    else:  # GELU, GELU_TANH, SWISH take the input
+        return _activate_grad(dy, z, param, ACT)
+
+
+@triton.jit
 def _activate_grad(dy, saved, param, ACT: tl.constexpr):
     """dx in float32 from dy and what forward saved (see the module docstring)."""
     if ACT == RELU:  # saved: y; NaN passes dy through, as PyTorch's threshold_backward

@@ -40,12 +40,13 @@ import triton
 import triton.language as tl
 
 from ..rng import GROUP
-from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _activate_grad
+from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad
 from .launch import dense, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _elementwise_launch,
     _group_launch,
     _group_norm_apply_kernel,
+    _group_norm_backward_split,
     _group_stats_combine_kernel,
     _group_stats_partial_kernel,
     _group_tile,
@@ -72,19 +73,6 @@ def act_param(act: str, negative_slope: float) -> float:
 
 
 # --- activations of z, their derivative from z, and their inverse from y -------------
-
-@triton.jit
-def _act_grad(dy, z, param, ACT: tl.constexpr):
-    """dy * act'(z) from the pre-activation z (recomputed, never saved)."""
-    if ACT == IDENTITY:
-        return dy
-    elif ACT == RELU:  # as torch's threshold_backward on y = relu(z): NaN passes dy
-        return tl.where(z <= 0, 0.0, dy)
-    elif ACT == LEAKY_RELU:
-        return tl.where(z > 0, dy, dy * param)
-    else:  # GELU, GELU_TANH, SWISH take the input
-        return _activate_grad(dy, z, param, ACT)
-
 
 @triton.jit
 def _inverse_act(y, dy, param, ACT: tl.constexpr):
@@ -360,71 +348,6 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
 _GN_WHOLE_GROUP = 16384  # tile size limit handed to group norm's launch planner
 
 
-@triton.jit
-def _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr, param,
-                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
-    """(dz, xhat, g = dz * w) of a tile, z recomputed from x and the statistics."""
-    mean = tl.load(mean_ptr + ng).to(tl.float32)
-    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
-    z = xhat
-    if HAS_W:
-        w = tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-        z = z * w
-    if HAS_B:
-        z = z + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-    dz = tl.where(mask, _act_grad(dy, z, param, ACT), 0.0)
-    g = dz
-    if HAS_W:
-        g = dz * w
-    return dz, xhat, g
-
-
-@triton.jit
-def _group_act_backward_partial_kernel(
-    dy_ptr, x_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, param,
-    group_part_ptr,  # (N*G, tiles_per_group, 2) float32: sum(g), sum(g * xhat) of the tile
-    channel_part_ptr,  # (2, N, C, s_tiles) float32: sum(dz * xhat), sum(dz) over the tile's positions
-    tiles_per_group, s_tiles, N, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0).to(tl.int64)
-    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
-        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
-    dz, xhat, g = _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
-                                     param, HAS_W, HAS_B, ACT)
-    tl.store(group_part_ptr + pid * 2, tl.sum(tl.sum(g, axis=1), axis=0))
-    tl.store(group_part_ptr + pid * 2 + 1, tl.sum(tl.sum(g * xhat, axis=1), axis=0))
-    C = G * CPG
-    chan = channel_part_ptr + (n * C + channels) * s_tiles + s_tile
-    tl.store(chan, tl.sum(dz * xhat, axis=1), mask=c_ok)
-    tl.store(chan + N * C * s_tiles, tl.sum(dz, axis=1), mask=c_ok)
-
-
-@triton.jit
-def _group_act_backward_dx_kernel(
-    dy_ptr, x_ptr, dx_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, param,
-    group_sums_ptr,  # (N*G, 2) float32: sum(g), sum(g * xhat) over the group
-    inv_count, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
-):
-    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dz * w."""
-    pid = tl.program_id(0).to(tl.int64)
-    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
-        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
-    dz, xhat, g = _group_act_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
-                                     param, HAS_W, HAS_B, ACT)
-    rstd = tl.load(rstd_ptr + ng).to(tl.float32)
-    mean_g = tl.load(group_sums_ptr + ng * 2) * inv_count
-    mean_gx = tl.load(group_sums_ptr + ng * 2 + 1) * inv_count
-    dx = (g - mean_g - xhat * mean_gx) * rstd
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
 def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: str, negative_slope: float = 0.01):
     """(y, mean, rstd): y like x (same memory format), statistics (N*G,) float32."""
     mean = torch.empty(x.shape[0] * num_groups, dtype=torch.float32, device=x.device)
@@ -460,19 +383,12 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
-    w = weight if weight is not None else xv
-    b = bias if bias is not None else xv
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act), C_BLOCK=c_block, S_BLOCK=s_block,
-                 num_warps=warps)
-    param = act_param(act, negative_slope)
-    group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=x.device)
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
-    _group_act_backward_partial_kernel[grid](dyv, xv, w, b, mean, rstd, param, group_part, channel_part,
-                                             tiles, s_tiles, n, num_groups, cpg, s, *strides, **flags)
-    group_sums = group_part.sum(dim=1)  # (N*G, 2), deterministic
-    _group_act_backward_dx_kernel[grid](dyv, xv, dx, w, b, mean, rstd, param, group_sums, 1.0 / (cpg * s),
-                                        *shape_args, **flags)
-    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C)
+    _group_norm_backward_split(
+        dyv, xv, dx, weight if weight is not None else xv, mean, rstd, channel_part, grid, shape_args, n, num_groups,
+        cpg, s, strides, weight is not None, c_block, s_block, warps,
+        bias=bias, act_param=act_param(act, negative_slope), act=act_id(act))
+    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C): sum(dz * xhat), sum(dz)
     return dx, channel_sums[0].clone(), channel_sums[1].clone()
 
 

@@ -816,7 +816,7 @@ def instance_norm_backward(dy, x, weight, mean, rstd):
 import math
 import os
 
-from .activation import IDENTITY, _act
+from .activation import IDENTITY, _act, _act_grad
 from .launch import row_block, same_layout, warps_for
 
 
@@ -1275,59 +1275,74 @@ def _group_norm_apply_kernel(
 
 
 @triton.jit
-def _group_norm_backward_partial_kernel(
-    dy_ptr, x_ptr,  # (N, C, S), both with strides (stride_n, stride_c, stride_s)
-    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
-    mean_ptr, rstd_ptr,  # (N*G,) group statistics
-    group_part_ptr,  # (N*G, tiles_per_group, 2) float32: sum(g), sum(g * xhat) of the tile
-    channel_part_ptr,  # (2, N, C, s_tiles) float32: sum(dy * xhat), sum(dy) over the tile's positions
-    tiles_per_group, s_tiles, N, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_WEIGHT: tl.constexpr,
-    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0).to(tl.int64)
-    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
-        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+def _group_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr, act_param,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr):
+    """(dz, xhat, g = dz * w) of a tile; dz = dy * act'(z), z = xhat * w + b
+    recomputed from x and the statistics (dz = dy for plain group norm)."""
     mean = tl.load(mean_ptr + ng).to(tl.float32)
     rstd = tl.load(rstd_ptr + ng).to(tl.float32)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xhat = tl.where(mask, (x - mean) * rstd, 0.0)
-    g = dy
+    z = xhat
     if HAS_WEIGHT:
-        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-    tl.store(group_part_ptr + pid * 2, tl.sum(tl.sum(g, axis=1), axis=0))
-    tl.store(group_part_ptr + pid * 2 + 1, tl.sum(tl.sum(g * xhat, axis=1), axis=0))
-    C = G * CPG
-    chan = channel_part_ptr + (n * C + channels) * s_tiles + s_tile
-    tl.store(chan, tl.sum(dy * xhat, axis=1), mask=c_ok)
-    tl.store(chan + N * C * s_tiles, tl.sum(dy, axis=1), mask=c_ok)
+        w = tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+        z = z * w
+    if HAS_BIAS:
+        z = z + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    dz = tl.where(mask, _act_grad(dy, z, act_param, ACT), 0.0)
+    g = dz
+    if HAS_WEIGHT:
+        g = dz * w
+    return dz, xhat, g
 
 
 @triton.jit
-def _group_norm_backward_dx_kernel(
-    dy_ptr, x_ptr, dx_ptr,  # (N, C, S), all with strides (stride_n, stride_c, stride_s)
-    w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+def _group_norm_backward_partial_kernel(
+    dy_ptr, x_ptr,  # (N, C, S), both with strides (stride_n, stride_c, stride_s)
+    w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS; the bias only feeds z)
     mean_ptr, rstd_ptr,  # (N*G,) group statistics
-    group_sums_ptr,  # (N*G, 2) float32: sum(g), sum(g * xhat) over the group
-    inv_count,  # 1 / (C/G * S), the group size
-    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
-    HAS_WEIGHT: tl.constexpr,
+    act_param,  # the activation's float, for group_norm_act
+    group_part_ptr,  # (N*G, tiles_per_group, 2) float32: sum(g), sum(g * xhat) of the tile
+    channel_part_ptr,  # (2, N, C, s_tiles) float32: sum(dz * xhat), sum(dz) over the tile's positions
+    tiles_per_group, s_tiles, N, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,  # ACT: IDENTITY for plain group norm
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
         pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
-    mean = tl.load(mean_ptr + ng).to(tl.float32)
+    dz, xhat, g = _group_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
+                                 act_param, HAS_WEIGHT, HAS_BIAS, ACT)
+    tl.store(group_part_ptr + pid * 2, tl.sum(tl.sum(g, axis=1), axis=0))
+    tl.store(group_part_ptr + pid * 2 + 1, tl.sum(tl.sum(g * xhat, axis=1), axis=0))
+    C = G * CPG
+    chan = channel_part_ptr + (n * C + channels) * s_tiles + s_tile
+    tl.store(chan, tl.sum(dz * xhat, axis=1), mask=c_ok)
+    tl.store(chan + N * C * s_tiles, tl.sum(dz, axis=1), mask=c_ok)
+
+
+@triton.jit
+def _group_norm_backward_dx_kernel(
+    dy_ptr, x_ptr, dx_ptr,  # (N, C, S), all with strides (stride_n, stride_c, stride_s)
+    w_ptr, b_ptr,  # as in _group_norm_backward_partial_kernel
+    mean_ptr, rstd_ptr,  # (N*G,) group statistics
+    act_param,
+    group_sums_ptr,  # (N*G, 2) float32: sum(g), sum(g * xhat) over the group
+    inv_count,  # 1 / (C/G * S), the group size
+    tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+    C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+):
+    """dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dz * w."""
+    pid = tl.program_id(0).to(tl.int64)
+    ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
+        pid, tiles_per_group, s_tiles, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
+    dz, xhat, g = _group_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
+                                 act_param, HAS_WEIGHT, HAS_BIAS, ACT)
     rstd = tl.load(rstd_ptr + ng).to(tl.float32)
     mean_g = tl.load(group_sums_ptr + ng * 2) * inv_count
     mean_gx = tl.load(group_sums_ptr + ng * 2 + 1) * inv_count
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    xhat = (x - mean) * rstd
-    g = dy
-    if HAS_WEIGHT:
-        g = dy * tl.load(w_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
     dx = (g - mean_g - xhat * mean_gx) * rstd
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -1532,20 +1547,22 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
 
 
 def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
-                               has_weight, c_block, s_block, warps):
+                               has_weight, c_block, s_block, warps, bias=None, act_param=1.0, act=IDENTITY.value):
     """Backward for groups spread over several tiles: tile partials, their
-    sums per group, then the dx pass."""
+    sums per group, then the dx pass. With ``act`` (group_norm_act) the
+    gradient goes through the activation first; ``bias`` is then needed to
+    recompute its input."""
     tiles, s_tiles = shape_args[0], shape_args[1]
     group_part = torch.empty((n * num_groups, tiles, 2), dtype=torch.float32, device=xv.device)
+    b = bias if bias is not None else xv
+    flags = dict(HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, ACT=act, C_BLOCK=c_block, S_BLOCK=s_block,
+                 num_warps=warps)
     _group_norm_backward_partial_kernel[grid](
-        dyv, xv, weight, mean, rstd, group_part, channel_part, tiles, s_tiles, n, num_groups, cpg, s, *strides,
-        HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
-    )
+        dyv, xv, weight, b, mean, rstd, act_param, group_part, channel_part, tiles, s_tiles, n, num_groups, cpg, s,
+        *strides, **flags)
     group_sums = group_part.sum(dim=1)  # (N*G, 2), deterministic
     _group_norm_backward_dx_kernel[grid](
-        dyv, xv, dx, weight, mean, rstd, group_sums, 1.0 / (cpg * s), *shape_args,
-        HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
-    )
+        dyv, xv, dx, weight, b, mean, rstd, act_param, group_sums, 1.0 / (cpg * s), *shape_args, **flags)
 
 
 # --- GroupNorm, one program per (sample, group) at a time ---------------------
