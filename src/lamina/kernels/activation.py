@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, dense, elementwise_grid, is_dense, same_layout
+from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, cdiv, dense, elementwise_grid, is_dense, next_power_of_2, same_layout
 
 # Activation ids: constexpr so the kernels can compare against them; the
 # launchers pass the plain int (``.value``).
@@ -386,9 +386,9 @@ def _prelu_plan(x: torch.Tensor, num_weights: int):
 
 
 def _prelu_blocks(R, K):
-    block_k = min(triton.next_power_of_2(K), PRELU_TILE)
-    block_r = min(max(1, PRELU_TILE // block_k), triton.next_power_of_2(R))
-    return block_r, block_k, triton.cdiv(K, block_k), triton.cdiv(R, block_r)
+    block_k = min(next_power_of_2(K), PRELU_TILE)
+    block_r = min(max(1, PRELU_TILE // block_k), next_power_of_2(R))
+    return block_r, block_k, cdiv(K, block_k), cdiv(R, block_r)
 
 
 def prelu_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ..rng import GROUP
-from .launch import dense, same_layout
+from .launch import cdiv, dense, same_layout
 
 DROPOUT_WARPS = 4  # 128 threads x 8 elements = one GROUP run: 16-byte bf16 accesses
 MASK_BLOCK = 1024
@@ -72,7 +72,7 @@ def _dropout(x: torch.Tensor, p: float, seed: torch.Tensor, offset: int) -> torc
     n = x.numel()
     if n:
         multiplier = 0.0 if p == 1 else 1.0 / (1.0 - p)
-        grid = (triton.cdiv(n, 4 * GROUP),)
+        grid = (cdiv(n, 4 * GROUP),)
         _dropout_kernel[grid](x, y, n, p, multiplier, seed, offset, GROUP=GROUP, num_warps=DROPOUT_WARPS)
     return y
 
@@ -186,7 +186,7 @@ def _masked_scale(x: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor) -> t
     y = torch.empty_like(mask, dtype=x.dtype)
     n = x.numel()
     if n:
-        grid = (triton.cdiv(n, 4 * GROUP),)
+        grid = (cdiv(n, 4 * GROUP),)
         _masked_scale_kernel[grid](x, mask, scale, y, n, BLOCK=4 * GROUP, num_warps=DROPOUT_WARPS)
     return y
 
@@ -202,15 +202,15 @@ def drop_block2d_forward(x: torch.Tensor, p: float, block_size: int, eps: float,
 
     z = torch.empty((N, C, HZ, WZ), dtype=torch.uint8, device=x.device)
     if z.numel():
-        grid = (triton.cdiv(z.numel(), 4 * GROUP),)
+        grid = (cdiv(z.numel(), 4 * GROUP),)
         _bernoulli_kernel[grid](z, z.numel(), gamma, seed, offset, GROUP=GROUP, num_warps=DROPOUT_WARPS)
 
     n = x.numel()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     mask = torch.empty_like(x, dtype=torch.uint8, memory_format=layout)
-    counts = torch.zeros(max(triton.cdiv(n, MASK_BLOCK), 1), dtype=torch.int32, device=x.device)
+    counts = torch.zeros(max(cdiv(n, MASK_BLOCK), 1), dtype=torch.int32, device=x.device)
     if n:
-        _drop_block_mask_kernel[(triton.cdiv(n, MASK_BLOCK),)](
+        _drop_block_mask_kernel[(cdiv(n, MASK_BLOCK),)](
             z, mask, counts, C, H, W, HZ, WZ, n,
             BLOCK_SIZE=block_size, CHANNELS_LAST=channels_last, BLOCK=MASK_BLOCK, num_warps=MASK_WARPS,
         )

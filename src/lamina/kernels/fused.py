@@ -41,7 +41,7 @@ import triton.language as tl
 
 from ..rng import GROUP
 from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad
-from .launch import dense, row_block, same_layout, warps_for
+from .launch import cdiv, dense, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _elementwise_launch,
     _group_launch,
@@ -316,9 +316,9 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
         else:
             # split the reduced direction into groups: enough programs to fill the GPU
             blocks, reduced_tiles = (grid[0], grid[1]) if plan.on_rows else (grid[1], grid[0])
-            groups = max(1, min(reduced_tiles, triton.cdiv(_reduce_programs(x), blocks)))
-            tiles = triton.cdiv(reduced_tiles, groups)
-            groups = triton.cdiv(reduced_tiles, tiles)
+            groups = max(1, min(reduced_tiles, cdiv(_reduce_programs(x), blocks)))
+            tiles = cdiv(reduced_tiles, groups)
+            groups = cdiv(reduced_tiles, tiles)
             if plan.on_rows:
                 part = torch.empty((2, r, groups), device=x.device, dtype=torch.float32)
                 reduce_grid = (blocks, groups)
@@ -556,7 +556,7 @@ def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p:
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     block = row_block(n)
     rows = max(1, min(128, _ROW_TILE // block))
-    _add_norm_forward_kernel[(triton.cdiv(m, rows),)](
+    _add_norm_forward_kernel[(cdiv(m, rows),)](
         x, residual, s, y, weight if weight is not None else x, bias if bias is not None else x,
         rstd if rms else mean, rstd, seed if p > 0 else rstd, offset, p, _multiplier(p), m, n, eps,
         RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, DROPOUT=p > 0,
@@ -584,9 +584,9 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
     dx = torch.empty_like(s) if p > 0 else ds
     block = row_block(n)
     rows = max(1, min(128, _ROW_TILE // block))
-    programs = min(_programs(s), triton.cdiv(m, rows))
-    rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
-    programs = triton.cdiv(m, rows_per_program)
+    programs = min(_programs(s), cdiv(m, rows))
+    rows_per_program = cdiv(cdiv(m, programs), rows) * rows
+    programs = cdiv(m, rows_per_program)
     part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
     _add_norm_backward_kernel[(programs,)](
         dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
@@ -668,7 +668,7 @@ def bias_act_forward(x, bias, act: str, approximate: str):
     m = x.numel() // max(big_n, 1)
     if x.numel():
         rows, block_n = _bias_tile(big_n)
-        grid = (triton.cdiv(m, rows), triton.cdiv(big_n, block_n))
+        grid = (cdiv(m, rows), cdiv(big_n, block_n))
         _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n,
                                        num_warps=_BIAS_WARPS)
     return y
@@ -683,10 +683,10 @@ def bias_act_backward(dy, x, bias, act: str, approximate: str):
     if x.numel() == 0:
         return dx, torch.zeros(big_n, dtype=torch.float32, device=x.device)
     rows, block_n = _bias_tile(big_n)
-    col_blocks = triton.cdiv(big_n, block_n)
-    row_programs = max(1, min(triton.cdiv(m, rows), triton.cdiv(_programs(x), col_blocks)))
-    rows_per_program = triton.cdiv(triton.cdiv(m, row_programs), rows) * rows
-    row_programs = triton.cdiv(m, rows_per_program)
+    col_blocks = cdiv(big_n, block_n)
+    row_programs = max(1, min(cdiv(m, rows), cdiv(_programs(x), col_blocks)))
+    rows_per_program = cdiv(cdiv(m, row_programs), rows) * rows
+    row_programs = cdiv(m, rows_per_program)
     part = torch.empty((row_programs, big_n), dtype=torch.float32, device=x.device)
     _bias_act_backward_kernel[(col_blocks, row_programs)](
         dy, x, bias, dx, part, m, big_n, rows_per_program,
@@ -741,7 +741,7 @@ def dropout_add_forward(x, residual, p: float, seed, offset: int):
     y = torch.empty_like(x)
     n = x.numel()
     if n:
-        grid = (triton.cdiv(n, 4 * GROUP),)
+        grid = (cdiv(n, 4 * GROUP),)
         _dropout_add_kernel[grid](x, residual, y, n, p, _multiplier(p), seed if p > 0 else _zero_seed(x), offset,
                                   GROUP=GROUP, num_warps=_DROPOUT_WARPS)
     return y

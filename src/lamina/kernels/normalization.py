@@ -4,17 +4,23 @@ cross-program reductions through float32 partial buffers and a second pass
 
 from __future__ import annotations
 
+import functools
+import math
+import os
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
+
+from .activation import IDENTITY, _act, _act_grad
+from .launch import cdiv, next_power_of_2, row_block, same_layout, warps_for
 
 
 # =============================================================================
 # batch and instance norm
 # =============================================================================
 
-import functools  # noqa: E402
-from typing import NamedTuple  # noqa: E402
 
 #
 # A batch-norm input (N, C, *) reaches the kernels in one of two dense layouts:
@@ -400,8 +406,8 @@ def _fit_block(k: int, tile: int) -> int:
     in ``tile``, else the power of two in [tile/4, tile] that pads the row
     least (12544 = 112*112 takes 512: 2% padding, where 2048 would pad 14%)."""
     if k <= tile:
-        return triton.next_power_of_2(max(k, 1))
-    return min((tile // 4, tile // 2, tile), key=lambda b: (triton.cdiv(k, b) * b, -b))
+        return next_power_of_2(max(k, 1))
+    return min((tile // 4, tile // 2, tile), key=lambda b: (cdiv(k, b) * b, -b))
 
 
 @functools.lru_cache(maxsize=None)
@@ -418,9 +424,9 @@ def _splits(n_tiles: int, channel_programs: int, device: torch.device):
         target = 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:
         target = 2  # the interpreter: still exercise the multi-program combine
-    p = max(1, min(n_tiles, triton.cdiv(target, channel_programs), _MAX_SPLITS))
-    per = triton.cdiv(n_tiles, p)
-    return triton.cdiv(n_tiles, per), per
+    p = max(1, min(n_tiles, cdiv(target, channel_programs), _MAX_SPLITS))
+    per = cdiv(n_tiles, p)
+    return cdiv(n_tiles, per), per
 
 
 def _reduce(plan: _Plan, dy, mean, backward: bool):
@@ -429,9 +435,9 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
     x, n, c, s = plan.x, plan.rows, plan.c, plan.s
     if plan.on_rows:
         block_s = _fit_block(s, _REDUCE_TILE)
-        block_n = min(triton.next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
-        s_blocks = triton.cdiv(s, block_s)
-        p, per = _splits(triton.cdiv(n, block_n) * s_blocks, c, x.device)
+        block_n = min(next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
+        s_blocks = cdiv(s, block_s)
+        p, per = _splits(cdiv(n, block_n) * s_blocks, c, x.device)
         part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
         _bn_reduce_rows_kernel[(c, p)](
             x, dy if backward else x, mean if backward else part, part, n, c, s, per, s_blocks,
@@ -439,10 +445,10 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
         )
     else:
         r = n * s
-        block_c = min(triton.next_power_of_2(c), 128)
+        block_c = min(next_power_of_2(c), 128)
         block_r = max(1, _REDUCE_TILE // block_c)
-        c_blocks = triton.cdiv(c, block_c)
-        p, per = _splits(triton.cdiv(r, block_r), c_blocks * plan.groups, x.device)
+        c_blocks = cdiv(c, block_c)
+        p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, x.device)
         part = torch.empty((3, p, plan.stats), device=x.device, dtype=torch.float32)
         _bn_reduce_cols_kernel[(c_blocks, p, plan.groups)](
             x, dy if backward else x, mean if backward else part, part, r, c, per,
@@ -453,9 +459,9 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
 
 def _combine_blocks(p: int, c: int):
     """Blocks for the combine kernels: all P partials at once, a few channels."""
-    block_p = triton.next_power_of_2(p)
-    block_c = min(triton.next_power_of_2(c), max(1, 4096 // block_p))
-    return block_p, block_c, (triton.cdiv(c, block_c),)
+    block_p = next_power_of_2(p)
+    block_c = min(next_power_of_2(c), max(1, 4096 // block_p))
+    return block_p, block_c, (cdiv(c, block_c),)
 
 
 def _elementwise_launch(plan: _Plan):
@@ -465,9 +471,9 @@ def _elementwise_launch(plan: _Plan):
         block_k = _fit_block(k, _ELEMENTWISE_TILE)
     else:
         r, k, group_rows = plan.groups * plan.rows * plan.s, plan.c, plan.rows * plan.s
-        block_k = min(triton.next_power_of_2(k), 128)
+        block_k = min(next_power_of_2(k), 128)
     block_r = max(1, _ELEMENTWISE_TILE // block_k)
-    return r, k, group_rows, block_r, block_k, (triton.cdiv(r, block_r), triton.cdiv(k, block_k))
+    return r, k, group_rows, block_r, block_k, (cdiv(r, block_r), cdiv(k, block_k))
 
 
 def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False):
@@ -662,7 +668,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
                     plan.x, y, part, mean, var, rstd, weight if weight is not None else part,
                     bias if bias is not None else part, r, k, plan.c, p, float(plan.count), eps,
                     HAS_W=weight is not None, HAS_B=bias is not None,
-                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
                 )
                 return y, mean, rstd, var
             # too many partials to combine in every program: the combine kernel
@@ -696,7 +702,7 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
                 _bn_rows_backward_combine_kernel[grid](
                     dyv, plan.x, dx, part, mean, rstd, weight if weight is not None else part, sum_dy, sum_dy_xhat,
                     1.0 / max(plan.count, 1), r, k, plan.c, p, HAS_W=weight is not None,
-                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=triton.next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
+                    BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
                 )
                 return dx, sum_dy_xhat, sum_dy
             sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
@@ -740,8 +746,8 @@ def batch_norm_update_running_stats(running_mean, running_var, mean, var, m: int
     if target is None or target.numel() == 0:
         return
     c = target.numel()
-    block = min(1024, triton.next_power_of_2(c))
-    _bn_running_update_kernel[(triton.cdiv(c, block),)](
+    block = min(1024, next_power_of_2(c))
+    _bn_running_update_kernel[(cdiv(c, block),)](
         running_mean if running_mean is not None else target, running_var if running_var is not None else target,
         mean, var, c, float(momentum), m / (m - 1) if m > 1 else float("nan"),
         UPDATE_MEAN=running_mean is not None, UPDATE_VAR=running_var is not None, BLOCK=block,
@@ -813,12 +819,6 @@ def instance_norm_backward(dy, x, weight, mean, rstd):
 # (_rn_ marks this section's private helpers, so that they cannot collide
 # with the batch/instance norm section's names in the same module.)
 
-import math
-import os
-
-from .activation import IDENTITY, _act, _act_grad
-from .launch import row_block, same_layout, warps_for
-
 
 _RN_TILE = 4096  # elements a program holds at once (16 KB of float32)
 _WIDE_ROW_FORWARD = 16384  # wider rows are looped over in forward
@@ -838,12 +838,17 @@ def _rn_stat_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _rows(x: torch.Tensor, normalized_shape) -> torch.Tensor:
-    """x as (M, N) rows, N = prod(normalized_shape), unit column stride (a
-    copy only when the layout needs one)."""
+def _rows(x: torch.Tensor, normalized_shape, n: int):
+    """(t, M, row stride): x seen as M rows of n = prod(normalized_shape)
+    values with unit column stride (a copy only when the layout needs one).
+    A contiguous x is passed as it is: no reshape call (host time)."""
     m = math.prod(x.shape[: x.dim() - len(normalized_shape)])
-    x2 = x.reshape(m, math.prod(normalized_shape))
-    return x2 if x2.stride(1) == 1 or x2.shape[1] <= 1 else x2.contiguous()
+    if x.is_contiguous():
+        return x, m, n
+    x2 = x.reshape(m, n)
+    if x2.stride(1) != 1 and n > 1:
+        x2 = x2.contiguous()
+    return x2, m, x2.stride(0)
 
 
 @triton.jit
@@ -1066,8 +1071,7 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
     (contiguous), mean and rstd flat (M,) in float32 (float64 for float64 x);
     mean is empty for RMS."""
     n = math.prod(normalized_shape)
-    x2 = _rows(x, normalized_shape)
-    m = x2.shape[0]
+    x2, m, stride_x = _rows(x, normalized_shape, n)
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     stat = _rn_stat_dtype(x)
     mean = torch.empty(0 if rms else m, dtype=stat, device=x.device)
@@ -1082,10 +1086,10 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
     flags = dict(RMS=rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
     mean_arg = rstd if rms else mean
     if wide:
-        _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, BLOCK=block, num_warps=8, **flags)
+        _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, stride_x, eps, BLOCK=block, num_warps=8, **flags)
     else:
-        _row_norm_forward_kernel[(triton.cdiv(m, rows),)](
-            x2, y, w, b, mean_arg, rstd, m, n, x2.stride(0), eps, ROWS=rows, BLOCK=block, num_warps=warps, **flags
+        _row_norm_forward_kernel[(cdiv(m, rows),)](
+            x2, y, w, b, mean_arg, rstd, m, n, stride_x, eps, ROWS=rows, BLOCK=block, num_warps=warps, **flags
         )
     return y, mean, rstd
 
@@ -1094,9 +1098,8 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     """Gradients of row_norm_forward: (dx, dweight, dbias); dweight/dbias are
     empty tensors where there is no weight/bias (always no bias for RMS)."""
     n = math.prod(normalized_shape)
-    x2 = _rows(x, normalized_shape)
-    dy2 = _rows(dy, normalized_shape)
-    m = x2.shape[0]
+    x2, m, stride_x = _rows(x, normalized_shape, n)
+    dy2, _, stride_dy = _rows(dy, normalized_shape, n)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     has_weight = weight is not None
     pdtype = weight.dtype if has_weight else x.dtype
@@ -1113,15 +1116,15 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
     # few percent of the traffic when there are few rows
     min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
-    programs = min(_rn_programs_per_device(x, per_sm), triton.cdiv(m, max(rows, min_rows)))
-    rows_per_program = triton.cdiv(triton.cdiv(m, programs), rows) * rows
-    programs = triton.cdiv(m, rows_per_program)
+    programs = min(_rn_programs_per_device(x, per_sm), cdiv(m, max(rows, min_rows)))
+    rows_per_program = cdiv(cdiv(m, programs), rows) * rows
+    programs = cdiv(m, rows_per_program)
     need_partials = has_weight or has_bias
     alloc = torch.zeros if wide else torch.empty
     part = alloc((programs, 2, n) if need_partials else (1,), dtype=torch.float32, device=x.device)
     flags = dict(RMS=rms, HAS_WEIGHT=has_weight, HAS_BIAS=has_bias)
     mean_arg = rstd if rms else mean
-    args = (dy2, x2, w, mean_arg, rstd, dx, part, m, n, x2.stride(0), dy2.stride(0), rows_per_program)
+    args = (dy2, x2, w, mean_arg, rstd, dx, part, m, n, stride_x, stride_dy, rows_per_program)
     if wide:
         _row_norm_backward_wide_kernel[(programs,)](*args, BLOCK=block, num_warps=8, **flags)
     else:
@@ -1134,8 +1137,8 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     dweight = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_weight else empty
     dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
     # narrow column blocks: several programs share the (programs x N) sum
-    sum_block = min(256, triton.next_power_of_2(n))
-    _row_norm_sum_partials_kernel[(triton.cdiv(n, sum_block),)](
+    sum_block = min(256, next_power_of_2(n))
+    _row_norm_sum_partials_kernel[(cdiv(n, sum_block),)](
         part, dweight if has_weight else part, dbias if has_bias else part, programs, n, 2 * n, n,
         HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=32, BLOCK=sum_block, num_warps=4,
     )
@@ -1454,8 +1457,8 @@ def _group_launch(x, num_groups, whole_limit):
     x, (n, c, s), strides = _group_view(x)
     cpg = c // num_groups
     c_block, s_block = _group_tiles(cpg, s, strides[1] == 1 and s > 1, whole_limit)
-    s_tiles = triton.cdiv(s, s_block)
-    tiles = triton.cdiv(cpg, c_block) * s_tiles
+    s_tiles = cdiv(s, s_block)
+    tiles = cdiv(cpg, c_block) * s_tiles
     return x, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles
 
 
@@ -1534,8 +1537,8 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
         # launch instead of a torch sum and two casts)
         dweight = torch.empty(c, dtype=pdtype, device=x.device) if has_weight else empty
         dbias = torch.empty(c, dtype=pdtype, device=x.device) if has_bias else empty.clone()
-        block = min(1024, triton.next_power_of_2(c))
-        _row_norm_sum_partials_kernel[(triton.cdiv(c, block),)](
+        block = min(1024, next_power_of_2(c))
+        _row_norm_sum_partials_kernel[(cdiv(c, block),)](
             channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
             HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
         )

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import same_layout
+from .launch import cdiv, next_power_of_2, same_layout
 
 BLOCK = 1024
 WARPS = 4
@@ -68,7 +68,7 @@ def _position_dtype(window_size: int) -> torch.dtype:
 
 
 def _grid(total: int):
-    return (triton.cdiv(total, BLOCK),)
+    return (cdiv(total, BLOCK),)
 
 
 def _strides(t: torch.Tensor):
@@ -496,10 +496,10 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
         return y, pos, idx
     if not is_max and oh == 1 and ow == 1 and x.is_contiguous():
         rows, hw = n * c, h * w
-        block_hw = min(triton.next_power_of_2(hw), 256)
+        block_hw = min(next_power_of_2(hw), 256)
         plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
-        _global_avg_pool_nchw_kernel[(triton.cdiv(rows, plane_rows),)](
-            x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=triton.cdiv(hw, block_hw),
+        _global_avg_pool_nchw_kernel[(cdiv(rows, plane_rows),)](
+            x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=cdiv(hw, block_hw),
             INDEX64=_needs_int64(x), num_warps=4,
         )
         return y, pos, idx
