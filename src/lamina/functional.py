@@ -530,6 +530,22 @@ def _bn_stat_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``; ``t`` itself when it already is (no dispatcher call:
+    a no-op ``.to`` still costs microseconds of host time on a CUDA tensor)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _bn_stats_out(mean: Tensor, rstd: Tensor, var: Tensor, sdt: torch.dtype, training: bool):
+    """A batch-norm kernel's (mean, rstd, var) as op outputs in the statistics
+    dtype: in eval mean and var are the running buffers themselves, copied
+    (a custom op's outputs may not alias its inputs); no call where nothing
+    changes (host time)."""
+    if not training:
+        mean, var = mean.to(sdt, copy=True), var.to(sdt, copy=True)
+    return _as(mean, sdt), _as(rstd, sdt), _as(var, sdt)
+
+
 def _bn_keep_format(t: Tensor, like: Tensor) -> Tensor:
     """``t`` laid out like ``like`` (channels_last stays channels_last)."""
     if t.stride() == like.stride():
@@ -544,7 +560,7 @@ def _bn_stats(x: Tensor):
     sdt = _bn_stat_dtype(x)
     if use_kernels(x):
         mean, var, _ = kernels("normalization").batch_norm_stats(x)
-        return mean.to(sdt), var.to(sdt)
+        return _as(mean, sdt), _as(var, sdt)
     if x.numel() == 0:
         nan = torch.full((x.shape[1],), float("nan"), dtype=sdt, device=x.device)
         return nan, nan.clone()
@@ -554,7 +570,7 @@ def _bn_stats(x: Tensor):
 
 def _bn_normalize(x: Tensor, mean: Tensor, rstd: Tensor, weight, bias) -> Tensor:
     if use_kernels(x):
-        return kernels("normalization").batch_norm_normalize(x, mean.float(), rstd.float(), weight, bias)
+        return kernels("normalization").batch_norm_normalize(x, _as(mean, torch.float32), _as(rstd, torch.float32), weight, bias)
     y = ref_norm.batch_norm_normalize(to_numpy(x), to_numpy(mean), to_numpy(rstd), to_numpy(weight), to_numpy(bias))
     return _bn_keep_format(to_torch(y, x), x)
 
@@ -562,7 +578,7 @@ def _bn_normalize(x: Tensor, mean: Tensor, rstd: Tensor, weight, bias) -> Tensor
 def _bn_backward_reduce(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor):
     """Per-channel (sum(dy), sum(dy * xhat)) in the statistics dtype."""
     if use_kernels(x):
-        s1, s2 = kernels("normalization").batch_norm_backward_reduce(dy, x, mean.float(), rstd.float())
+        s1, s2 = kernels("normalization").batch_norm_backward_reduce(dy, x, _as(mean, torch.float32), _as(rstd, torch.float32))
         return s1.to(mean.dtype), s2.to(mean.dtype)
     s1, s2 = ref_norm.batch_norm_backward_reduce(to_numpy(dy), to_numpy(x), to_numpy(mean), to_numpy(rstd))
     return to_torch(s1, x, mean.dtype), to_torch(s2, x, mean.dtype)
@@ -572,7 +588,7 @@ def _bn_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m: int) -
     """Training dx from channel sums over all ``m`` values per channel."""
     if use_kernels(x):
         return kernels("normalization").batch_norm_backward_input(
-            dy, x, mean.float(), rstd.float(), weight, sum_dy.float(), sum_dy_xhat.float(), m, training=True
+            dy, x, _as(mean, torch.float32), _as(rstd, torch.float32), weight, _as(sum_dy, torch.float32), _as(sum_dy_xhat, torch.float32), m, training=True
         )
     dx = ref_norm.batch_norm_backward_input(
         to_numpy(dy), to_numpy(x), to_numpy(mean), to_numpy(rstd), to_numpy(weight),
@@ -595,8 +611,7 @@ def _batch_norm_forward(
         y, mean, rstd, var = kernels("normalization").batch_norm_forward(
             x, weight, bias, running_mean, running_var, training, eps
         )
-        # eval: mean and var are the running buffers; outputs may not alias inputs
-        return y, mean.to(sdt, copy=not training), rstd.to(sdt), var.to(sdt, copy=not training)
+        return (y,) + _bn_stats_out(mean, rstd, var, sdt, training)
     if training:
         mean, var = _bn_stats(x)
     else:
@@ -625,11 +640,11 @@ def _batch_norm_backward(
     kernels skip the reduction pass (dx needs no sums) and return zeros."""
     if use_kernels(x):
         dx, dw, db = kernels("normalization").batch_norm_backward(
-            dy, x, weight, mean.float(), rstd.float(), training, param_grads
+            dy, x, weight, _as(mean, torch.float32), _as(rstd, torch.float32), training, param_grads
         )
         if dw is None:  # two tensors: a custom op's outputs may not alias each other
             dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
-        return dx, dw.to(mean.dtype), db.to(mean.dtype)
+        return dx, _as(dw, mean.dtype), _as(db, mean.dtype)
     dx, dw, db = ref_norm.batch_norm_backward(
         to_numpy(dy), (to_numpy(x), to_numpy(weight), to_numpy(mean), to_numpy(rstd), training)
     )
@@ -655,8 +670,8 @@ def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     dx, dw, db = _batch_norm_backward(dy, x, weight, mean, rstd, ctx.training, param_grads)
     return (
         dx,
-        None if weight is None else dw.to(weight.dtype),
-        None if ctx.bias_dtype is None else db.to(ctx.bias_dtype),
+        None if weight is None else _as(dw, weight.dtype),
+        None if ctx.bias_dtype is None else _as(db, ctx.bias_dtype),
         None, None, None, None,
     )
 
@@ -676,7 +691,6 @@ def _bn_check_params(x: Tensor, **params) -> None:
     validate.same_device(x, **params)
 
 
-@torch.no_grad()
 def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
     """running = (1 - momentum) * running + momentum * batch statistic, in
     place; running_var takes the unbiased variance var * M / (M - 1).
@@ -689,11 +703,13 @@ def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momen
     ):
         kernels("normalization").batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum)
         return
-    if running_mean is not None:
-        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-    if running_var is not None:
-        unbiased = var * (m / (m - 1)) if m > 1 else torch.full_like(var, float("nan"))
-        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    # no_grad here only: entering it costs host time the kernel path skips
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        if running_var is not None:
+            unbiased = var * (m / (m - 1)) if m > 1 else torch.full_like(var, float("nan"))
+            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
 @functools.cache
@@ -766,7 +782,7 @@ def batch_norm(
         # dtype here, updated in their own dtype below
         validate.param_dtype(input, "batch_norm", weight=weight, bias=bias)
         sdt = _bn_stat_dtype(input)
-        stats_in = [t.to(sdt) if t is not None and t.is_floating_point() else t for t in (running_mean, running_var)]
+        stats_in = [_as(t, sdt) if t is not None and t.is_floating_point() else t for t in (running_mean, running_var)]
     else:
         validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
         stats_in = [running_mean, running_var]
@@ -809,7 +825,7 @@ def _instance_norm_forward(
     if use_kernels(x):
         sdt = _bn_stat_dtype(x)
         y, mean, rstd, var = kernels("normalization").instance_norm_forward(x, weight, bias, eps)
-        return y, mean.to(sdt), rstd.to(sdt), var.to(sdt)
+        return y, _as(mean, sdt), _as(rstd, sdt), _as(var, sdt)
     # the reference: batch norm of the (1, N*C, *) view, weight and bias repeated
     n = x.shape[0]
     w = None if weight is None else weight.repeat(n)
@@ -833,8 +849,8 @@ def _instance_norm_backward(
     """(dx, dweight, dbias): batch norm's training backward on the (1, N*C, *)
     view, the parameter sums folded back over n."""
     if use_kernels(x):
-        dx, dw, db = kernels("normalization").instance_norm_backward(dy, x, weight, mean.float(), rstd.float())
-        return dx, dw.to(mean.dtype), db.to(mean.dtype)
+        dx, dw, db = kernels("normalization").instance_norm_backward(dy, x, weight, _as(mean, torch.float32), _as(rstd, torch.float32))
+        return dx, _as(dw, mean.dtype), _as(db, mean.dtype)
     n, c = x.shape[0], x.shape[1]
     w = None if weight is None else weight.repeat(n)
     dx, dw, db = _batch_norm_backward(_instance_view(dy), _instance_view(x), w, mean, rstd, True)
@@ -859,8 +875,8 @@ def _instance_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     dx, dw, db = _instance_norm_backward(dy, x, weight, mean, rstd)
     return (
         dx,
-        None if weight is None else dw.to(weight.dtype),
-        None if ctx.bias_dtype is None else db.to(ctx.bias_dtype),
+        None if weight is None else _as(dw, weight.dtype),
+        None if ctx.bias_dtype is None else _as(db, ctx.bias_dtype),
         None,
     )
 
@@ -2190,7 +2206,7 @@ def _batch_norm_act_forward(
     if use_kernels(x):
         y, mean, rstd, var = kernels("fused").batch_norm_act_forward(
             x, weight, bias, running_mean, running_var, training, eps, act, negative_slope)
-        return y, mean.to(sdt, copy=True), rstd.to(sdt), var.to(sdt, copy=True)
+        return (y,) + _bn_stats_out(mean, rstd, var, sdt, training)
     if training:
         mean, var = _bn_stats(x)
     else:
@@ -2219,10 +2235,10 @@ def _batch_norm_act_backward(
     the in-place output y; either way z is recomputed, never read."""
     if use_kernels(x):
         dx, dw, db = kernels("fused").batch_norm_act_backward(
-            dy, x, weight, bias, mean.float(), rstd.float(), training, act, negative_slope, param_grads, from_output)
+            dy, x, weight, bias, _as(mean, torch.float32), _as(rstd, torch.float32), training, act, negative_slope, param_grads, from_output)
         if dw is None:
             dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
-        return dx, dw.to(mean.dtype), db.to(mean.dtype)
+        return dx, _as(dw, mean.dtype), _as(db, mean.dtype)
     xn, w, b, mn, rs = to_numpy(x), to_numpy(weight), to_numpy(bias), to_numpy(mean), to_numpy(rstd)
     if from_output:
         dx, dw, db = ref_fused.batch_norm_act_backward_from_output(
@@ -2247,8 +2263,8 @@ def _batch_norm_act_setup(ctx, inputs, output):
 
 
 def _batch_norm_act_param_grads(ctx, dw, db, weight, bias):
-    return (None if weight is None or not ctx.needs_input_grad[1] else dw.to(weight.dtype),
-            None if bias is None or not ctx.needs_input_grad[2] else db.to(bias.dtype))
+    return (None if weight is None or not ctx.needs_input_grad[1] else _as(dw, weight.dtype),
+            None if bias is None or not ctx.needs_input_grad[2] else _as(db, bias.dtype))
 
 
 def _batch_norm_act_grad(ctx, dy, _dmean, _drstd, _dvar):
@@ -2272,7 +2288,7 @@ def _batch_norm_act_inplace_forward(
     if use_kernels(x):
         _, mean, rstd, var = kernels("fused").batch_norm_act_forward(
             x, weight, bias, running_mean, running_var, training, eps, act, negative_slope, out=x)
-        return mean.to(sdt, copy=True), rstd.to(sdt), var.to(sdt, copy=True)
+        return _bn_stats_out(mean, rstd, var, sdt, training)
     y, mean, rstd, var = _batch_norm_act_forward(x, weight, bias, running_mean, running_var, training, eps, act,
                                                  negative_slope)
     x.copy_(y)
@@ -2429,9 +2445,9 @@ def _group_norm_act_backward(
     if use_kernels(x):
         dx, dw, db = kernels("fused").group_norm_act_backward(
             dy, x, num_groups, None if weight is None else weight.contiguous(),
-            None if bias is None else bias.contiguous(), mean.float(), rstd.float(), act, negative_slope)
+            None if bias is None else bias.contiguous(), _as(mean, torch.float32), _as(rstd, torch.float32), act, negative_slope)
         empty = x.new_empty(0, dtype=pdtype)
-        return dx, dw.to(pdtype) if weight is not None else empty, db.to(pdtype) if bias is not None else empty.clone()
+        return dx, _as(dw, pdtype) if weight is not None else empty, _as(db, pdtype) if bias is not None else empty.clone()
     # the reference forward again (statistics identical, z recomputed), then its backward
     _, cache = ref_fused.group_norm_act_forward(
         to_numpy(x), num_groups, to_numpy(weight), to_numpy(bias), eps, act, negative_slope)
@@ -2596,9 +2612,9 @@ def _add_norm_backward(
     empty = s.new_empty(0, dtype=pdtype)
     if use_kernels(s):
         ds, dx, dw, db = kernels("fused").add_norm_backward(
-            dy, ds_out, s, normalized_shape, weight, mean.float(), rstd.float(), has_bias, p, seed, 0, rms)
-        return (ds, dx if dx is not None else s.new_empty(0), dw.to(pdtype) if dw is not None else empty,
-                db.to(pdtype) if db is not None else empty.clone())
+            dy, ds_out, s, normalized_shape, weight, _as(mean, torch.float32), _as(rstd, torch.float32), has_bias, p, seed, 0, rms)
+        return (ds, dx if dx is not None else s.new_empty(0), _as(dw, pdtype) if dw is not None else empty,
+                _as(db, pdtype) if db is not None else empty.clone())
     ndim = len(normalized_shape)
     sn, w = to_numpy(s), to_numpy(weight)
     drop_cache = (p, int(seed.item()) if p > 0 else 0, 0)
@@ -2768,7 +2784,7 @@ def _bias_act_backward(dy: Tensor, x: Tensor, bias: Tensor, act: str, approximat
     """(dx, dbias); act'(x + bias) recomputed from the saved x."""
     if use_kernels(x):
         dx, db = kernels("fused").bias_act_backward(dy, x, bias, act, approximate)
-        return dx, db.to(bias.dtype)
+        return dx, _as(db, bias.dtype)
     xn, bn = to_numpy(x), to_numpy(bias)
     _, cache = ref_fused.bias_act_forward(xn, bn, act, approximate)
     dx, db = ref_fused.bias_act_backward(to_numpy(dy), cache)
