@@ -68,7 +68,8 @@ def kernels(family: str):
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
         module = importlib.import_module(f"lamina.kernels.{family}")
-        if os.environ.get("LAMINA_FAST_LAUNCH") == "1":  # opt-in, experimental (Triton 3.6 internals)
+        if os.environ.get("LAMINA_FAST_LAUNCH") != "0" and os.environ.get("TRITON_INTERPRET") != "1":
+            # imported only here: it reads Triton 3.6 internals (kernels/fast_launch.py)
             from .kernels import fast_launch
 
             if fast_launch.enabled():

@@ -1,24 +1,25 @@
-"""An opt-in shortcut past Triton's launch path, for host time (experimental).
+"""A shortcut past Triton's launch path, for host time.
 
-Set ``LAMINA_FAST_LAUNCH=1`` before lamina's kernels are imported to turn it
-on; off by default.
+On by default with Triton 3.6 on a GPU; ``LAMINA_FAST_LAUNCH=0`` (read when
+lamina's kernels are first imported) turns it off, and it is never used
+under the interpreter or with another Triton version.
 
-Why: a small layer's forward+backward is bound by host time, not by the GPU
-(bench/NOTES-perf.md): ``JITFunction.run`` costs about 24 us a launch on the
-main thread of an H200 host, and 3x that on autograd's backward thread. Most
-of it is not the launch: reading knobs from the environment, stringifying the
-options into the cache key, checking globals, building launch metadata.
+Why: a layer's forward+backward is often bound by host time, not by the GPU
+(bench/NOTES-perf.md): ``JITFunction.run`` costs about 25 us a launch on an
+H200 host, more on autograd's backward thread. Much of it is not the launch:
+reading knobs from the environment, stringifying the options into the cache
+key, checking globals, building launch metadata, a Stream object per call.
 
 How: each launched kernel's ``run`` is replaced by one that asks Triton's own
 binder for the specialization (so alignment and constant-1 specializations
 are exactly Triton's), keeps the compiled kernel under (specialization,
 options) after the first, ordinary launch, and then calls the compiled
-kernel's launcher directly. Anything unusual -- a launch hook installed (a
-profiler), a warm-up call, a device without a cache yet -- takes Triton's own
-path. It leans on Triton 3.6 internals (``device_caches``, the binder,
-``CompiledKernel.run``'s argument list): scripts/probe_fast_launch.py checks
-values and measures host time on a card before it is ever made the default.
-Never used under the interpreter.
+kernel's launcher directly on the current raw stream. Anything unusual -- a
+launch hook installed (a profiler), a warm-up call, a device without a cache
+yet -- takes Triton's own path. It leans on Triton 3.6 internals
+(``device_caches``, the binder, ``CompiledKernel.run``'s argument list),
+hence the version check; scripts/probe_fast_launch.py compares values
+(bitwise) and host time with it off and on, on a card.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
 from triton.runtime.jit import JITFunction
 from triton import knobs
 
 
 def enabled() -> bool:
-    return os.environ.get("LAMINA_FAST_LAUNCH") == "1" and os.environ.get("TRITON_INTERPRET") != "1"
+    return (os.environ.get("LAMINA_FAST_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET") != "1"
+            and triton.__version__.startswith("3.6.") and torch.cuda.is_available())
 
 
 def _fast_run(self, *args, grid, warmup, **kwargs):
@@ -56,7 +59,7 @@ def _fast_run(self, *args, grid, warmup, **kwargs):
         grid = grid(bound_args)
     g1 = grid[1] if len(grid) > 1 else 1
     g2 = grid[2] if len(grid) > 2 else 1
-    stream = torch.cuda.current_stream(device).cuda_stream
+    stream = torch._C._cuda_getCurrentRawStream(device)
     kernel.run(grid[0], g1, g2, stream, kernel.function, kernel.packed_metadata, None, None, None,
                *bound_args.values())
     return kernel
