@@ -1,6 +1,6 @@
-"""Does LAMINA_FAST_LAUNCH=1 (lamina/kernels/fast_launch.py) give the same
-results with less host time? Runs the same child twice, launcher off and on,
-on one GPU, and compares:
+"""Does the fast launcher (lamina/kernels/fast_launch.py, on by default)
+give the same results with less host time? Runs the same child twice, with
+LAMINA_FAST_LAUNCH=0 (off) and =1 (on), on one GPU, and compares:
 
   values     outputs and gradients of a dozen ops, bitwise between the runs
   host us    per forward+backward on tiny tensors (GPU time negligible)
