@@ -1,4 +1,4 @@
-"""Compile every fused kernel for sm_90 on a machine without a GPU (Triton's
+"""Compile every fused kernel (and the row norms) for sm_90 on a machine without a GPU (Triton's
 own compiler and bundled ptxas), to catch what the interpreter forgives
 (constexpr branches, return types, pointer arithmetic) before the GPU run:
 
@@ -68,6 +68,17 @@ for rms in (False, True):
 for act in [0, 4, 5, 6, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))
+for rms in (False, True):  # the plain row norms (their per-row divisions are _div_rn); N=1 as Triton specializes it
+    for n_const in ({}, {"N": 1}):
+        flags = dict(RMS=rms, HAS_WEIGHT=True, HAS_BIAS=not rms, **n_const)
+        check(N._row_norm_forward_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, eps=F),
+              dict(flags, ROWS=4, BLOCK=1024))
+        check(N._row_norm_forward_wide_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, eps=F),
+              dict(flags, BLOCK=4096))
+        check(N._row_norm_backward_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
+              dict(flags, ROWS=4, BLOCK=1024))
+        check(N._row_norm_backward_wide_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
+              dict(flags, BLOCK=4096))
 check(K._dropout_add_kernel, dict(x_ptr=B, r_ptr=B, y_ptr=B, p=F, multiplier=F, seed_ptr="*i64", offset="i64"), dict(GROUP=1024))
 
 sys.exit(1 if failures else 0)

@@ -43,6 +43,7 @@ from ..rng import GROUP
 from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad
 from .launch import cdiv, dense, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
+    _div_rn,
     _elementwise_launch,
     _group_launch,
     _group_norm_apply_kernel,
@@ -448,12 +449,12 @@ def _add_norm_forward_kernel(
     tl.store(s_ptr + offs, s, mask=mask)
     s = s.to(tl.float32)  # normalize the s that backward will read
     if RMS:
-        rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=1) / N + eps)
+        rstd = 1.0 / tl.sqrt(_div_rn(tl.sum(s * s, axis=1), N) + eps)
         xhat = s * rstd[:, None]
     else:
-        mean = tl.sum(s, axis=1) / N
+        mean = _div_rn(tl.sum(s, axis=1), N)
         sc = tl.where(mask, s - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(sc * sc, axis=1) / N + eps)
+        rstd = 1.0 / tl.sqrt(_div_rn(tl.sum(sc * sc, axis=1), N) + eps)
         xhat = sc * rstd[:, None]
         tl.store(mean_ptr + rows, mean, mask=rows < M)
     tl.store(rstd_ptr + rows, rstd, mask=rows < M)
@@ -505,9 +506,9 @@ def _add_norm_backward_kernel(
         g = dy
         if HAS_W:
             g = dy * w[None, :]
-        ds = g - xhat * (tl.sum(g * xhat, axis=1) / N)[:, None]
+        ds = g - xhat * _div_rn(tl.sum(g * xhat, axis=1), N)[:, None]
         if not RMS:
-            ds = ds - (tl.sum(g, axis=1) / N)[:, None]
+            ds = ds - _div_rn(tl.sum(g, axis=1), N)[:, None]
         ds = ds * rstd[:, None]
         if HAS_DS:
             ds = ds + tl.load(dsx_ptr + offs, mask=mask, other=0.0).to(tl.float32)
