@@ -308,3 +308,28 @@ def test_double_backward(name, kwargs):
         (dx,) = torch.autograd.grad(fn(x, **kwargs), x, dy.requires_grad_(True), create_graph=True)
         outs.append(torch.autograd.grad(dx, dy, ddx)[0])
     torch.testing.assert_close(outs[0], outs[1])
+
+
+# --- 64-bit offsets --------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("name,kwargs", [("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+                                         ("avg_pool2d", dict(kernel_size=2)),
+                                         ("max_pool2d", dict(kernel_size=(2, 3), stride=1, dilation=(2, 1))),
+                                         ("adaptive_avg_pool2d", dict(output_size=1)),
+                                         ("adaptive_avg_pool2d", dict(output_size=(4, 3))),
+                                         ("adaptive_max_pool2d", dict(output_size=(4, 3), return_indices=True))])
+def test_int64_offsets_match_torch(backend, monkeypatch, name, kwargs, layout):
+    """The kernels' 64-bit offset path (taken past 2**31 elements, which only
+    a card can hold: scripts/gpu_extremes.py) forced on small tensors under
+    the interpreter: the same values as torch's."""
+    from lamina.kernels import pooling
+
+    backend("triton")
+    monkeypatch.setattr(pooling, "_needs_int64", lambda *tensors: True)
+    x = torch.randn(2, 5, 9, 7, generator=torch.Generator().manual_seed(1))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(2, 5, 9, 14, generator=torch.Generator().manual_seed(1))[..., ::2]
+    assert_same(name, kwargs, x)

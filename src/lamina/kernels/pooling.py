@@ -1,14 +1,17 @@
 """Pooling kernels: max, average and adaptive pools, forward and backward.
 
-Forward: each program computes BLOCK outputs, taken in the output's memory
-order (NCHW: along ow; channels_last: along c, so every window offset is one
-coalesced load of contiguous channels). A flat output index is split into
-(n, c, oh, ow) and the window is read through the input's strides, so any
-strided input works without a copy. The output keeps the input's memory
-format.
+Forward (max and average pools with fixed windows): each program computes a
+2-D tile of outputs, (rows x columns) of one (n, c) plane for NCHW, or
+(positions x channels) of one sample for channels_last, so every window
+offset is one load of contiguous columns or channels. The tile's coordinates
+come from the program ids and aranges, not from dividing a flat index per
+element (six integer divisions by runtime sizes an element made the old
+flat-index kernels bound by arithmetic, not memory). The window is read
+through the input's strides, so any strided input works without a copy. The
+output keeps the input's memory format.
 
-Backward is a gather, not a scatter: each program computes BLOCK elements of
-dx, in dx's memory order; for every window offset it works out which output
+Backward is a gather, not a scatter: each program computes a tile of dx,
+tiled as the forward's output; for every window offset it works out which output
 window (if any) would read this element at that offset and adds that
 window's gradient when the saved window position says the maximum was here
 (max) or always, divided by the window's divisor (average). Every dx element
@@ -38,7 +41,7 @@ import triton.language as tl
 
 from .launch import cdiv, next_power_of_2, same_layout
 
-BLOCK = 1024
+TILE = 1024  # elements a program (a 2-D tile: _tile / _tiling)
 WARPS = 4
 # the per-plane reduction of global average pooling: this many elements a
 # program (whole planes of H*W contiguous elements, padded to a power of two)
@@ -67,41 +70,42 @@ def _position_dtype(window_size: int) -> torch.dtype:
     return torch.uint8 if window_size <= 256 else (torch.int16 if window_size <= 32767 else torch.int32)
 
 
-def _grid(total: int):
-    return (cdiv(total, BLOCK),)
-
-
 def _strides(t: torch.Tensor):
     return tuple(t.stride())
 
 
 @triton.jit
-def _split(o, C, OH, OW, CHANNELS_LAST: tl.constexpr):
-    """A flat index in memory order -> (n, c, h, w): NCHW or NHWC order."""
-    if CHANNELS_LAST:
-        c = o % C
-        t = o // C
-        w = t % OW
-        t = t // OW
-        h = t % OH
-        n = t // OH
-    else:
-        w = o % OW
-        t = o // OW
-        h = t % OH
-        t = t // OH
-        c = t % C
-        n = t // C
-    return n, c, h, w
-
-
-@triton.jit
-def _block(total, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
+def _tile(C, A, B, blocks_a, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
+          BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """(n, c, a, b, mask): the coordinates of this program's tile of an
+    (N, C, A, B) tensor, each broadcastable to (BLOCK_A, BLOCK_B).
+    NCHW: program (plane * blocks_a + i, j) takes rows i*BLOCK_A.. and columns
+    j*BLOCK_B.. of plane n*C + c; channels_last: program (n * blocks_a + i, j)
+    takes positions a*B + b in i*BLOCK_A.. and channels j*BLOCK_B..
+    (grid: (N*C*blocks_a, cdiv(B, BLOCK_B)) or (N*blocks_a, cdiv(C, BLOCK_B)))."""
     pid = tl.program_id(0)
     if INDEX64:
         pid = pid.to(tl.int64)
-    o = pid * BLOCK + tl.arange(0, BLOCK)
-    return o, o < total
+    outer = pid // blocks_a
+    i = pid - outer * blocks_a
+    ra = i * BLOCK_A + tl.arange(0, BLOCK_A)[:, None]
+    rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)[None, :]
+    if INDEX64:
+        ra = ra.to(tl.int64)
+        rb = rb.to(tl.int64)
+    if CHANNELS_LAST:
+        n = outer
+        a = ra // B  # one division a position, shared by the tile's channels
+        b = ra - a * B
+        c = rb
+        mask = (ra < A * B) & (c < C)
+    else:
+        n = outer // C
+        c = outer - n * C
+        a = ra
+        b = rb
+        mask = (a < A) & (b < B)
+    return n, c, a, b, mask
 
 
 # =============================================================================
@@ -111,29 +115,30 @@ def _block(total, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
 @triton.jit
 def _pool2d_forward_kernel(
     x_ptr,  # input (N, C, H, W), any strides
-    y_ptr,  # output (N, C, OH, OW), dense in the flat order (NCHW or NHWC)
-    pos_ptr,  # max: window position of each max, same layout as y
-    idx_ptr,  # max with WRITE_INDICES: int64 indices h*W + w, same layout as y
-    total, C, H, W, OH, OW,
+    y_ptr,  # output (N, C, OH, OW), NCHW or NHWC, strides sy*
+    pos_ptr,  # max: window position of each max, same strides as y
+    idx_ptr,  # max with WRITE_INDICES: int64 indices h*W + w, same strides as y
+    C, H, W, OH, OW, blocks_a,
     sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
     DIVISOR,  # average: divisor_override as a float (used when HAS_DIVISOR)
     # the geometry is compile-time: divisions by the stride become multiplies
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, WRITE_INDICES: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    o, mask = _block(total, BLOCK, INDEX64)
-    n, c, oh, ow = _split(o, C, OH, OW, CHANNELS_LAST)
+    n, c, oh, ow, mask = _tile(C, OH, OW, blocks_a, CHANNELS_LAST, INDEX64, BLOCK_A, BLOCK_B)
     base = x_ptr + n * sxn + c * sxc
+    o = n * syn + c * syc + oh * syh + ow * syw
     h0 = oh * SH - PH
     w0 = ow * SW - PW
     if IS_MAX:
-        best = tl.full([BLOCK], float("-inf"), tl.float32)
-        pos = tl.full([BLOCK], 0, tl.int32)
-        seen = tl.full([BLOCK], 0, tl.int1)
+        best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
+        pos = tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
+        seen = tl.full([BLOCK_A, BLOCK_B], 0, tl.int1)
     else:
-        acc = tl.full([BLOCK], 0.0, tl.float32)
+        acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     for i in range(KH):
         ih = h0 + i * DH
         row_ok = mask & (ih >= 0) & (ih < H)
@@ -206,19 +211,19 @@ def _window_of(t, S: tl.constexpr, D: tl.constexpr, K: tl.constexpr, O, NON_OVER
 def _pool2d_backward_kernel(
     dy_ptr,  # (N, C, OH, OW), strides sy*
     pos_ptr,  # max: saved window positions, same strides as dy
-    dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
-    total, C, H, W, OH, OW,
+    dx_ptr,  # (N, C, H, W), NCHW or NHWC, strides sd*
+    C, H, W, OH, OW, blocks_a,
     syn, syc, syh, syw,
+    sdn, sdc, sdh, sdw,
     DIVISOR,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, NON_OVERLAP: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    o, mask = _block(total, BLOCK, INDEX64)
-    n, c, h, w = _split(o, C, H, W, CHANNELS_LAST)
+    n, c, h, w, mask = _tile(C, H, W, blocks_a, CHANNELS_LAST, INDEX64, BLOCK_A, BLOCK_B)
     base = n * syn + c * syc
-    acc = tl.full([BLOCK], 0.0, tl.float32)
+    acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     if NON_OVERLAP:
         # one candidate window per dimension, found by one division
         oh, ok_h, i = _window_of(h + PH, SH, DH, KH, OH, True, 0)
@@ -249,12 +254,24 @@ def _pool2d_backward_kernel(
                     g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
                     divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
                     acc += tl.where(ok, g / divisor, 0.0)
-    tl.store(dx_ptr + o, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + n * sdn + c * sdc + h * sdh + w * sdw, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # =============================================================================
 # launchers: max pool and average pool
 # =============================================================================
+
+def _tiling(n: int, c: int, a: int, b: int, channels_last: bool):
+    """(blocks_a, BLOCK_A, BLOCK_B, grid) of the 2-D tiles _tile walks over an
+    (n, c, a, b) tensor: about TILE elements a program, the inner block the
+    contiguous dimension (columns b for NCHW, channels for channels_last)."""
+    inner, outer_len = (c, a * b) if channels_last else (b, a)
+    block_b = min(next_power_of_2(inner), 128)
+    block_a = max(1, min(TILE // block_b, next_power_of_2(outer_len)))
+    blocks_a = cdiv(outer_len, block_a)
+    grid = ((n if channels_last else n * c) * blocks_a, cdiv(inner, block_b))
+    return blocks_a, block_a, block_b, grid
+
 
 def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, return_indices=False,
                     count_include_pad=True, divisor_override=0):
@@ -265,16 +282,16 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
     pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kernel_size[0] * kernel_size[1]), x.device) if is_max else y
     idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
            else x.new_empty((0,), dtype=torch.int64))
-    total = y.numel()
-    if total:
-        _pool2d_forward_kernel[_grid(total)](
+    if y.numel():
+        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
+        _pool2d_forward_kernel[grid](
             x, y, pos, idx if return_indices else y,
-            total, c, h, w, oh, ow, *_strides(x), float(divisor_override or 0),
+            c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
             PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
             COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
-            BLOCK=BLOCK, num_warps=WARPS,
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
     return y, pos, idx
 
@@ -286,18 +303,18 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
     if is_max:
         dy = same_layout(dy, pos)
     dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
-    total = dx.numel()
     # each input element lies in at most one window along a dimension
     non_overlap = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel_size, stride, dilation))
-    if total:
-        _pool2d_backward_kernel[_grid(total)](
+    if dx.numel():
+        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last))
+        _pool2d_backward_kernel[grid](
             dy, pos if is_max else dy, dx,
-            total, c, h, w, oh, ow, *_strides(dy), float(divisor_override or 0),
+            c, h, w, oh, ow, blocks_a, *_strides(dy), *_strides(dx), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
             PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
             COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             NON_OVERLAP=non_overlap, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
-            BLOCK=BLOCK, num_warps=WARPS,
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
     return dx
 
@@ -329,28 +346,29 @@ def avg_pool2d_backward(dy, input_size, kernel_size, stride, padding, count_incl
 @triton.jit
 def _adaptive_pool2d_forward_kernel(
     x_ptr,  # input (N, C, H, W), any strides
-    y_ptr,  # output (N, C, OH, OW), dense in the flat order
-    pos_ptr,  # max: window position kh * KMAX_W + kw, same layout as y
-    idx_ptr,  # max with WRITE_INDICES: int64 h*W + w
-    total, C, H, W, OH, OW,
+    y_ptr,  # output (N, C, OH, OW), NCHW or NHWC, strides sy*
+    pos_ptr,  # max: window position kh * KMAX_W + kw, same strides as y
+    idx_ptr,  # max with WRITE_INDICES: int64 h*W + w, same strides as y
+    C, H, W, OH, OW, blocks_a,
     sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
     KMAX_H: tl.constexpr, KMAX_W: tl.constexpr,  # the largest window
     IS_MAX: tl.constexpr, WRITE_INDICES: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    o, mask = _block(total, BLOCK, INDEX64)
-    n, c, oh, ow = _split(o, C, OH, OW, CHANNELS_LAST)
+    n, c, oh, ow, mask = _tile(C, OH, OW, blocks_a, CHANNELS_LAST, INDEX64, BLOCK_A, BLOCK_B)
     base = x_ptr + n * sxn + c * sxc
+    o = n * syn + c * syc + oh * syh + ow * syw
     hs = (oh * H) // OH
     he = ((oh + 1) * H + OH - 1) // OH
     ws = (ow * W) // OW
     we = ((ow + 1) * W + OW - 1) // OW
     if IS_MAX:
-        best = tl.full([BLOCK], float("-inf"), tl.float32)
-        pos = tl.full([BLOCK], 0, tl.int32)
-        seen = tl.full([BLOCK], 0, tl.int1)
+        best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
+        pos = tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
+        seen = tl.full([BLOCK_A, BLOCK_B], 0, tl.int1)
     else:
-        acc = tl.full([BLOCK], 0.0, tl.float32)
+        acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     for i in range(KMAX_H):
         ih = hs + i
         row_ok = mask & (ih < he)
@@ -409,44 +427,49 @@ def _global_avg_pool_nchw_kernel(
 @triton.jit
 def _global_avg_pool_backward_kernel(
     dy_ptr,  # (N, C, 1, 1), strides syn, syc
-    dx_ptr,  # (N, C, H, W), dense in the flat order (NCHW or NHWC)
-    total, C, HW,
-    syn, syc,
-    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    dx_ptr,  # (N, C, H, W), NCHW or NHWC, strides sd*
+    N, C, H, W, blocks_a,
+    syn, syc, sdn, sdc, sdh, sdw,
+    CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    """dx = dy / (H*W) broadcast over each plane: elementwise over dx."""
-    o, mask = _block(total, BLOCK, INDEX64)
+    """dx = dy / (H*W) broadcast over each plane, a tile at a time (_tile):
+    channels_last as (positions x channels) of a sample; NCHW as (planes x
+    positions), the N*C planes being the rows of one (1, 1, N*C, H*W) matrix."""
     if CHANNELS_LAST:
-        c = o % C
-        n = o // (HW * C)
+        n, c, h, w, mask = _tile(C, H, W, blocks_a, True, INDEX64, BLOCK_A, BLOCK_B)
+        zero = h * 0
+        out = n * sdn + c * sdc + h * sdh + w * sdw
     else:
-        plane = o // HW
-        c = plane % C
-        n = plane // C
-    g = tl.load(dy_ptr + n * syn + c * syc, mask=mask, other=0.0).to(tl.float32)
-    tl.store(dx_ptr + o, (g / HW).to(dx_ptr.dtype.element_ty), mask=mask)
+        _n, _c, plane, hw, mask = _tile(1, N * C, H * W, blocks_a, False, INDEX64, BLOCK_A, BLOCK_B)
+        n = plane // C  # one division a row of the tile
+        c = plane - n * C
+        zero = hw * 0
+        out = plane * (H * W) + hw
+    g = tl.load(dy_ptr + n * syn + c * syc + zero, mask=mask, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + out, (g / (H * W)).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _adaptive_pool2d_backward_kernel(
     dy_ptr,  # (N, C, OH, OW), strides sy*
     pos_ptr,  # max: saved window positions, same strides as dy
-    dx_ptr,  # (N, C, H, W), dense in the flat order
-    total, C, H, W, OH, OW,
+    dx_ptr,  # (N, C, H, W), NCHW or NHWC, strides sd*
+    C, H, W, OH, OW, blocks_a,
     syn, syc, syh, syw,
+    sdn, sdc, sdh, sdw,
     KMAX_W,  # max: the position stride of a window row
     COVER_H: tl.constexpr, COVER_W: tl.constexpr,  # most windows covering one row / column
-    IS_MAX: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+    IS_MAX: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
+    BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    o, mask = _block(total, BLOCK, INDEX64)
-    n, c, h, w = _split(o, C, H, W, CHANNELS_LAST)
+    n, c, h, w, mask = _tile(C, H, W, blocks_a, CHANNELS_LAST, INDEX64, BLOCK_A, BLOCK_B)
     base = n * syn + c * syc
     # windows covering row h: oh from floor(h*OH/H) to ceil((h+1)*OH/H) - 1
     oh_lo = (h * OH) // H
     oh_hi = ((h + 1) * OH + H - 1) // H - 1
     ow_lo = (w * OW) // W
     ow_hi = ((w + 1) * OW + W - 1) // W - 1
-    acc = tl.full([BLOCK], 0.0, tl.float32)
+    acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     for m in range(COVER_H):
         oh = oh_lo + m
         ok_h = mask & (oh <= oh_hi)
@@ -465,7 +488,7 @@ def _adaptive_pool2d_backward_kernel(
                 we = ((ow + 1) * W + OW - 1) // OW
                 g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
                 acc += tl.where(ok, g / ((he - hs) * (we - ws)).to(tl.float32), 0.0)
-    tl.store(dx_ptr + o, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + n * sdn + c * sdc + h * sdh + w * sdw, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _largest_window(size, out):
@@ -503,11 +526,12 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
             INDEX64=_needs_int64(x), num_warps=4,
         )
         return y, pos, idx
-    _adaptive_pool2d_forward_kernel[_grid(total)](
+    blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
+    _adaptive_pool2d_forward_kernel[grid](
         x, y, pos, idx if return_indices else y,
-        total, c, h, w, oh, ow, *_strides(x),
+        c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y),
         KMAX_H=kh, KMAX_W=kw, IS_MAX=is_max, WRITE_INDICES=bool(return_indices),
-        CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK=BLOCK, num_warps=WARPS,
+        CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
     )
     return y, pos, idx
 
@@ -520,18 +544,23 @@ def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
     dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
     total = dx.numel()
     if total and not is_max and oh == 1 and ow == 1:
-        _global_avg_pool_backward_kernel[_grid(total)](
-            dy, dx, total, c, h * w, dy.stride(0), dy.stride(1),
-            CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy), BLOCK=BLOCK, num_warps=WARPS,
+        # NCHW: the planes as rows of one (N*C, H*W) matrix (small planes, e.g. 7x7, make poor tiles alone)
+        tiling = _tiling(n, c, h, w, True) if channels_last else _tiling(1, 1, n * c, h * w, False)
+        blocks_a, block_a, block_b, grid = tiling
+        _global_avg_pool_backward_kernel[grid](
+            dy, dx, n, c, h, w, blocks_a, dy.stride(0), dy.stride(1), *_strides(dx),
+            CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
     elif total and oh and ow:
-        _adaptive_pool2d_backward_kernel[_grid(total)](
+        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last))
+        _adaptive_pool2d_backward_kernel[grid](
             dy, pos if is_max else dy, dx,
-            total, c, h, w, oh, ow, *_strides(dy),
+            c, h, w, oh, ow, blocks_a, *_strides(dy), *_strides(dx),
             _largest_window(w, ow),
             COVER_H=_most_covering(h, oh), COVER_W=_most_covering(w, ow),
             IS_MAX=is_max, CHANNELS_LAST=bool(channels_last), INDEX64=_needs_int64(dx, dy),
-            BLOCK=BLOCK, num_warps=WARPS,
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
     elif total:
         dx.zero_()

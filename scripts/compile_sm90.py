@@ -1,8 +1,9 @@
-"""Compile every fused kernel (and the row norms) for sm_90 on a machine without a GPU (Triton's
-own compiler and bundled ptxas), to catch what the interpreter forgives
-(constexpr branches, return types, pointer arithmetic) before the GPU run:
+"""Compile the fused kernels, the row norms and the pooling kernels for sm_90
+on a machine without a GPU (Triton's own compiler and bundled ptxas), to
+catch what the interpreter forgives (constexpr branches, return types,
+pointer arithmetic, int64 offsets) before the GPU run:
 
-    python scripts/compile_fused_sm90.py
+    python scripts/compile_sm90.py
 
 Prints OK / ERR per kernel and specialization; exits 1 on any error."""
 
@@ -20,6 +21,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 import lamina.kernels.fused as K  # noqa: E402
 import lamina.kernels.normalization as N  # noqa: E402
+import lamina.kernels.pooling as PL  # noqa: E402
 
 target = GPUTarget("cuda", 90, 32)
 failures = []
@@ -79,6 +81,23 @@ for rms in (False, True):  # the plain row norms (their per-row divisions are _d
               dict(flags, ROWS=4, BLOCK=1024))
         check(N._row_norm_backward_wide_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
               dict(flags, BLOCK=4096))
+for cl in (False, True):  # the pooling kernels' 2-D tiles (_tile), 32- and 64-bit offsets
+    for i64 in (False, True):
+        for mx in (True, False):
+            geo = dict(KH=3, KW=3, SH=2, SW=2, PH=1, PW=1, DH=1, DW=1, IS_MAX=mx, COUNT_INCLUDE_PAD=True,
+                       HAS_DIVISOR=False, CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64)
+            check(PL._pool2d_forward_kernel, dict(x_ptr=P, y_ptr=P, pos_ptr="*u8", idx_ptr="*i64", DIVISOR=F),
+                  dict(geo, WRITE_INDICES=mx))
+            for non_overlap in (True, False):
+                check(PL._pool2d_backward_kernel, dict(dy_ptr=P, pos_ptr="*u8", dx_ptr=P, DIVISOR=F),
+                      dict(geo, NON_OVERLAP=non_overlap))
+            tiles = dict(IS_MAX=mx, CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64)
+            check(PL._adaptive_pool2d_forward_kernel, dict(x_ptr=P, y_ptr=P, pos_ptr="*u8", idx_ptr="*i64"),
+                  dict(tiles, KMAX_H=3, KMAX_W=3, WRITE_INDICES=mx))
+            check(PL._adaptive_pool2d_backward_kernel, dict(dy_ptr=P, pos_ptr="*u8", dx_ptr=P),
+                  dict(tiles, COVER_H=2, COVER_W=2))
+        check(PL._global_avg_pool_backward_kernel, dict(dy_ptr=P, dx_ptr=P),
+              dict(CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64))
 check(K._dropout_add_kernel, dict(x_ptr=B, r_ptr=B, y_ptr=B, p=F, multiplier=F, seed_ptr="*i64", offset="i64"), dict(GROUP=1024))
 
 sys.exit(1 if failures else 0)
