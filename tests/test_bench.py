@@ -256,6 +256,22 @@ def test_filters():
         shapes.parse_dtypes("int8")
 
 
+def test_check_filters_take_the_bench_families():
+    """--check-only --ops pooling selected no item (the op table's cases had
+    no family): the check and the benchmark take the same --ops words."""
+    from lamina.optable import OPS
+
+    def names(ops):
+        return {OPS[ci].name for _, ci, _, _ in correctness.check_items(ops)}
+
+    assert names(["pooling"]) == {c.name for c in OPS if "pool" in c.name}
+    assert names(["fused"]) == {"batch_norm_act", "batch_norm_act_inplace", "group_norm_act", "add_layer_norm",
+                                "add_rms_norm", "bias_act", "dropout_add"}
+    assert names(["dropout"]) == {"dropout", "drop_connect", "drop_block2d", "dropout_add"}  # family or prefix
+    assert "relu" in names(["activation"]) and "batch_norm_train" in names(["normalization"])
+    assert names(["activation"]).isdisjoint(names(["normalization"]) | names(["pooling"]) | names(["fused"]))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 def test_parts_are_disjoint_and_cover_everything(n):
     groups = shapes.groups(shapes.standard_matrix())

@@ -263,6 +263,24 @@ def cuda_healthy(device: str) -> bool:
 
 # --- the items the harness runs: one per case x kwargs x dtype -------------------
 
+_FUSED_CASES = ("batch_norm_act", "group_norm_act", "add_layer_norm", "add_rms_norm", "bias_act", "dropout_add")
+
+
+def case_family(name: str) -> str:
+    """The benchmark family of an op-table case, so that ``--ops pooling``
+    (or activation, normalization, dropout, fused) selects the same ops in
+    the check as in the benchmark."""
+    if name.startswith(_FUSED_CASES):
+        return "fused"
+    if "pool" in name:
+        return "pooling"
+    if "norm" in name:
+        return "normalization"
+    if name.startswith(("dropout", "drop_")):
+        return "dropout"
+    return "activation"
+
+
 def check_items(ops=None, dtypes=None) -> list[tuple]:
     """[(item id, case index, kwargs index, dtype name)] in table order."""
     from lamina.optable import OPS
@@ -271,7 +289,7 @@ def check_items(ops=None, dtypes=None) -> list[tuple]:
 
     items = []
     for ci, case in enumerate(OPS):
-        if not name_matches(ops, case.name):
+        if not name_matches(ops, case.name, case_family(case.name)):
             continue
         for ki, _ in enumerate(case.kwargs):
             for dtype in CHECK_DTYPES:
