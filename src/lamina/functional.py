@@ -536,6 +536,11 @@ def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
+def _f32(t: Tensor) -> Tensor:
+    """``t`` in float32, as the kernels read statistics (see :func:`_as`)."""
+    return _as(t, torch.float32)
+
+
 def _bn_stats_out(mean: Tensor, rstd: Tensor, var: Tensor, sdt: torch.dtype, training: bool):
     """A batch-norm kernel's (mean, rstd, var) as op outputs in the statistics
     dtype: in eval mean and var are the running buffers themselves, copied
@@ -570,7 +575,7 @@ def _bn_stats(x: Tensor):
 
 def _bn_normalize(x: Tensor, mean: Tensor, rstd: Tensor, weight, bias) -> Tensor:
     if use_kernels(x):
-        return kernels("normalization").batch_norm_normalize(x, _as(mean, torch.float32), _as(rstd, torch.float32), weight, bias)
+        return kernels("normalization").batch_norm_normalize(x, _f32(mean), _f32(rstd), weight, bias)
     y = ref_norm.batch_norm_normalize(to_numpy(x), to_numpy(mean), to_numpy(rstd), to_numpy(weight), to_numpy(bias))
     return _bn_keep_format(to_torch(y, x), x)
 
@@ -578,8 +583,8 @@ def _bn_normalize(x: Tensor, mean: Tensor, rstd: Tensor, weight, bias) -> Tensor
 def _bn_backward_reduce(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor):
     """Per-channel (sum(dy), sum(dy * xhat)) in the statistics dtype."""
     if use_kernels(x):
-        s1, s2 = kernels("normalization").batch_norm_backward_reduce(dy, x, _as(mean, torch.float32), _as(rstd, torch.float32))
-        return s1.to(mean.dtype), s2.to(mean.dtype)
+        s1, s2 = kernels("normalization").batch_norm_backward_reduce(dy, x, _f32(mean), _f32(rstd))
+        return _as(s1, mean.dtype), _as(s2, mean.dtype)
     s1, s2 = ref_norm.batch_norm_backward_reduce(to_numpy(dy), to_numpy(x), to_numpy(mean), to_numpy(rstd))
     return to_torch(s1, x, mean.dtype), to_torch(s2, x, mean.dtype)
 
@@ -588,7 +593,7 @@ def _bn_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, m: int) -
     """Training dx from channel sums over all ``m`` values per channel."""
     if use_kernels(x):
         return kernels("normalization").batch_norm_backward_input(
-            dy, x, _as(mean, torch.float32), _as(rstd, torch.float32), weight, _as(sum_dy, torch.float32), _as(sum_dy_xhat, torch.float32), m, training=True
+            dy, x, _f32(mean), _f32(rstd), weight, _f32(sum_dy), _f32(sum_dy_xhat), m, training=True
         )
     dx = ref_norm.batch_norm_backward_input(
         to_numpy(dy), to_numpy(x), to_numpy(mean), to_numpy(rstd), to_numpy(weight),
@@ -640,7 +645,7 @@ def _batch_norm_backward(
     kernels skip the reduction pass (dx needs no sums) and return zeros."""
     if use_kernels(x):
         dx, dw, db = kernels("normalization").batch_norm_backward(
-            dy, x, weight, _as(mean, torch.float32), _as(rstd, torch.float32), training, param_grads
+            dy, x, weight, _f32(mean), _f32(rstd), training, param_grads
         )
         if dw is None:  # two tensors: a custom op's outputs may not alias each other
             dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
@@ -849,7 +854,7 @@ def _instance_norm_backward(
     """(dx, dweight, dbias): batch norm's training backward on the (1, N*C, *)
     view, the parameter sums folded back over n."""
     if use_kernels(x):
-        dx, dw, db = kernels("normalization").instance_norm_backward(dy, x, weight, _as(mean, torch.float32), _as(rstd, torch.float32))
+        dx, dw, db = kernels("normalization").instance_norm_backward(dy, x, weight, _f32(mean), _f32(rstd))
         return dx, _as(dw, mean.dtype), _as(db, mean.dtype)
     n, c = x.shape[0], x.shape[1]
     w = None if weight is None else weight.repeat(n)
@@ -2235,7 +2240,7 @@ def _batch_norm_act_backward(
     the in-place output y; either way z is recomputed, never read."""
     if use_kernels(x):
         dx, dw, db = kernels("fused").batch_norm_act_backward(
-            dy, x, weight, bias, _as(mean, torch.float32), _as(rstd, torch.float32), training, act, negative_slope, param_grads, from_output)
+            dy, x, weight, bias, _f32(mean), _f32(rstd), training, act, negative_slope, param_grads, from_output)
         if dw is None:
             dw, db = torch.zeros_like(mean), torch.zeros_like(mean)
         return dx, _as(dw, mean.dtype), _as(db, mean.dtype)
@@ -2445,7 +2450,7 @@ def _group_norm_act_backward(
     if use_kernels(x):
         dx, dw, db = kernels("fused").group_norm_act_backward(
             dy, x, num_groups, None if weight is None else weight.contiguous(),
-            None if bias is None else bias.contiguous(), _as(mean, torch.float32), _as(rstd, torch.float32), act, negative_slope)
+            None if bias is None else bias.contiguous(), _f32(mean), _f32(rstd), act, negative_slope)
         empty = x.new_empty(0, dtype=pdtype)
         return dx, _as(dw, pdtype) if weight is not None else empty, _as(db, pdtype) if bias is not None else empty.clone()
     # the reference forward again (statistics identical, z recomputed), then its backward
@@ -2612,7 +2617,7 @@ def _add_norm_backward(
     empty = s.new_empty(0, dtype=pdtype)
     if use_kernels(s):
         ds, dx, dw, db = kernels("fused").add_norm_backward(
-            dy, ds_out, s, normalized_shape, weight, _as(mean, torch.float32), _as(rstd, torch.float32), has_bias, p, seed, 0, rms)
+            dy, ds_out, s, normalized_shape, weight, _f32(mean), _f32(rstd), has_bias, p, seed, 0, rms)
         return (ds, dx if dx is not None else s.new_empty(0), _as(dw, pdtype) if dw is not None else empty,
                 _as(db, pdtype) if db is not None else empty.clone())
     ndim = len(normalized_shape)
