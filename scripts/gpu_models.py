@@ -15,7 +15,9 @@ lamina.nn has fused layers and the model has norm+activation pairs) -- a
 training step's throughput (samples/s from the median step time after
 warm-up) and peak memory (torch.cuda.max_memory_allocated). The loss over
 --steps steps of lamina.patch is compared with eager on the same seed and the
-same data, dropout off (every Dropout p=0; GPT-2's config dropouts 0). Also:
+same data, dropout off (every Dropout p=0; GPT-2's config dropouts 0), next
+to eager run a second time (its distance from the first is the noise floor
+of a bf16 training curve on the card). Also:
 the patch report (every supported layer replaced?), the patched model loading
 the unpatched state_dict, and one training step (forward, backward,
 optimizer step) of a small lamina model captured in a CUDA graph and
@@ -335,7 +337,10 @@ def run_model(name, spec, args, device, results, compile_queue):
     gen.manual_seed(1234)
     batches = spec["batches"](gen)
     steps = max(args.steps, args.warmup + args.timed)
-    variants = ["eager", "lamina.patch"]
+    # eager twice: on the card, cuDNN's bf16 kernels need not repeat bit for
+    # bit, and a 100-step curve amplifies any difference; the rerun's
+    # distance from the first run is the noise floor lamina's curve is read against
+    variants = ["eager", "eager rerun", "lamina.patch"]
     if entry.get("fuse_report"):
         variants.append("lamina.patch+fuse")
     for variant in variants:
@@ -349,6 +354,10 @@ def run_model(name, spec, args, device, results, compile_queue):
         entry["loss_rel_diff_first_step"] = max_rel_diff(curves["lamina.patch"][:1], curves["eager"][:1])
         log(f"{name}: loss max rel diff lamina.patch vs eager over {steps} steps:",
             f"{entry['loss_max_rel_diff_patch_vs_eager']:.3e} (first step {entry['loss_rel_diff_first_step']:.3e})")
+    if "eager" in curves and "eager rerun" in curves:
+        entry["loss_max_rel_diff_eager_rerun"] = max_rel_diff(curves["eager rerun"], curves["eager"])
+        log(f"{name}: loss max rel diff of eager's own rerun: {entry['loss_max_rel_diff_eager_rerun']:.3e}",
+            "(the noise floor: same seed, same data)")
     if not args.skip_compile:
         for variant in ("torch.compile", "lamina.patch+compile"):
             compile_queue.append((name, spec, base, variant, batches))
