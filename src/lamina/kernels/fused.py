@@ -50,7 +50,6 @@ from .normalization import (  # the statistics passes are reused, not copied
     _group_norm_backward_split,
     _group_stats_combine_kernel,
     _group_stats_partial_kernel,
-    _group_tile,
     _plan,
     batch_norm_stats,
     row_norm_backward,
