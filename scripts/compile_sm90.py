@@ -70,6 +70,10 @@ for rms in (False, True):
 for act in [0, 4, 5, 6, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))
+for has_weight in (False, True):  # group norm's one-tile backward (shares _group_dz_xhat)
+    check(N._group_norm_backward_whole_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P,
+                                                    channel_part_ptr=P, inv_count=F),
+          dict(HAS_WEIGHT=has_weight, C_BLOCK=16, S_BLOCK=256))
 for rms in (False, True):  # the plain row norms (their per-row divisions are _div_rn); N=1 as Triton specializes it
     for n_const in ({}, {"N": 1}):
         flags = dict(RMS=rms, HAS_WEIGHT=True, HAS_BIAS=not rms, **n_const)
