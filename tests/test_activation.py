@@ -142,17 +142,19 @@ INPLACE = {
 
 
 @pytest.mark.parametrize("name", list(INPLACE))
-def test_inplace(name, backend):
-    backend("auto")
+def test_inplace(name, each_backend):
+    # the kernels compute in float32: float64 for the reference, float32 under the interpreter
+    dtype = torch.float64 if each_backend == "reference" else torch.float32
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
     inplace, outofplace, oracle = INPLACE[name]
     torch.manual_seed(0)
-    x = torch.randn(3, 7, dtype=torch.float64)
+    x = torch.randn(3, 7, dtype=dtype)
 
     # same object back, modified; the out-of-place form leaves its input alone
     a = x.clone()
     out = inplace(a)
     assert out is a
-    torch.testing.assert_close(a, oracle(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a, oracle(x), **tol)
     b = x.clone()
     outofplace(b)
     assert torch.equal(b, x)
@@ -164,7 +166,7 @@ def test_inplace(name, backend):
     leaf = x.clone().requires_grad_(True)
     with torch.no_grad():
         inplace(leaf)
-    torch.testing.assert_close(leaf.detach(), oracle(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(leaf.detach(), oracle(x), **tol)
 
     # gradients through the in-place form equal PyTorch's out-of-place ones
     dy = torch.randn_like(x)
@@ -174,7 +176,38 @@ def test_inplace(name, backend):
     h.backward(dy)
     expected = x.clone().requires_grad_(True)
     oracle(expected * 1.5).backward(dy)
-    torch.testing.assert_close(leaf.grad, expected.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, expected.grad, **tol)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu_neg", "silu"])
+@pytest.mark.parametrize("layout", ["channels_last", "strided view"])
+def test_inplace_layouts(name, layout, each_backend):
+    """In place on a channels_last tensor (which stays channels_last) and on
+    a strided view (written through to its base): values and gradients as
+    PyTorch's out-of-place composition."""
+    dtype = torch.float64 if each_backend == "reference" else torch.float32
+    inplace, _, oracle = INPLACE[name]
+    torch.manual_seed(1)
+    x, dy = torch.randn(2, 3, 5, 4, dtype=dtype), torch.randn(2, 3, 5, 4, dtype=dtype)
+    results = []
+    for in_place in (True, False):
+        leaf = x.clone().requires_grad_(True)
+        h = leaf * 1.5
+        if layout == "channels_last":
+            h = h.contiguous(memory_format=torch.channels_last)
+            out = inplace(h) if in_place else oracle(h)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        elif in_place:
+            inplace(h[:, :, ::2])
+            out = h
+        else:
+            out = h * 1
+            out[:, :, ::2] = oracle(h[:, :, ::2])
+        out.backward(dy)
+        results.append((out.detach(), leaf.grad))
+    (got, got_grad), (want, want_grad) = results
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-6, atol=1e-6)
 
 
 def test_leaky_relu_inplace_negative_slope_torch_refuses():

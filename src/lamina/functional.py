@@ -144,8 +144,7 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
         torch.Size([4])
     """
     validate.floating(input)
-    y = _relu_forward(input)
-    return _write_inplace(input, y) if inplace else y
+    return _activation_in_place(input, "relu") if inplace else _relu_forward(input)
 
 
 def relu_(input: Tensor) -> Tensor:
@@ -249,8 +248,9 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     """
     validate.floating(input)
     validate.number(negative_slope, "negative_slope", "leaky_relu")
-    y, _ = _leaky_relu_forward(input, float(negative_slope))
-    return _write_inplace(input, y) if inplace else y
+    if inplace:
+        return _activation_in_place(input, "leaky_relu", float(negative_slope))
+    return _leaky_relu_forward(input, float(negative_slope))[0]
 
 
 def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -482,8 +482,70 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
         torch.Size([2, 3])
     """
     validate.floating(input)
-    y = _silu_forward(_original_for_inplace(input, inplace))
-    return _write_inplace(input, y) if inplace else y
+    return _activation_in_place(input, "silu") if inplace else _silu_forward(input)
+
+
+# --- the in-place activations: one autograd node each, as PyTorch's relu_ -----------
+# (Writing an out-of-place result back with copy_ costs more than the copy: the
+# copy's autograd node hands the overwritten values a zero gradient, which
+# autograd adds to the real one -- a fill and an add per layer, and on
+# channels_last layout changes too: 30 ms of a 100 ms ResNet-50 step on an
+# H200, scripts/probe_step_profile.py.)
+
+@custom_op("lamina::activation_inplace", mutates_args=("x",))
+def _activation_inplace(x: Tensor, name: str, param: float) -> Tensor:
+    """x <- act(x) for relu, leaky_relu (param: negative_slope) and silu.
+    Returns leaky_relu's uint8 mask [x > 0] for a negative slope (x no longer
+    says), else an empty uint8 tensor."""
+    if use_kernels(x):
+        return _act_kernels().activation_inplace(x, name, param)
+    if name == "leaky_relu":
+        y, mask = _leaky_relu_forward.fn(x, param)
+    else:
+        y, mask = (_relu_forward if name == "relu" else _silu_forward).fn(x), x.new_empty((0,), dtype=torch.uint8)
+    x.copy_(y)
+    return mask
+
+
+@_activation_inplace.register_fake
+def _(x, name, param):
+    if name == "leaky_relu" and param < 0:
+        return torch.empty_like(x, dtype=torch.uint8)
+    return x.new_empty((0,), dtype=torch.uint8)
+
+
+class _ActivationInPlace(torch.autograd.Function):
+    """The in-place activation under autograd: x marked dirty, backward from
+    the output itself (relu, leaky_relu with a slope >= 0), the mask (a
+    negative slope) or a copy of the input taken first (silu, whose gradient
+    needs x, as PyTorch's silu_ does)."""
+
+    @staticmethod
+    def forward(ctx, x, name, param):
+        original = x.clone() if name == "silu" else None
+        mask = _activation_inplace(x, name, param)
+        ctx.mark_dirty(x)
+        ctx.name, ctx.param = name, param
+        ctx.save_for_backward(original if original is not None else mask if mask.numel() else x)
+        return x
+
+    @staticmethod
+    def backward(ctx, dy):
+        (saved,) = ctx.saved_tensors
+        if ctx.name == "relu":
+            return _relu_backward(dy, saved), None, None
+        if ctx.name == "leaky_relu":
+            return _leaky_relu_backward(dy, saved, ctx.param), None, None
+        return _silu_backward(dy, saved), None, None
+
+
+def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor:
+    if torch.is_grad_enabled() and input.requires_grad:
+        if input.is_leaf:  # PyTorch's check, made before anything is written
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        return _ActivationInPlace.apply(input, name, param)
+    _activation_inplace(input, name, param)
+    return input
 
 
 _swish_forward, _swish_backward = _activation_op("swish", saves="input", param_type="float")

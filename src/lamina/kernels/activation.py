@@ -213,10 +213,16 @@ def _activation_backward_kernel(
     _store(dx_ptr + offs, dx, inside)
 
 
-def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: bool = False):
-    """y = act(x) in x's memory format; with write_mask also the uint8 mask [x > 0]."""
+def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: bool = False, out=None):
+    """y = act(x) in x's memory format; with write_mask also the uint8 mask
+    [x > 0]. ``out=x`` writes y over x (each element is read before it is
+    written, by the same thread); a non-dense ``out`` gets a copy."""
+    if out is not None and not is_dense(out):
+        result = activation_forward(x, act, param, write_mask)
+        out.copy_(result[0] if write_mask else result)
+        return (out, result[1]) if write_mask else out
     x = dense(x)
-    y = torch.empty_like(x)
+    y = torch.empty_like(x) if out is None else out
     mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else y
     n = x.numel()
     if n:
@@ -236,6 +242,17 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
         _activation_backward_kernel[elementwise_grid(n)](
             dy, saved, dx, n, float(param), ACT=act.value, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
     return dx
+
+
+def activation_inplace(x: torch.Tensor, name: str, param: float = 0.0) -> torch.Tensor:
+    """x <- act(x) for the activations with an in-place form (relu, leaky_relu
+    with param = negative_slope, silu); returns leaky_relu's uint8 mask
+    [x > 0] for a negative slope (x itself no longer says), else an empty one."""
+    act, param = {"relu": (RELU, 0.0), "leaky_relu": (LEAKY_RELU, param), "silu": (SWISH, 1.0)}[name]
+    if name == "leaky_relu" and param < 0:
+        return activation_forward(x, act, param, write_mask=True, out=x)[1]
+    activation_forward(x, act, param, out=x)
+    return x.new_empty((0,), dtype=torch.uint8)
 
 
 # --- the launchers, one pair per activation -----------------------------------
