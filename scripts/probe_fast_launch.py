@@ -121,7 +121,13 @@ def child(out_path: str) -> None:
         cells[name] = row
         del args
         torch.cuda.empty_cache()
-    json.dump({"host_us": host, "cells_ms": cells}, open(out_path, "w"))
+    # proof that the fast path ran: the specializations it keeps (0 when off,
+    # and 0 when every launch fell back to Triton's own path)
+    from triton.runtime.jit import JITFunction
+    from lamina.backend import kernels
+    cached = sum(len(v._lamina_launchers) for fam in ("activation", "normalization", "pooling", "dropout", "fused")
+                 for v in vars(kernels(fam)).values() if isinstance(v, JITFunction) and hasattr(v, "_lamina_launchers"))
+    json.dump({"host_us": host, "cells_ms": cells, "fast_specializations_cached": cached}, open(out_path, "w"))
 
 
 def main() -> int:
@@ -153,13 +159,15 @@ def main() -> int:
               "off": runs["0"], "on": runs["1"]}
     json.dump(result, open(os.path.join(a.out, "fast_launch.json"), "w"), indent=1)
     print("bitwise equal, launcher off vs on:", same)
+    print("specializations the fast path kept, off / on:", runs["0"]["fast_specializations_cached"],
+          runs["1"]["fast_specializations_cached"])
     print(f"{'host us per fwd+bwd':40s} {'off':>8s} {'on':>8s} {'torch':>8s}")
     for k in runs["0"]["host_us"]:
         print(f"{k:40s} {runs['0']['host_us'][k]['lamina']:8.1f} {runs['1']['host_us'][k]['lamina']:8.1f} {runs['0']['host_us'][k]['torch']:8.1f}")
     print(f"{'fwd+bwd ms (do_bench median)':40s} {'off':>8s} {'on':>8s} {'torch':>8s}")
     for k in runs["0"]["cells_ms"]:
         print(f"{k:40s} {runs['0']['cells_ms'][k]['lamina']:8.3f} {runs['1']['cells_ms'][k]['lamina']:8.3f} {runs['0']['cells_ms'][k]['torch']:8.3f}")
-    return 0 if all(same.values()) else 1
+    return 0 if all(same.values()) and runs["1"]["fast_specializations_cached"] > 0 else 1
 
 
 if __name__ == "__main__":

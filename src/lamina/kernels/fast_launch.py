@@ -16,7 +16,10 @@ are exactly Triton's), keeps the compiled kernel under (specialization,
 options) after the first, ordinary launch, and then calls the compiled
 kernel's launcher directly on the current raw stream. Anything unusual -- a
 launch hook installed (a profiler), a warm-up call, a device without a cache
-yet -- takes Triton's own path. It leans on Triton 3.6 internals
+yet -- takes Triton's own path. (Until 2026-11-28 the hook test read
+Triton 3.6's always-present HookChain as "a hook is installed", so every
+launch took Triton's path and the launcher did nothing; measured then with
+cProfile on an H200 host, scripts/probe_step_profile.py.) It leans on Triton 3.6 internals
 (``device_caches``, the binder, ``CompiledKernel.run``'s argument list),
 hence the version check; scripts/probe_fast_launch.py compares values
 (bitwise) and host time with it off and on, on a card.
@@ -37,8 +40,14 @@ def enabled() -> bool:
             and triton.__version__.startswith("3.6.") and torch.cuda.is_available())
 
 
+def _hooked(hook) -> bool:
+    """A launch hook is installed. Triton 3.6's knobs hold a HookChain that is
+    never None (an empty chain means no hook); older ones, a function or None."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def _fast_run(self, *args, grid, warmup, **kwargs):
-    if warmup or knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+    if warmup or _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
     device = torch.cuda.current_device()
     caches = self.device_caches.get(device) if hasattr(self.device_caches, "get") else None
