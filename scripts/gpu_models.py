@@ -16,8 +16,10 @@ training step's throughput (samples/s from the median step time after
 warm-up) and peak memory (torch.cuda.max_memory_allocated). The loss over
 --steps steps of lamina.patch is compared with eager on the same seed and the
 same data, dropout off (every Dropout p=0; GPT-2's config dropouts 0), next
-to eager run a second time (its distance from the first is the noise floor
-of a bf16 training curve on the card). Also:
+to eager run a second time, eager with every weight nudged one float32 ulp
+(how far a perturbation far below bf16 rounding moves a 100-step curve) and,
+for GPT-2, eager with torch's tanh-GELU in place of transformers' bf16 one
+(which rounds after each op; lamina's rounds once). Also:
 the patch report (every supported layer replaced?), the patched model loading
 the unpatched state_dict, and one training step (forward, backward,
 optimizer step) of a small lamina model captured in a CUDA graph and
@@ -285,12 +287,30 @@ def has_fused_layers():
     return hasattr(L, "BatchNormAct2d") and hasattr(L, "GroupNormAct")
 
 
+# Reference variants of eager, for reading lamina's loss curve: eager with
+# its weights nudged by one float32 ulp (how far a 100-step bf16 curve moves
+# from a perturbation far below bf16's rounding), and for GPT-2 eager with
+# torch's own tanh-GELU, which like lamina's rounds once, in place of the
+# transformers one, which rounds after each of its bf16 ops.
+NUDGED = "eager, weights +1 ulp"
+TORCH_GELU = "eager, torch GELU"
+
+
 def prepare(spec, base, variant, device, compile_backend):
     """A copy of the (CPU) ``base`` model in ``variant``'s form: same initial weights."""
     model = copy.deepcopy(base).to(device)
     if spec["channels_last"]:
         model.to(memory_format=torch.channels_last)
     report = None
+    if variant == NUDGED:
+        with torch.no_grad():  # every weight one float32 ulp up: a perturbation below any bf16 rounding
+            for p in model.parameters():
+                p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+    if variant == TORCH_GELU:  # the transformers tanh-GELU (bf16 ops, rounded at each) -> torch's fused one
+        for parent in list(model.modules()):
+            for child_name, child in parent.named_children():
+                if type(child).__name__ in ("NewGELUActivation", "GELUTanh", "PytorchGELUTanh"):
+                    setattr(parent, child_name, nn.GELU(approximate="tanh"))
     if variant.startswith("lamina.patch"):
         report = lamina.patch(model, fuse="fuse" in variant)
     if variant.endswith("compile"):
@@ -337,10 +357,11 @@ def run_model(name, spec, args, device, results, compile_queue):
     gen.manual_seed(1234)
     batches = spec["batches"](gen)
     steps = max(args.steps, args.warmup + args.timed)
-    # eager twice: on the card, cuDNN's bf16 kernels need not repeat bit for
-    # bit, and a 100-step curve amplifies any difference; the rerun's
-    # distance from the first run is the noise floor lamina's curve is read against
-    variants = ["eager", "eager rerun", "lamina.patch"]
+    # eager twice (cuDNN's bf16 kernels need not repeat bit for bit), and the
+    # reference variants above: what lamina's curve is read against
+    variants = ["eager", "eager rerun", NUDGED, "lamina.patch"]
+    if any(type(m).__name__ == "NewGELUActivation" for m in base.modules()):
+        variants.insert(3, TORCH_GELU)
     if entry.get("fuse_report"):
         variants.append("lamina.patch+fuse")
     for variant in variants:
@@ -358,6 +379,13 @@ def run_model(name, spec, args, device, results, compile_queue):
         entry["loss_max_rel_diff_eager_rerun"] = max_rel_diff(curves["eager rerun"], curves["eager"])
         log(f"{name}: loss max rel diff of eager's own rerun: {entry['loss_max_rel_diff_eager_rerun']:.3e}",
             "(the noise floor: same seed, same data)")
+    for variant in (NUDGED, TORCH_GELU):
+        if "eager" in curves and variant in curves:
+            log(f"{name}: loss max rel diff of '{variant}' vs eager: {entry['loss_max_rel_diff_vs_eager'][variant]:.3e}")
+            if "lamina.patch" in curves:
+                d = max_rel_diff(curves["lamina.patch"], curves[variant])
+                entry.setdefault("loss_max_rel_diff_patch_vs", {})[variant] = d
+                log(f"{name}: loss max rel diff lamina.patch vs '{variant}': {d:.3e}")
     if not args.skip_compile:
         for variant in ("torch.compile", "lamina.patch+compile"):
             compile_queue.append((name, spec, base, variant, batches))
