@@ -352,7 +352,7 @@ def test_backward_keeps_output_or_mask(name, keeps, be, backend):
 
 @pytest.mark.parametrize("name", ["leaky_relu_neg", "gelu", "swish_1.7", "relu"])
 def test_kernels_many_programs(name, backend):
-    """2 full blocks and a tail of 5 (ELEMENTWISE_BLOCK = 4096)."""
+    """Many programs and a tail of 5 (8 full float32 blocks of elementwise_block(4) = 1024)."""
     lamina_fn, torch_fn = OPS[name]
     torch.manual_seed(0)
     x = torch.randn(2 * 4096 + 5)

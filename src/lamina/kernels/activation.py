@@ -29,7 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import ELEMENTWISE_BLOCK, ELEMENTWISE_WARPS, cdiv, dense, elementwise_grid, is_dense, next_power_of_2, same_layout
+from .launch import (
+    ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, elementwise_grid, is_dense, next_power_of_2, same_layout,
+)
 
 # Activation ids: constexpr so the kernels can compare against them; the
 # launchers pass the plain int (``.value``).
@@ -226,9 +228,10 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
     mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else y
     n = x.numel()
     if n:
-        _activation_forward_kernel[elementwise_grid(n)](
+        block = elementwise_block(x.element_size())
+        _activation_forward_kernel[elementwise_grid(n, block)](
             x, y, mask, n, float(param), ACT=act.value, WRITE_MASK=write_mask,
-            BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+            BLOCK=block, num_warps=ELEMENTWISE_WARPS)
     return (y, mask) if write_mask else y
 
 
@@ -239,8 +242,9 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
     dx = torch.empty_like(saved, dtype=dy.dtype)
     n = saved.numel()
     if n:
-        _activation_backward_kernel[elementwise_grid(n)](
-            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS)
+        block = elementwise_block(dx.element_size())
+        _activation_backward_kernel[elementwise_grid(n, block)](
+            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=block, num_warps=ELEMENTWISE_WARPS)
     return dx
 
 

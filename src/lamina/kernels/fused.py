@@ -41,7 +41,7 @@ import triton.language as tl
 
 from ..rng import GROUP
 from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad
-from .launch import cdiv, dense, row_block, same_layout, warps_for
+from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
     _elementwise_launch,
@@ -655,10 +655,10 @@ def _bias_act_backward_kernel(
     tl.store(part_ptr + tl.program_id(1).to(tl.int64) * N + cols, acc, mask=col_ok)
 
 
-def _bias_tile(big_n: int):
-    """(ROWS, BLOCK_N): about _BIAS_BLOCK elements, up to 1024 columns wide."""
+def _bias_tile(big_n: int, elements: int = _BIAS_BLOCK):
+    """(ROWS, BLOCK_N): about ``elements`` elements, up to 1024 columns wide."""
     block_n = min(row_block(big_n), 1024)
-    return max(1, _BIAS_BLOCK // block_n), block_n
+    return max(1, elements // block_n), block_n
 
 
 def bias_act_forward(x, bias, act: str, approximate: str):
@@ -667,10 +667,10 @@ def bias_act_forward(x, bias, act: str, approximate: str):
     big_n = bias.numel()
     m = x.numel() // max(big_n, 1)
     if x.numel():
-        rows, block_n = _bias_tile(big_n)
+        rows, block_n = _bias_tile(big_n, elementwise_block(x.element_size()))  # one 16-byte vector a thread
         grid = (cdiv(m, rows), cdiv(big_n, block_n))
         _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n,
-                                       num_warps=_BIAS_WARPS)
+                                       num_warps=ELEMENTWISE_WARPS)
     return y
 
 
