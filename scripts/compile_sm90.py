@@ -91,7 +91,11 @@ for cl in (False, True):  # the pooling kernels' 2-D tiles (_tile), 32- and 64-b
             geo = dict(KH=3, KW=3, SH=2, SW=2, PH=1, PW=1, DH=1, DW=1, IS_MAX=mx, COUNT_INCLUDE_PAD=True,
                        HAS_DIVISOR=False, CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64)
             check(PL._pool2d_forward_kernel, dict(x_ptr=P, y_ptr=P, pos_ptr="*u8", idx_ptr="*i64", DIVISOR=F),
-                  dict(geo, WRITE_INDICES=mx))
+                  dict(geo, WRITE_INDICES=mx, PAIRS=False))
+            if not cl:  # stride-2 columns read as contiguous row segments (sxw == 1, as Triton specializes it)
+                for kw in (2, 3):
+                    check(PL._pool2d_forward_kernel, dict(x_ptr=B, y_ptr=B, pos_ptr="*u8", idx_ptr="*i64", DIVISOR=F),
+                          dict(geo, KW=kw, WRITE_INDICES=False, PAIRS=True, sxw=1))
             for non_overlap in (True, False):
                 check(PL._pool2d_backward_kernel, dict(dy_ptr=P, pos_ptr="*u8", dx_ptr=P, DIVISOR=F),
                       dict(geo, NON_OVERLAP=non_overlap))

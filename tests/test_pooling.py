@@ -333,3 +333,24 @@ def test_int64_offsets_match_torch(backend, monkeypatch, name, kwargs, layout):
     elif layout == "strided":
         x = torch.randn(2, 5, 9, 14, generator=torch.Generator().manual_seed(1))[..., ::2]
     assert_same(name, kwargs, x)
+
+
+# --- stride-2 columns read as contiguous row segments ----------------------------
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("max_pool2d", dict(kernel_size=2, stride=2)),
+    ("max_pool2d", dict(kernel_size=(3, 5), stride=2, padding=(1, 2), dilation=(2, 1), ceil_mode=True)),
+    ("max_pool2d", dict(kernel_size=4, stride=(1, 2), padding=1, return_indices=True)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=2, stride=2)),
+])
+@pytest.mark.parametrize("make", [torch.randn, tie_input, nan_input], ids=["randn", "ties", "nan"])
+def test_stride2_row_segments(backend, name, kwargs, make):
+    """NCHW with column stride 2 loads each input row under a tile as
+    segments of contiguous columns split into even and odd ones (PAIRS in
+    kernels/pooling.py): rows 300 wide give two column programs, so the
+    segments of the second start mid-row; odd and even padding shift which
+    half holds which window column."""
+    backend("triton")
+    assert_same(name, kwargs, make((2, 3, 7, 300)))

@@ -7,8 +7,9 @@ coordinates come from the program ids and aranges instead of six integer
 divisions of a flat index by runtime sizes per element; on an H200 that
 improved 24 of the 32 benchmark cells against eager (the backward gathers
 and channels_last most, up to 2.2x), while
-max pooling 3x3/s2 on NCHW stayed bound by its stride-2 loads
-(bench/results/h200-20261128-0040-pool). The window is read through the
+max pooling 3x3/s2 on NCHW stayed bound by its stride-2 scalar loads
+(bench/results/h200-20261128-0040-pool); the forward now reads such rows as
+contiguous segments split into even and odd columns (PAIRS). The window is read through the
 input's strides, so any strided input works without a copy. The output
 keeps the input's memory format.
 
@@ -110,6 +111,15 @@ def _tile(C, A, B, blocks_a, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
     return n, c, a, b, mask
 
 
+@triton.jit
+def _max_update(v, ok, best, pos, seen, k):
+    """One window element v (valid where ok, window position k) into the
+    running (best, pos, seen): strict > keeps the first max; NaN always wins;
+    the first element inside the input is taken whatever its value."""
+    better = ok & ((v > best) | (v != v) | (seen == 0))
+    return tl.where(better, v, best), tl.where(better, k, pos), seen | ok
+
+
 # =============================================================================
 # max pool and average pool: forward
 # =============================================================================
@@ -129,6 +139,7 @@ def _pool2d_forward_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr, WRITE_INDICES: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
+    PAIRS: tl.constexpr = False,  # NCHW, column stride 2, no column dilation, sxw == 1
 ):
     n, c, oh, ow, mask = _tile(C, OH, OW, blocks_a, CHANNELS_LAST, INDEX64, BLOCK_A, BLOCK_B)
     base = x_ptr + n * sxn + c * sxc
@@ -141,22 +152,49 @@ def _pool2d_forward_kernel(
         seen = tl.full([BLOCK_A, BLOCK_B], 0, tl.int1)
     else:
         acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
+    if PAIRS:
+        # A stride-2 window read column by column is a stride-2 scalar load
+        # per window column (9 an output for 3x3, no vectors). Instead each
+        # input row under the tile is read as segments of 2 * BLOCK_B
+        # contiguous values starting at an even column (vector loads), each
+        # split into its even and odd columns: segment u (columns 2*ow0 + 2u
+        # ...) holds window column 2u + PW of every output of the tile in its
+        # even half and 2u + PW + 1 in its odd half.
+        seg = tl.arange(0, 2 * BLOCK_B)[None, :]
+        seg_w0 = tl.program_id(1) * (2 * BLOCK_B)
     for i in range(KH):
         ih = h0 + i * DH
         row_ok = mask & (ih >= 0) & (ih < H)
-        for j in range(KW):
-            iw = w0 + j * DW
-            ok = row_ok & (iw >= 0) & (iw < W)
-            v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
-            if IS_MAX:
-                # strict > keeps the first max; NaN always wins; the first
-                # element inside the input is taken whatever its value
-                better = ok & ((v > best) | (v != v) | (seen == 0))
-                best = tl.where(better, v, best)
-                pos = tl.where(better, i * KW + j, pos)
-                seen = seen | ok
-            else:
-                acc += v
+        if PAIRS:
+            seg_row_ok = (ih >= 0) & (ih < H) & (oh < OH)
+            for v in tl.static_range((KW - 1 - PW) // 2 + (PW + 1) // 2 + 1):
+                two_u = 2 * v - 2 * ((PW + 1) // 2)  # 2u: u from floor(-PW / 2) up
+                seg_w = seg_w0 + two_u + seg
+                both = tl.load(base + ih * sxh + seg_w, mask=seg_row_ok & (seg_w >= 0) & (seg_w < W), other=0.0)
+                even, odd = tl.split(tl.reshape(both.to(tl.float32), (BLOCK_A, BLOCK_B, 2)))
+                if two_u + PW >= 0:
+                    j = two_u + PW
+                    ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
+                    if IS_MAX:
+                        best, pos, seen = _max_update(even, ok, best, pos, seen, i * KW + j)
+                    else:
+                        acc += tl.where(ok, even, 0.0)
+                if two_u + PW + 1 < KW:
+                    j = two_u + PW + 1
+                    ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
+                    if IS_MAX:
+                        best, pos, seen = _max_update(odd, ok, best, pos, seen, i * KW + j)
+                    else:
+                        acc += tl.where(ok, odd, 0.0)
+        else:
+            for j in range(KW):
+                iw = w0 + j * DW
+                ok = row_ok & (iw >= 0) & (iw < W)
+                v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+                if IS_MAX:
+                    best, pos, seen = _max_update(v, ok, best, pos, seen, i * KW + j)
+                else:
+                    acc += v
     if IS_MAX:
         tl.store(y_ptr + o, best.to(y_ptr.dtype.element_ty), mask=mask)
         tl.store(pos_ptr + o, pos.to(pos_ptr.dtype.element_ty), mask=mask)
@@ -294,6 +332,7 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
             COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
             BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
+            PAIRS=not cl and stride[1] == 2 and dilation[1] == 1 and x.stride(3) == 1,
         )
     return y, pos, idx
 
@@ -379,10 +418,7 @@ def _adaptive_pool2d_forward_kernel(
             ok = row_ok & (iw < we)
             v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
             if IS_MAX:
-                better = ok & ((v > best) | (v != v) | (seen == 0))
-                best = tl.where(better, v, best)
-                pos = tl.where(better, i * KMAX_W + j, pos)
-                seen = seen | ok
+                best, pos, seen = _max_update(v, ok, best, pos, seen, i * KMAX_W + j)
             else:
                 acc += v
     if IS_MAX:
