@@ -76,6 +76,13 @@ def _prelu_reduce_len(per_channel):
     return length
 
 
+def _in_place(fn):
+    """fn(x, inplace=True) on a copy of x made inside autograd's graph."""
+    def call(x, **kwargs):
+        return fn(x * 1, inplace=True, **kwargs)
+    return call
+
+
 def _unsaturated_input(shape, dtype):
     """randn / 2: backward from a saved 16-bit output of tanh, as in PyTorch,
     loses 1 - y^2 where |y| nears 1 (a bfloat16 y keeps 8 bits), which the
@@ -177,6 +184,11 @@ OPS: list[OpCase] = [
     OpCase("silu", F.silu, TF.silu, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL),
     OpCase("swish", F.swish, _torch_swish, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL,
            kwargs=[{}, {"beta": 1.7}]),
+    # the in-place forms, on an intermediate (x * 1: in place on a leaf is an error)
+    OpCase("relu_inplace", _in_place(F.relu), TF.relu, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL),
+    OpCase("leaky_relu_inplace", _in_place(F.leaky_relu), TF.leaky_relu, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL,
+           kwargs=[{"negative_slope": 0.2}, {"negative_slope": -0.3}]),
+    OpCase("silu_inplace", _in_place(F.silu), TF.silu, ELEMENTWISE_SHAPES, ELEMENTWISE_SHAPES_SMALL),
     # ---- normalization: batch, sync-batch, instance ------------------------
     # Shapes: one channel with several values, primes, (N, C), (N, C, L), 4-D
     # (also run channels_last and as a strided view), wider than a kernel
