@@ -376,3 +376,17 @@ def test_inplace_on_tensor_autograd_needs_raises(each_backend):
         F.relu(y, inplace=True)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             y.sum().backward()
+
+
+def test_auto_backend_keeps_float64_off_the_kernels(backend):
+    """auto: the kernels for float32 and 16-bit CUDA tensors; float64 CUDA
+    tensors take the reference, which keeps PyTorch's float64 precision (the
+    kernels compute in float32: a float64 Swish on the card was off by ~1e-7).
+    Stand-ins for CUDA tensors, so the dispatch is checked on a CPU too."""
+    from lamina.backend import use_kernels
+
+    backend("auto")
+    assert use_kernels(types.SimpleNamespace(is_cuda=True, dtype=torch.float32))
+    assert use_kernels(types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16))
+    assert not use_kernels(types.SimpleNamespace(is_cuda=True, dtype=torch.float64))
+    assert not use_kernels(types.SimpleNamespace(is_cuda=False, dtype=torch.float32))
