@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, "src")
 import lamina.functional as F  # noqa: E402
 from lamina.backend import kernels  # noqa: E402
+from host_timing import per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
 
 K = kernels("activation")
 x = torch.randn(4096, device="cuda", requires_grad=True)
@@ -85,20 +85,9 @@ RUNGS = {
 }
 
 
-def per_call_us(fn, reps=400):
+def fwd_bwd_us(fn, reps=400):
     dy = torch.ones(4096, device="cuda")
-
-    def step():
-        fn(x).backward(dy)
-
-    for _ in range(30):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        step()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / reps * 1e6
+    return per_call_us(lambda: fn(x).backward(dy), reps)
 
 
 print(f"{'rung':18s} {'threads on':>12s} {'threads off':>12s}   (host us per fwd+bwd, median of 5 alternating rounds)")
@@ -107,7 +96,7 @@ for _ in range(5):
     for name, fn in RUNGS.items():
         for threads in (True, False):
             with torch.autograd.set_multithreading_enabled(threads):
-                results[name][threads].append(per_call_us(fn))
+                results[name][threads].append(fwd_bwd_us(fn))
 for name in RUNGS:
     on, off = (statistics.median(results[name][t]) for t in (True, False))
     print(f"{name:18s} {on:12.1f} {off:12.1f}")

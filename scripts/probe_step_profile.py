@@ -33,19 +33,9 @@ import torch.nn.functional as TF
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import lamina  # noqa: E402
 import lamina.functional as F  # noqa: E402
+from host_timing import per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
 
 DEVICE = torch.device("cuda")
-
-
-def host_us(fn, reps=300):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / reps * 1e6
 
 
 def tiny_cases():
@@ -78,7 +68,7 @@ def part_threads(results):
                 with torch.autograd.set_multithreading_enabled(threads):
                     for who, call in (("lamina", mine), ("torch", theirs)):
                         key = f"{who} threads={'on' if threads else 'off'}"
-                        row.setdefault(key, []).append(round(host_us(step_of(call, leaves)), 1))
+                        row.setdefault(key, []).append(round(per_call_us(step_of(call, leaves)), 1))
         rows[name] = row
         print(name, row, flush=True)
     results["host_us_threads"] = rows
