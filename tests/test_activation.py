@@ -159,9 +159,13 @@ def test_inplace(name, each_backend):
     outofplace(b)
     assert torch.equal(b, x)
 
-    # PyTorch's error on a leaf that requires grad
+    # PyTorch's error on a leaf that requires grad, or a view of one; nothing written
+    leaf = x.clone().requires_grad_(True)
     with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
-        inplace(x.clone().requires_grad_(True))
+        inplace(leaf)
+    with pytest.raises(RuntimeError, match="view of a leaf Variable that requires grad"):
+        inplace(leaf[1:])
+    assert torch.equal(leaf.detach(), x)
     # ... but not under no_grad
     leaf = x.clone().requires_grad_(True)
     with torch.no_grad():

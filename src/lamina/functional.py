@@ -541,8 +541,11 @@ class _ActivationInPlace(torch.autograd.Function):
 
 def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor:
     if torch.is_grad_enabled() and input.requires_grad:
-        if input.is_leaf:  # PyTorch's check, made before anything is written
+        # PyTorch's checks, made before anything is written
+        if input.is_leaf:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        if input._base is not None and input._base.is_leaf:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
         return _ActivationInPlace.apply(input, name, param)
     _activation_inplace(input, name, param)
     return input
