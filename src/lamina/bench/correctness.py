@@ -224,12 +224,21 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
         # the whole group misses by ~1e-5: such rows stay failed; see
         # bench/results/h200-20261127-card/last-call-summary.txt.)
         i = int(where.split()[1])
-        g, g_ref = grads[i], grads_ref[i]
-        missed = int((~torch.isclose(g.double(), g_ref.double(), rtol=rtol, atol=atol, equal_nan=True)).sum())
+        few, missed = few_gradient_misses(grads[i], grads_ref[i], rtol, atol)
         row["grad_elements_missed"] = missed
         forward_ok = error_ratio(y, y_ref, rtol, atol) <= 1.0
-        row["ok"] = bool(forward_ok and missed <= g.numel() // 10**6)
+        row["ok"] = bool(forward_ok and few)
     return row
+
+
+def few_gradient_misses(g, g_ref, rtol, atol) -> tuple[bool, int]:
+    """(at most one element in a million of g misses g_ref, how many miss):
+    the kinked-activation rule of check_row, shared with the benchmark's
+    comparison against eager."""
+    import torch
+
+    missed = int((~torch.isclose(g.double(), g_ref.double(), rtol=rtol, atol=atol, equal_nan=True)).sum())
+    return missed <= g.numel() // 10**6, missed
 
 
 def _worst(y, grads, y_ref, grads_ref, rtol, atol, reduce_len, shape, kwargs) -> tuple[float, str]:

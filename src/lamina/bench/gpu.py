@@ -502,7 +502,7 @@ def compare(cell, x0, ref, got, dy, p0=None) -> dict:
     import torch
 
     from . import anchors
-    from .correctness import TORCH_DTYPES, error_ratio, tolerances
+    from .correctness import TORCH_DTYPES, error_ratio, few_gradient_misses, tolerances
 
     dtype = TORCH_DTYPES[cell.dtype]
     rtol, atol = (2 * v for v in tolerances()[dtype])
@@ -514,7 +514,7 @@ def compare(cell, x0, ref, got, dy, p0=None) -> dict:
     f32 = torch.float32
     fwd = error_ratio(y, y_ref, rtol, atol, f32)
     out = {"fwd": {"ok": fwd <= 1.0, "worst": fwd, "where": "forward"}}
-    worst, where = fwd, "forward"
+    worst, where, worst_grad = fwd, "forward", None
     for i, (a, b) in enumerate(zip(g, g_ref)):
         if b is None:
             continue
@@ -524,8 +524,14 @@ def compare(cell, x0, ref, got, dy, p0=None) -> dict:
         scale = math.sqrt(max(x0.numel() // max(b.numel(), 1), 1)) if i > 0 else 1.0
         r = error_ratio(a, b, rtol, atol * scale, f32)
         if r > worst:
-            worst, where = r, f"grad {i}"
+            worst, where, worst_grad = r, f"grad {i}", (a, b, atol * scale)
     out["fwdbwd"] = {"ok": worst <= 1.0, "worst": worst, "where": where}
+    if worst > 1.0 and worst_grad is not None and out["fwd"]["ok"]:
+        # relu after a norm: where the two pre-activations straddle 0 the
+        # derivative flips (the op table's kink rule, correctness.few_gradient_misses)
+        a, b, grad_atol = worst_grad
+        few, missed = few_gradient_misses(a, b, rtol, grad_atol)
+        out["fwdbwd"].update(ok=few, grad_elements_missed=missed)
     return out
 
 
