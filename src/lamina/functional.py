@@ -40,16 +40,17 @@ def _act_kernels():
 
 
 def _write_inplace(input: Tensor, y: Tensor) -> Tensor:
-    """Copy y into input: the in-place forms of the activations. Autograd sees
-    a copy (so a leaf that requires grad raises PyTorch's own error) and the
-    gradient flows back through y's op."""
+    """Copy y into input: batch_norm_act's in-place form when its activation
+    cannot be inverted (the activations themselves write in place, see
+    _activation_in_place). Autograd sees a copy (so a leaf that requires grad
+    raises PyTorch's own error) and the gradient flows back through y's op."""
     return input.copy_(y)
 
 
 def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
-    """Activations whose backward needs the input, run in place, must keep the
-    input's original values (as PyTorch does for silu_): a copy, made only
-    when autograd will need it."""
+    """An op run in place whose backward needs the input (batch_norm_act with
+    a non-invertible activation) must keep the input's original values: a
+    copy, made only when autograd will need it."""
     if inplace and input.requires_grad and torch.is_grad_enabled():
         return input.clone()
     return input
