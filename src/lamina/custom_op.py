@@ -89,25 +89,23 @@ class LaminaOp:
         self.eager = _eager_function(self)
 
     def __call__(self, *args, **kwargs):
-        if _tracing(args):
-            return self.op(*args, **kwargs)
         if kwargs or len(args) != self.n_params:
             bound = self.signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            args = tuple(bound.arguments.values())
-        if self.backward is not None and torch.is_grad_enabled() and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in args
-        ):
+            args, kwargs = tuple(bound.arguments.values()), {}
+        if torch.compiler.is_compiling() or _current_dispatch_mode() is not None:
+            return self.op(*args)
+        # one pass over the arguments (host time): a traced tensor sends the
+        # call to the registered op, a plain one asking for grad to autograd
+        wants_grad = False
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if type(a) not in _PLAIN:
+                    return self.op(*args)  # FakeTensor, FunctionalTensor, ...: a tracer is looking
+                wants_grad = wants_grad or a.requires_grad
+        if wants_grad and self.backward is not None and torch.is_grad_enabled():
             return self.eager.apply(*args)
         return self.fn(*args)
-
-
-def _tracing(args) -> bool:
-    """True under torch.compile, AOT autograd, make_fx or fake tensors: then
-    the op must appear as itself in the graph."""
-    if torch.compiler.is_compiling() or _current_dispatch_mode() is not None:
-        return True
-    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN for a in args)
 
 
 def custom_op(name: str, *, mutates_args=()):

@@ -14,13 +14,15 @@ How: each launched kernel's ``run`` is replaced by one that asks Triton's own
 binder for the specialization (so alignment and constant-1 specializations
 are exactly Triton's), keeps the compiled kernel under (specialization,
 options) after the first, ordinary launch, and then calls the compiled
-kernel's launcher directly on the current raw stream. Anything unusual -- a
-launch hook installed (a profiler), a warm-up call, a device without a cache
-yet -- takes Triton's own path. (Until 2026-11-28 the hook test read
+kernel's C launch function directly on the current raw stream, past
+Triton's Python wrapper of it (scripts/probe_launch_variants.py times each
+piece on a card). Anything unusual -- a launch hook installed (a
+profiler), a pre-run hook, a warm-up call, a device without a cache yet, a
+kernel that needs scratch memory -- takes Triton's own path. (Until 2026-11-28 the hook test read
 Triton 3.6's always-present HookChain as "a hook is installed", so every
 launch took Triton's path and the launcher did nothing; measured then with
 cProfile on an H200 host, scripts/probe_step_profile.py.) It leans on Triton 3.6 internals
-(``device_caches``, the binder, ``CompiledKernel.run``'s argument list),
+(``device_caches``, the binder, the C launch function's argument list),
 hence the version check; scripts/probe_fast_launch.py compares values
 (bitwise) and host time with it off and on, on a card.
 """
@@ -35,6 +37,9 @@ from triton.runtime.jit import JITFunction
 from triton import knobs
 
 
+_current_device = _raw_stream = None  # set by install()
+
+
 def enabled() -> bool:
     return (os.environ.get("LAMINA_FAST_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET") != "1"
             and triton.__version__.startswith("3.6.") and torch.cuda.is_available())
@@ -46,36 +51,61 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+class _Launch:
+    """A compiled kernel ready for the driver: Triton's C launch function
+    called directly, without ``CudaLauncher.__call__``'s Python (scratch
+    allocation, which these kernels never need: checked when kept)."""
+
+    __slots__ = ("kernel", "launch", "function", "metadata", "cooperative", "pdl")
+
+    def __init__(self, kernel):
+        runner = kernel.run
+        self.kernel = kernel
+        self.launch = runner.launch
+        self.function = kernel.function
+        self.metadata = kernel.packed_metadata
+        self.cooperative = runner.launch_cooperative_grid
+        self.pdl = runner.launch_pdl
+
+    @staticmethod
+    def suits(kernel) -> bool:
+        runner = getattr(kernel, "run", None)
+        return (not hasattr(kernel, "result") and hasattr(runner, "launch")
+                and getattr(runner, "global_scratch_size", 1) == 0 and getattr(runner, "profile_scratch_size", 1) == 0)
+
+
 def _fast_run(self, *args, grid, warmup, **kwargs):
-    if warmup or _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
+    if warmup or self.pre_run_hooks or _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
-    device = torch.cuda.current_device()
+    device = _current_device()
     caches = self.device_caches.get(device) if hasattr(self.device_caches, "get") else None
     if caches is None:
         return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
-    binder = caches[4]
-    bound_args, specialization, options = binder(*args, **kwargs)
-    key = (device, tuple(specialization), tuple(options.items()))
-    kernel = self._lamina_launchers.get(key)
-    if kernel is None:
+    bound_args, specialization, options = caches[4](*args, **kwargs)
+    key = (device, tuple(specialization), tuple(options.items()) if options else ())
+    ready = self._lamina_launchers.get(key)
+    if ready is None:
         # first launch of this specialization: Triton's own path compiles,
         # checks and launches; the compiled kernel is kept for the next ones
         kernel = JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
-        if kernel is not None and not hasattr(kernel, "result"):
-            self._lamina_launchers[key] = kernel
+        if kernel is not None and _Launch.suits(kernel):
+            self._lamina_launchers[key] = _Launch(kernel)
         return kernel
     if callable(grid):
         grid = grid(bound_args)
-    g1 = grid[1] if len(grid) > 1 else 1
-    g2 = grid[2] if len(grid) > 2 else 1
-    stream = torch._C._cuda_getCurrentRawStream(device)
-    kernel.run(grid[0], g1, g2, stream, kernel.function, kernel.packed_metadata, None, None, None,
-               *bound_args.values())
-    return kernel
+    n = len(grid)
+    ready.launch(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, _raw_stream(device), ready.function,
+                 ready.cooperative, ready.pdl, None, None, ready.metadata, None, None, None, *bound_args.values())
+    return ready.kernel
 
 
 def install(module) -> int:
     """Gives every Triton kernel of ``module`` the fast ``run``; returns how many."""
+    global _current_device, _raw_stream
+    # the C functions behind torch.cuda.current_device (after its lazy-init
+    # check, done by now) and the current stream's handle: ~1 us less a launch
+    _current_device = torch._C._cuda_getDevice
+    _raw_stream = torch._C._cuda_getCurrentRawStream
     count = 0
     for value in vars(module).values():
         if isinstance(value, JITFunction) and not hasattr(value, "_lamina_launchers"):
