@@ -278,6 +278,27 @@ def _pool2d_backward_kernel(
             g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
             divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
             acc = tl.where(ok, g / divisor, 0.0)
+    elif DH == 1 and DW == 1:
+        # undilated overlapping windows: the windows holding input t start at
+        # o*S for o in [(t - K) // S + 1, t // S], at most cdiv(K, S) of them
+        # (2 x 2 for 3x3 stride 2, where the loop below tries all 9 offsets)
+        for qh in range((KH + SH - 1) // SH):
+            oh = (h + PH) // SH - ((KH + SH - 1) // SH - 1 - qh)
+            i = h + PH - oh * SH
+            ok_h = mask & (oh >= 0) & (oh < OH) & (i < KH)
+            for qw in range((KW + SW - 1) // SW):
+                ow = (w + PW) // SW - ((KW + SW - 1) // SW - 1 - qw)
+                j = w + PW - ow * SW
+                ok = ok_h & (ow >= 0) & (ow < OW) & (j < KW)
+                off = base + oh * syh + ow * syw
+                if IS_MAX:
+                    p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
+                    hit = ok & (p == i * KW + j)
+                    acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
+                else:
+                    g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+                    acc += tl.where(ok, g / divisor, 0.0)
     else:
         for i in range(KH):
             oh, ok_h, _i = _window_of(h + PH, SH, DH, KH, OH, False, i)
