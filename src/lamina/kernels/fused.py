@@ -51,6 +51,7 @@ from .normalization import (  # the statistics passes are reused, not copied
     _group_stats_combine_kernel,
     _group_stats_partial_kernel,
     _plan,
+    _row_backward_launch,
     batch_norm_stats,
     row_norm_backward,
     row_norm_forward,
@@ -582,18 +583,17 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
         return ds, dx, dw.float() if has_weight else None, db.float() if has_bias else None
     ds = torch.empty_like(s)
     dx = torch.empty_like(s) if p > 0 else ds
-    block = row_block(n)
-    rows = max(1, min(128, _ROW_TILE // block))
-    programs = min(_programs(s), cdiv(m, rows))
-    rows_per_program = cdiv(cdiv(m, programs), rows) * rows
-    programs = cdiv(m, rows_per_program)
+    # the row norm's tuned tiles (rows <= _WIDE_ROW are never 'wide' there);
+    # at 32768 x 4096 bf16 the old 4096-element tiles on 16 warps, 4 programs
+    # an SM, took 405 us where the forward took 265 (H200, scripts/probe_cells.py)
+    rows, block, _, warps, programs, rows_per_program = _row_backward_launch(s, m, n)
     part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
     _add_norm_backward_kernel[(programs,)](
         dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
         rstd if rms else mean, rstd, ds, dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
         m, n, rows_per_program,
         RMS=rms, HAS_W=has_weight, HAS_B=has_bias, HAS_DS=ds_out is not None, DROPOUT=p > 0,
-        ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block),
+        ROWS=rows, BLOCK=block, num_warps=warps,
     )
     dw = part[:, 0].sum(dim=0).reshape(normalized_shape) if has_weight else None
     db = part[:, 1].sum(dim=0).reshape(normalized_shape) if has_bias else None
@@ -642,7 +642,10 @@ def _bias_act_backward_kernel(
     col_ok = cols < N
     first = tl.program_id(1).to(tl.int64) * rows_per_program
     b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # the column sums stay a whole tile until the end: summing over the
+    # tile's rows every step is a cross-warp reduction (shared memory and
+    # barriers) an iteration
+    acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
         mask = (rows < M)[:, None] & col_ok[None, :]
@@ -651,8 +654,8 @@ def _bias_act_backward_kernel(
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         dx = tl.where(mask, _act_grad(dy, x + b, 1.0, ACT), 0.0)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        acc += tl.sum(dx, axis=0)
-    tl.store(part_ptr + tl.program_id(1).to(tl.int64) * N + cols, acc, mask=col_ok)
+        acc += dx
+    tl.store(part_ptr + tl.program_id(1).to(tl.int64) * N + cols, tl.sum(acc, axis=0), mask=col_ok)
 
 
 def _bias_tile(big_n: int, elements: int = _BIAS_BLOCK):

@@ -1081,6 +1081,18 @@ def _row_backward_config(n: int, elem_size: int):
     return rows, block, wide, max(1, min(4, rows * block // 512)), 4
 
 
+def _row_backward_launch(x: torch.Tensor, m: int, n: int):
+    """(ROWS, BLOCK, wide?, warps, programs, rows a program) of a row-norm
+    backward over m rows of n values like x's (also the fused add+norm's)."""
+    rows, block, wide, warps, per_sm = _row_backward_config(n, x.element_size())
+    # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
+    # few percent of the traffic when there are few rows
+    min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
+    programs = min(_rn_programs_per_device(x, per_sm), cdiv(m, max(rows, min_rows)))
+    rows_per_program = cdiv(cdiv(m, programs), rows) * rows
+    return rows, block, wide, warps, cdiv(m, rows_per_program), rows_per_program
+
+
 def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
     """LayerNorm (rms=False) or RMSNorm (rms=True) over the trailing
     ``normalized_shape`` dims. Returns (y, mean, rstd): y shaped like x
@@ -1128,13 +1140,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
-    rows, block, wide, warps, per_sm = _row_backward_config(n, x.element_size())
-    # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
-    # few percent of the traffic when there are few rows
-    min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
-    programs = min(_rn_programs_per_device(x, per_sm), cdiv(m, max(rows, min_rows)))
-    rows_per_program = cdiv(cdiv(m, programs), rows) * rows
-    programs = cdiv(m, rows_per_program)
+    rows, block, wide, warps, programs, rows_per_program = _row_backward_launch(x, m, n)
     need_partials = has_weight or has_bias
     alloc = torch.zeros if wide else torch.empty
     part = alloc((programs, 2, n) if need_partials else (1,), dtype=torch.float32, device=x.device)
