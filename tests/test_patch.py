@@ -107,7 +107,8 @@ class StandInGroupNormAct(lamina.nn.GroupNorm):
 
 
 class ExplicitForward(nn.Module):
-    """BN then ReLU called from forward, not a Sequential: never fused."""
+    """BN then ReLU called from forward, not a Sequential: fused through the
+    traced graph, and the ReLU, called only on the norm, becomes an Identity."""
 
     def __init__(self):
         super().__init__()
@@ -127,7 +128,7 @@ def fusable_cnn():
         nn.GroupNorm(2, 4), nn.SiLU(),                                                    # fused
         nn.GroupNorm(2, 4), nn.ReLU(),                                                    # GroupNorm + ReLU: not fused
         nn.BatchNorm2d(4), nn.GELU(approximate="tanh"),                                   # no tanh GELU: not fused
-        ExplicitForward(),
+        ExplicitForward(),                                                                # fused (traced)
         nn.BatchNorm2d(4),                                                                # last: nothing follows
     )
 
@@ -135,19 +136,20 @@ def fusable_cnn():
 FUSED_PAIRS = [  # outer Sequential first, then the nested one
     "1+2 -> BatchNormAct2d(relu)", "4+5 -> BatchNormAct2d(leaky_relu)",
     "7+8 -> BatchNormAct2d(identity)", "11+12 -> GroupNormAct(silu)", "6.0+6.1 -> BatchNormAct2d(gelu)",
+    "17.bn+17.relu -> BatchNormAct2d(relu)",  # then the pairs seen in traced forwards
 ]
 
 
 def _check_fused_model(model, patched, report):
     assert report.fused == FUSED_PAIRS, str(report)
-    assert "fused 5 pair(s)" in str(report)
+    assert "fused 6 pair(s)" in str(report)
     assert list(patched.state_dict()) == list(model.state_dict())
     for i in (2, 5, 8, 12):
         assert type(patched[i]) is nn.Identity
     assert type(patched[6][1]) is nn.Identity
     assert type(patched[10]) is lamina.nn.Sigmoid and type(patched[14]) is lamina.nn.ReLU
     assert type(patched[15]) is lamina.nn.BatchNorm2d and type(patched[16]) is lamina.nn.GELU
-    assert type(patched[17].bn) is lamina.nn.BatchNorm2d and type(patched[17].relu) is lamina.nn.ReLU
+    assert type(patched[17].bn) is type(patched[1]) and type(patched[17].relu) is nn.Identity
     for train in (True, False):
         model.train(train)
         patched.train(train)
@@ -205,3 +207,102 @@ def test_fuse_with_lamina_fused_classes():
     report = lamina.patch(patched, fuse=True)
     assert type(patched[1]) is lamina.nn.BatchNormAct2d and type(patched[11]) is lamina.nn.GroupNormAct
     _check_fused_model(model, patched, report)
+
+
+# --- fuse=True through traced forwards: shared activation modules ------------------
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet block in small: one ReLU module (in place) after
+    two norms and after the residual sum."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv3, self.bn3 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + x)
+
+
+class SharedSiLU(nn.Module):
+    """A diffusion-style block: one SiLU module after two group norms, and
+    (with ``on_input``) also on the block's input, which no norm feeds."""
+
+    def __init__(self, c, on_input=False):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(2, c), nn.GroupNorm(2, c)
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.act, self.on_input = nn.SiLU(), on_input
+
+    def forward(self, x):
+        h = self.act(self.norm2(self.conv(self.act(self.norm1(x)))))
+        return h + (self.act(x) if self.on_input else x)
+
+
+def _assert_same_training(model, patched, steps=2):
+    for train in (True, False):
+        model.train(train)
+        patched.train(train)
+        for _ in range(steps):
+            x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+            y_ref, y = model(x), patched(x)
+            torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+            y_ref.square().sum().backward()
+            y.square().sum().backward()
+        for (name, p_ref), (_, p) in zip(model.named_parameters(), patched.named_parameters()):
+            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-9, atol=1e-11, msg=name)
+        for (name, b_ref), (_, b) in zip(model.named_buffers(), patched.named_buffers()):
+            torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_fuse_traced_bottleneck_keeps_the_shared_relu_and_skips_it(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                          Bottleneck(4), Bottleneck(4)).double()
+    patched = copy.deepcopy(model)
+    report = lamina.patch(patched, fuse=True)
+    assert report.fused == ["1+2 -> BatchNormAct2d(relu)", "3.bn1+3.relu -> BatchNormAct2d(relu)",
+                            "3.bn2+3.relu -> BatchNormAct2d(relu)", "4.bn1+4.relu -> BatchNormAct2d(relu)",
+                            "4.bn2+4.relu -> BatchNormAct2d(relu)"], str(report)
+    for block in (patched[3], patched[4]):
+        assert type(block.bn1) is lamina.nn.BatchNormAct2d and type(block.bn2) is lamina.nn.BatchNormAct2d
+        assert type(block.bn3) is lamina.nn.BatchNorm2d and type(block.relu) is lamina.nn.ReLU
+    assert list(patched.state_dict()) == list(model.state_dict())
+    _assert_same_training(model, patched)
+    # the ReLU after each fused norm returns its input: one in-place relu a
+    # block runs (after the residual sum), not three
+    calls = []
+    original = lamina.functional._activation_in_place
+    monkeypatch.setattr(lamina.functional, "_activation_in_place",
+                        lambda x, name, param=0.0: calls.append(name) or original(x, name, param))
+    patched(torch.randn(2, 4, 5, 5, dtype=torch.float64))
+    assert calls == ["relu", "relu"]
+
+
+def test_relu_mark_is_voided_by_an_inplace_change():
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    y = lamina.functional.batch_norm_act(x, None, None, training=True, act="relu")
+    assert lamina.functional.relu(y, inplace=True) is y
+    expected = torch.relu(y - 0.5)
+    y.sub_(0.5)  # y's version moves on: the mark no longer holds
+    torch.testing.assert_close(lamina.functional.relu(y, inplace=True), expected)
+    assert (y >= 0).all()
+
+
+@pytest.mark.parametrize("on_input", [False, True])
+def test_fuse_traced_shared_silu_all_or_nothing(on_input):
+    torch.manual_seed(0)
+    model = nn.Sequential(SharedSiLU(4, on_input), nn.Conv2d(4, 4, 1)).double()
+    patched = copy.deepcopy(model)
+    report = lamina.patch(patched, fuse=True)
+    if on_input:  # SiLU is not idempotent: a module also used elsewhere keeps its norms unfused
+        assert report.fused == [] and type(patched[0].act) is lamina.nn.SiLU
+    else:
+        assert report.fused == ["0.norm1+0.act -> GroupNormAct(silu)", "0.norm2+0.act -> GroupNormAct(silu)"]
+        assert type(patched[0].act) is nn.Identity and type(patched[0].norm1) is lamina.nn.GroupNormAct
+    _assert_same_training(model, patched)

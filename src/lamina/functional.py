@@ -145,7 +145,29 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
         torch.Size([4])
     """
     validate.floating(input)
+    if inplace and _is_relu_output(input):
+        return input  # relu(y) is y, and y's gradient already masks y == 0 (see _mark_relu_output)
     return _activation_in_place(input, "relu") if inplace else _relu_forward(input)
+
+
+def _mark_relu_output(y: Tensor) -> None:
+    """Marks y, a fused norm's ReLU output, as of its current version: an
+    in-place relu of y then returns y untouched. A model that calls its ReLU module
+    after a batch norm fused with that ReLU (torchvision's ResNet blocks share
+    one ``self.relu`` between the norm outputs and the residual sum, so
+    lamina.patch(fuse=True) cannot drop the module) then pays no second pass
+    and no second autograd node. Exact: relu(y) == y for y = max(z, 0), and
+    the fused layer's backward zeroes the gradient where z <= 0, which is
+    where relu's backward would (NaN passes both). Any in-place change of y
+    bumps its version and voids the mark. Plain tensors in eager mode only:
+    a tracer sees every op."""
+    if not torch.compiler.is_compiling() and type(y) is torch.Tensor:
+        y._lamina_relu_version = y._version
+
+
+def _is_relu_output(x: Tensor) -> bool:
+    return (not torch.compiler.is_compiling() and type(x) is torch.Tensor
+            and getattr(x, "_lamina_relu_version", None) == x._version)
 
 
 def relu_(input: Tensor) -> Tensor:
@@ -2479,6 +2501,8 @@ def batch_norm_act(
             y = _write_inplace(input, y)
     if training and input.numel() > 0:
         _bn_update_running_stats(running_mean, running_var, mean, var, input.numel() // input.shape[1], momentum)
+    if act == "relu":
+        _mark_relu_output(y)
     return y
 
 
@@ -2601,6 +2625,8 @@ def group_norm_act(
                 f"{name} of shape {list(p.shape)} and input of shape {list(input.shape)}")
     validate.same_device(input, weight=weight, bias=bias)
     y, _, _ = _group_norm_act_forward(input, num_groups, weight, bias, float(eps), act, float(negative_slope))
+    if act == "relu":
+        _mark_relu_output(y)
     return y
 
 

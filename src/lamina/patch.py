@@ -12,19 +12,28 @@ one) are replaced by the lamina module that computes it.
     report = lamina.patch(model)
     print(report)
 
-With ``fuse=True``, a batch norm directly followed by its activation inside an
-``nn.Sequential`` (``BatchNorm2d`` then ``ReLU``/``LeakyReLU``/``SiLU``/
-``GELU``/``Identity``; ``GroupNorm`` then ``SiLU``) becomes one fused lamina
-layer (``lamina.nn.BatchNormAct2d`` / ``lamina.nn.GroupNormAct``) in the
-norm's place, holding the norm's very parameters and buffers (same
-state_dict keys), and an ``nn.Identity`` in the activation's place (which
-had no state). Fusion is skipped when lamina.nn lacks the fused class.
+With ``fuse=True``, a batch norm directly followed by its activation
+(``BatchNorm2d`` then ``ReLU``/``LeakyReLU``/``SiLU``/``GELU``/``Identity``;
+``GroupNorm`` then ``SiLU``) becomes one fused lamina layer
+(``lamina.nn.BatchNormAct2d`` / ``lamina.nn.GroupNormAct``) in the norm's
+place, holding the norm's very parameters and buffers (same state_dict
+keys), and an ``nn.Identity`` in the activation's place (which had no state).
+"Directly followed" is read from an ``nn.Sequential``'s order, or from a
+torch.fx trace of the forward (the norm's output goes into the activation
+module and nowhere else; modules whose forward does not trace are looked
+into one level down). An activation module shared with other call sites
+stays: for ReLU, whose second application changes nothing, the norms are
+fused anyway and lamina's in-place ReLU skips their marked outputs
+(torchvision's ResNet); for the others the pair is left unfused. Tracing
+runs the forwards of the model's own (non-torch.nn) modules on fx proxies.
+Fusion is skipped when lamina.nn lacks the fused class.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import Counter
+import warnings
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -87,9 +96,9 @@ def patch(model: torch.nn.Module, include=None, exclude=(), fuse: bool = False) 
         include: layer class names to replace (default: every supported one,
             :data:`SUPPORTED` and the foreign activations in :data:`FOREIGN`).
         exclude: layer class names to leave alone.
-        fuse: also fuse norm + activation pairs of an ``nn.Sequential``
-            into one lamina layer (see the module doc); the pairs are listed
-            in ``report.fused``.
+        fuse: also fuse norm + activation pairs (an ``nn.Sequential``'s, or
+            seen in a traced forward) into one lamina layer (see the module
+            doc); the pairs are listed in ``report.fused``.
 
     Returns:
         a :class:`PatchReport`. Patching twice is harmless: the second call
@@ -103,6 +112,7 @@ def patch(model: torch.nn.Module, include=None, exclude=(), fuse: bool = False) 
     report = PatchReport()
     if fuse:
         _fuse_pairs(model, report)
+        _fuse_traced(model, report)
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             _patch_one(parent, child_name, child, wanted, report)
@@ -231,3 +241,107 @@ def _build_fused(fused_cls, norm, act_kind: str, act_options: dict):
         return None  # the fused class holds state the norm has not
     fused.train(norm.training)
     return fused
+
+
+# --- fusion seen through forward: torch.fx ------------------------------------------
+#
+# Most models call their layers from forward, not through an nn.Sequential:
+# torchvision's ResNet blocks run ``out = self.relu(self.bn1(out))`` with one
+# ReLU module shared by several call sites. torch.fx's symbolic trace shows
+# which norm's output goes, and only goes, into an activation module.
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, with lamina's modules as leaves too (they subclass
+    torch.nn's but live in lamina.nn)."""
+
+    def is_leaf_module(self, m, module_qualified_name):
+        return type(m).__module__.startswith("lamina.") or super().is_leaf_module(m, module_qualified_name)
+
+
+def _traced_graphs(module: torch.nn.Module, prefix: str = ""):
+    """(prefix, graph) for ``module``'s forward; where that does not trace
+    (data-dependent control flow, ...), for each child's, recursively."""
+    tracer = _Tracer()
+    if tracer.is_leaf_module(module, prefix):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = tracer.trace(module)
+    except Exception:  # noqa: BLE001 - untraceable forward: look one level down
+        for name, child in module.named_children():
+            yield from _traced_graphs(child, f"{prefix}{name}.")
+        return
+    yield prefix, graph
+
+
+def _norm_act_calls(root, graph):
+    """{norm target: act target} for the norms every call of which feeds one
+    activation module of a kind their fused layer absorbs, and nothing else;
+    and {module target: its call nodes}."""
+    calls = defaultdict(list)
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target].append(node)
+    pairs = {}
+    for target, nodes in calls.items():
+        norm_name = next((n for n in FUSIONS if _is_exactly(root.get_submodule(target), n)), None)
+        if norm_name is None:
+            continue
+        acts = set()
+        for node in nodes:
+            users = list(node.users)
+            user = users[0] if len(users) == 1 else None
+            if user is None or user.op != "call_module" or user.args != (node,) or user.kwargs:
+                break
+            if not any(_is_exactly(root.get_submodule(user.target), a) for a in FUSIONS[norm_name][1]):
+                break
+            acts.add(user.target)
+        else:
+            if len(acts) == 1:
+                pairs[target] = acts.pop()
+    return pairs, calls
+
+
+def _fuse_traced(model: torch.nn.Module, report: PatchReport) -> None:
+    """Norm + activation pairs seen in traced forwards (see above). An
+    activation module called only on fused norms' outputs becomes an
+    nn.Identity; one also called elsewhere stays, which is right only for an
+    idempotent ReLU: the fused layer marks its output and lamina's in-place
+    ReLU returns a marked tensor untouched (functional._mark_relu_output).
+    Other shared activations leave their norms unfused."""
+    for prefix, graph in list(_traced_graphs(model)):
+        root = model.get_submodule(prefix[:-1]) if prefix else model
+        pairs, calls = _norm_act_calls(root, graph)
+        for act_target in sorted(set(pairs.values())):
+            norms = [n for n, a in pairs.items() if a == act_target]
+            fed_by_norms = all(isinstance(node.args[0], torch.fx.Node) and node.args[0].op == "call_module"
+                               and node.args[0].target in norms for node in calls[act_target])
+            act = root.get_submodule(act_target)
+            act_kind, act_options = FUSED_ACTS[type(act).__name__](act)
+            if not fed_by_norms and act_kind != "relu":
+                continue
+            fused = {}
+            for norm_target in norms:
+                norm = root.get_submodule(norm_target)
+                norm_name = next(n for n in FUSIONS if _is_exactly(norm, n))
+                fused_cls = getattr(lnn, FUSIONS[norm_name][0], None)
+                module = _build_fused(fused_cls, norm, act_kind, act_options) if fused_cls is not None else None
+                if module is not None:
+                    fused[norm_target] = (module, FUSIONS[norm_name][0])
+            # the activation module goes only when every norm feeding it is
+            # fused; a non-idempotent one must not run twice: all or nothing
+            everything = len(fused) == len(norms)
+            if not everything and act_kind != "relu":
+                continue
+            for norm_target, (module, fused_name) in fused.items():
+                _set_submodule(root, norm_target, module)
+                report.fused.append(f"{prefix}{norm_target}+{prefix}{act_target} -> {fused_name}({act_kind})")
+            if everything and fed_by_norms:
+                _set_submodule(root, act_target, torch.nn.Identity())
+
+
+def _set_submodule(root: torch.nn.Module, target: str, module: torch.nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
