@@ -56,9 +56,20 @@ GELU_TANH_CUBIC = tl.constexpr(0.044715)
 
 @triton.jit
 def _sigmoid(x):
-    # z = exp(-|x|) <= 1 never overflows; NaN falls through to z / (1 + z) = NaN
+    # z = exp(-|x|) <= 1 never overflows; NaN falls through to z * r = NaN.
+    # One division (16-bit activations are bound by instructions, not bytes)
     z = tl.exp(-tl.abs(x))
-    return tl.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+    r = 1.0 / (1.0 + z)
+    return tl.where(x >= 0, r, z * r)
+
+
+@triton.jit
+def _gelu_tanh_gate(x):
+    """(1 + tanh(u)) / 2 = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the
+    tanh-GELU's gate without a tanh, whose 1 + tanh(u) would cancel for
+    negative x. u from x clipped to +-SATURATED (no overflow of x^3)."""
+    xc = _clip_saturated(x)
+    return _sigmoid(2.0 * GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
 
 
 @triton.jit
@@ -115,8 +126,7 @@ def _activate(x, param, ACT: tl.constexpr):
     elif ACT == GELU:
         y = 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
     elif ACT == GELU_TANH:
-        xc = _clip_saturated(x)
-        y = 0.5 * x * (1.0 + _tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc)))
+        y = x * _gelu_tanh_gate(x)
     else:  # SWISH
         y = x * _sigmoid(_clip_huge(x) * param)
     return y
@@ -164,11 +174,11 @@ def _activate_grad(dy, saved, param, ACT: tl.constexpr):
         cdf = 0.5 * (1.0 + tl.math.erf(saved * SQRT1_2))
         pdf = INV_SQRT_2PI * tl.exp(-0.5 * xc * xc)
         dx = dy * (cdf + saved * pdf)
-    elif ACT == GELU_TANH:  # saved: x
+    elif ACT == GELU_TANH:  # saved: x; with s = sigmoid(2u): (1 + t) / 2 = s, (1 - t^2) / 2 = 2 s (1 - s)
         xc = _clip_saturated(saved)
-        t = _tanh(GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
+        s = _gelu_tanh_gate(saved)
         du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * xc * xc)
-        dx = dy * (0.5 * (1.0 + t) + 0.5 * saved * (1.0 - t * t) * du)
+        dx = dy * (s + saved * (2.0 * s * (1.0 - s) * du))  # s (1 - s) is 0 where saturated: no inf * 0
     else:  # SWISH, saved: x; beta*s*(1-s) first so a huge x meets 0, not inf*0
         s = _sigmoid(_clip_huge(saved) * param)
         dx = dy * (s + (param * s * (1.0 - s)) * saved)
