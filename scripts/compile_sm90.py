@@ -107,5 +107,10 @@ for cl in (False, True):  # the pooling kernels' 2-D tiles (_tile), 32- and 64-b
         check(PL._global_avg_pool_backward_kernel, dict(dy_ptr=P, dx_ptr=P),
               dict(CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64))
 check(K._dropout_add_kernel, dict(x_ptr=B, r_ptr=B, y_ptr=B, p=F, multiplier=F, seed_ptr="*i64", offset="i64"), dict(GROUP=1024))
+for act, affine in ((-1, True), (-1, False), (6, True), (0, False)):  # group norm's persistent kernels, plain and GroupNormAct
+    flags = dict(HAS_WEIGHT=affine, HAS_BIAS=affine, ACT=act, CB=1, SB=4096)
+    check(N._gn_persistent_forward_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=P, b_ptr=P, mean_ptr=P, rstd_ptr=P, eps=F, act_param=F), flags)
+    check(N._gn_persistent_backward_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=P, b_ptr=P, mean_ptr=P, rstd_ptr=P,
+                                                 act_param=F, channel_part_ptr=P), flags)
 
 sys.exit(1 if failures else 0)

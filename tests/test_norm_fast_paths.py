@@ -58,6 +58,32 @@ def test_group_norm_persistent(kn, monkeypatch, affine):
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4)
 
 
+_TORCH_ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu, "gelu": torch.nn.functional.gelu,
+               "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, 0.2)}
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("act", ["silu", "relu", "gelu", "leaky_relu"])
+def test_group_norm_act_persistent(kn, monkeypatch, affine, act):
+    # GroupNormAct on group norm's persistent kernels, the activation applied
+    # as y is written and its gradient taken from the recomputed input
+    fused = backend.kernels("fused")
+    monkeypatch.setattr(kn, "_GN_PERSISTENT_MIN_S", 4)
+    monkeypatch.setattr(kn, "_RN_TILE", 16)
+    monkeypatch.setattr(fused, "_GN_WHOLE_GROUP", 16)
+    monkeypatch.setattr(fused, "_GN_PERSISTENT_FORWARD", (1, 32, 4))  # 2 channels x 16 a tile
+    monkeypatch.setattr(fused, "_GN_PERSISTENT_BACKWARD", (1, 8, 4))
+    for split_kernel in ("_group_stats_partial_kernel", "_group_norm_backward_split"):  # the path not to take
+        monkeypatch.setattr(fused, split_kernel, None)
+    x = _leaf(2, 6, 5, 7, scale=3.0, shift=1.0)
+    w = _leaf(6) if affine else None
+    b = _leaf(6) if affine else None
+    got, want = _grads(lambda x, w, b: F.group_norm_act(x, 3, w, b, act=act, negative_slope=0.2),
+                       lambda x, w, b: _TORCH_ACTS[act](torch.nn.functional.group_norm(x, 3, w, b)), x, [w, b])
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("fold", [64, 0])
 @pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 33)])
 def test_batch_norm_nchw_training_paths(kn, monkeypatch, fold, shape):

@@ -44,7 +44,14 @@ from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act
 from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
+    _GN_PERSISTENT_BACKWARD,
+    _GN_PERSISTENT_FORWARD,
+    _channel_sums,
     _elementwise_launch,
+    _gn_persistent_backward_kernel,
+    _gn_persistent_forward_kernel,
+    _gn_persistent_launch,
+    _gn_persistent_ok,
     _group_launch,
     _group_norm_apply_kernel,
     _group_norm_backward_split,
@@ -357,6 +364,16 @@ def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: st
     y = torch.empty_like(xv)
     if xv.numel() == 0:
         return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
+    w = weight if weight is not None else xv
+    b = bias if bias is not None else xv
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        # group norm's persistent kernel, the activation applied as y is
+        # written: one launch, x read once from DRAM (the second read hits L2)
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
+        _gn_persistent_forward_kernel[pgrid](
+            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, act_param(act, negative_slope),
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act), **meta)
+        return y, mean, rstd
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)
@@ -365,8 +382,7 @@ def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: st
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
     _group_norm_apply_kernel[grid](
-        xv, y, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
-        act_param(act, negative_slope), *shape_args,
+        xv, y, w, b, mean, rstd, act_param(act, negative_slope), *shape_args,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act),
         C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
@@ -381,6 +397,15 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
     if xv.numel() == 0:
         zeros = torch.zeros(c, dtype=torch.float32, device=x.device)
         return dx.zero_(), zeros, zeros.clone()
+    if tiles > 1 and _gn_persistent_ok(xv, s):
+        channel_part = torch.empty((2, n, c, 1), dtype=torch.float32, device=x.device)
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
+        _gn_persistent_backward_kernel[pgrid](
+            dyv, xv, dx, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
+            act_param(act, negative_slope), channel_part, n * num_groups, num_groups, cpg, s,
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act), **meta)
+        dweight, dbias = _channel_sums(channel_part, n, c, torch.float32)
+        return dx, dweight, dbias
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
     warps = warps_for(c_block * s_block)

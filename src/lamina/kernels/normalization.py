@@ -1504,8 +1504,8 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     if _gn_persistent_ok(xv, s):
         pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
         _gn_persistent_forward_kernel[pgrid](
-            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps,
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, **meta)
+            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, 1.0,
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=IDENTITY.value, **meta)
         return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
@@ -1538,8 +1538,8 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     if tiles > 1 and _gn_persistent_ok(xv, s):
         pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
         _gn_persistent_backward_kernel[pgrid](
-            dyv, xv, dx, weight, mean, rstd, channel_part, n * num_groups, num_groups, cpg, s,
-            HAS_WEIGHT=has_weight, **meta)
+            dyv, xv, dx, weight, xv, mean, rstd, 1.0, channel_part, n * num_groups, num_groups, cpg, s,
+            HAS_WEIGHT=has_weight, HAS_BIAS=False, ACT=IDENTITY.value, **meta)
     elif tiles == 1:
         _group_norm_backward_whole_kernel[grid](
             dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
@@ -1551,20 +1551,27 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     if not (has_weight or has_bias):
         return dx, empty, empty.clone()
     if s_tiles == 1:
-        # one small kernel sums over the samples and casts (host time: one
-        # launch instead of a torch sum and two casts)
-        dweight = torch.empty(c, dtype=pdtype, device=x.device) if has_weight else empty
-        dbias = torch.empty(c, dtype=pdtype, device=x.device) if has_bias else empty.clone()
-        block = min(1024, next_power_of_2(c))
-        _row_norm_sum_partials_kernel[(cdiv(c, block),)](
-            channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
-            HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
-        )
-        return dx, dweight, dbias
+        dweight, dbias = _channel_sums(channel_part, n, c, pdtype, has_weight, has_bias)
+        return dx, dweight if has_weight else empty, dbias if has_bias else empty.clone()
     channel_sums = channel_part.sum(dim=(1, 3))  # (2, C), deterministic
     dweight = channel_sums[0].to(pdtype, copy=True) if has_weight else empty
     dbias = channel_sums[1].to(pdtype, copy=True) if has_bias else empty.clone()
     return dx, dweight, dbias
+
+
+def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, has_bias: bool = True):
+    """(dweight, dbias) in ``dtype`` from a (2, N, C, 1) float32 buffer of
+    per-(n, c) sums (sum(dz * xhat), sum(dz)), summed over the samples by one
+    small kernel (host time: one launch instead of a torch sum and two
+    casts); None for the one not asked for."""
+    dweight = torch.empty(c, dtype=dtype, device=channel_part.device) if has_weight else None
+    dbias = torch.empty(c, dtype=dtype, device=channel_part.device) if has_bias else None
+    block = min(1024, next_power_of_2(c))
+    _row_norm_sum_partials_kernel[(cdiv(c, block),)](
+        channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
+    )
+    return dweight, dbias
 
 
 def _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
@@ -1603,7 +1610,8 @@ def _gn_persistent_forward_kernel(
     w_ptr, b_ptr,  # (C,) affine (unused without HAS_WEIGHT / HAS_BIAS)
     mean_ptr, rstd_ptr,  # (N*G,) out
     NG, G, CPG, S, eps,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
+    act_param,  # the activation's float (leaky_relu's slope); ACT = IDENTITY: plain group norm
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
 ):
     rc = tl.arange(0, CB)[:, None]
     rs = tl.arange(0, SB)[None, :]
@@ -1646,18 +1654,36 @@ def _gn_persistent_forward_kernel(
                     ok = c_ok & (s + rs < S)
                     offs = (c + rc) * S + s + rs
                     x = tl.load(base + offs, mask=ok, other=0.0).to(tl.float32)
-                    tl.store(out + offs, ((x - mean) * scale + shift_c).to(y_ptr.dtype.element_ty), mask=ok)
+                    z = _act((x - mean) * scale + shift_c, act_param, ACT)
+                    tl.store(out + offs, z.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _gn_affine(w_ptr, b_ptr, chans, c_ok, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """(weight, bias) of the (CB, 1) channels ``chans`` in float32: 1 and 0
+    where absent."""
+    w = tl.full(chans.shape, 1.0, tl.float32)
+    b = tl.zeros(chans.shape, dtype=tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(w_ptr + chans, mask=c_ok, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(b_ptr + chans, mask=c_ok, other=0.0).to(tl.float32)
+    return w, b
 
 
 @triton.jit
 def _gn_persistent_backward_kernel(
     dy_ptr, x_ptr, dx_ptr,  # (N, C, S) contiguous
     w_ptr,  # (C,) weight (unused without HAS_WEIGHT)
+    b_ptr,  # (C,) bias: only an activation's input needs it (unused without HAS_BIAS)
     mean_ptr, rstd_ptr,  # (N*G,) group statistics
-    channel_part_ptr,  # (2, N*C) float32 out: sum(dy * xhat), sum(dy) of each (n, c)
+    act_param,
+    channel_part_ptr,  # (2, N*C) float32 out: sum(dz * xhat), sum(dz) of each (n, c)
     NG, G, CPG, S,
-    HAS_WEIGHT: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, CB: tl.constexpr, SB: tl.constexpr,
 ):
+    # dz: the gradient reaching the norm's output z = xhat * w + b, through
+    # the activation when there is one (recomputing z), else dy itself
     rc = tl.arange(0, CB)[:, None]
     rs = tl.arange(0, SB)[None, :]
     count = CPG * S
@@ -1674,6 +1700,7 @@ def _gn_persistent_backward_kernel(
             sum_gx = 0.0
             for c in range(0, CPG, CB):
                 c_ok = c + rc < CPG
+                wc, bc = _gn_affine(w_ptr, b_ptr, c0 + c + rc, c_ok, HAS_WEIGHT, HAS_BIAS)
                 acc_dy = tl.zeros([CB, SB], dtype=tl.float32)
                 acc_dyx = tl.zeros([CB, SB], dtype=tl.float32)
                 for s in range(0, S, SB):
@@ -1681,6 +1708,7 @@ def _gn_persistent_backward_kernel(
                     offs = base + (c + rc) * S + s + rs
                     x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
                     dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+                    dy = _act_grad(dy, (x - mean) * rstd * wc + bc, act_param, ACT)
                     acc_dy += dy
                     acc_dyx += tl.where(ok, dy * (x - mean), 0.0)
                 s_dy = tl.sum(acc_dy, axis=1)  # (CB,) per channel
@@ -1699,15 +1727,15 @@ def _gn_persistent_backward_kernel(
             mean_gx = sum_gx / count
             for c in range(0, CPG, CB):
                 c_ok = c + rc < CPG
-                a = tl.zeros([CB, 1], dtype=tl.float32) + rstd
-                if HAS_WEIGHT:
-                    a = a * tl.load(w_ptr + c0 + c + rc, mask=c_ok, other=0.0).to(tl.float32)
+                wc, bc = _gn_affine(w_ptr, b_ptr, c0 + c + rc, c_ok, HAS_WEIGHT, HAS_BIAS)
+                a = wc * rstd
                 for s in range(0, S, SB):
                     ok = c_ok & (s + rs < S)
                     offs = base + (c + rc) * S + s + rs
                     x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
                     dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
                     xhat = (x - mean) * rstd
+                    dy = _act_grad(dy, xhat * wc + bc, act_param, ACT)
                     dx = a * dy - rstd * (mean_g + xhat * mean_gx)
                     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
