@@ -7,32 +7,12 @@ call), from torch.profiler: which pass of which layout and dtype is slow.
 from __future__ import annotations
 
 import argparse
-import collections
 
 import torch
 import torch.nn.functional as TF
-from torch.profiler import ProfilerActivity, profile
 
 import lamina.functional as F
-
-
-def kernel_us(fn, reps=5):
-    """{kernel name: GPU us per call} over ``reps`` calls after a warm-up."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    out = collections.defaultdict(float)
-    for e in prof.key_averages():
-        t = getattr(e, "self_device_time_total", None)
-        if t is None:
-            t = getattr(e, "self_cuda_time_total", 0)
-        if t and "CUDA" in str(getattr(e, "device_type", "")):
-            out[e.key[:60]] += t / reps
-    return dict(out)
+from probe_cells import kernel_us  # scripts/ is on the path when run as a script
 
 
 def main():

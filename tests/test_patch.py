@@ -150,18 +150,7 @@ def _check_fused_model(model, patched, report):
     assert type(patched[10]) is lamina.nn.Sigmoid and type(patched[14]) is lamina.nn.ReLU
     assert type(patched[15]) is lamina.nn.BatchNorm2d and type(patched[16]) is lamina.nn.GELU
     assert type(patched[17].bn) is type(patched[1]) and type(patched[17].relu) is nn.Identity
-    for train in (True, False):
-        model.train(train)
-        patched.train(train)
-        x = torch.randn(3, 3, 6, 6, dtype=torch.float64)
-        y_ref, y = model(x), patched(x)
-        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-        y_ref.square().sum().backward()
-        y.square().sum().backward()
-        for (name, p_ref), (_, p) in zip(model.named_parameters(), patched.named_parameters()):
-            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-9, atol=1e-11, msg=name)
-        for (name, b_ref), (_, b) in zip(model.named_buffers(), patched.named_buffers()):
-            torch.testing.assert_close(b, b_ref, rtol=1e-10, atol=1e-12, msg=name)
+    _assert_same_training(model, patched, (3, 3, 6, 6), steps=1)
     # checkpoints load both ways
     fresh = fusable_cnn().double()
     fresh.load_state_dict(patched.state_dict())
@@ -244,12 +233,14 @@ class SharedSiLU(nn.Module):
         return h + (self.act(x) if self.on_input else x)
 
 
-def _assert_same_training(model, patched, steps=2):
+def _assert_same_training(model, patched, shape=(2, 4, 5, 5), steps=2):
+    """Outputs, parameter gradients (accumulated over the steps) and buffers
+    of ``patched`` equal ``model``'s in float64, training and evaluating."""
     for train in (True, False):
         model.train(train)
         patched.train(train)
         for _ in range(steps):
-            x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+            x = torch.randn(shape, dtype=torch.float64)
             y_ref, y = model(x), patched(x)
             torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
             y_ref.square().sum().backward()

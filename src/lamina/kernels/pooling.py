@@ -248,6 +248,24 @@ def _window_of(t, S: tl.constexpr, D: tl.constexpr, K: tl.constexpr, O, NON_OVER
 
 
 @triton.jit
+def _window_gradient(dy_ptr, pos_ptr, off, ok, oh, ow, k, H, W, DIVISOR,
+                     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                     PH: tl.constexpr, PW: tl.constexpr,
+                     IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr):
+    """What output window (oh, ow), at offset ``off`` of dy, sends to inputs
+    at its window position k (where ``ok``): its dy if its max sat there, or
+    its dy over its divisor (average)."""
+    if IS_MAX:
+        p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
+        g = tl.load(dy_ptr + off, mask=ok & (p == k), other=0.0).to(tl.float32)
+    else:
+        g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+        g = tl.where(ok, g / divisor, 0.0)
+    return g
+
+
+@triton.jit
 def _pool2d_backward_kernel(
     dy_ptr,  # (N, C, OH, OW), strides sy*
     pos_ptr,  # max: saved window positions, same strides as dy
@@ -269,15 +287,8 @@ def _pool2d_backward_kernel(
         oh, ok_h, i = _window_of(h + PH, SH, DH, KH, OH, True, 0)
         ow, ok_w, j = _window_of(w + PW, SW, DW, KW, OW, True, 0)
         ok = mask & ok_h & ok_w
-        off = base + oh * syh + ow * syw
-        if IS_MAX:
-            p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
-            hit = ok & (p == i * KW + j)
-            acc = tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
-        else:
-            g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
-            divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
-            acc = tl.where(ok, g / divisor, 0.0)
+        acc = _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, i * KW + j, H, W, DIVISOR,
+                               KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
     elif DH == 1 and DW == 1:
         # undilated overlapping windows: the windows holding input t start at
         # o*S for o in [(t - K) // S + 1, t // S], at most cdiv(K, S) of them
@@ -290,15 +301,8 @@ def _pool2d_backward_kernel(
                 ow = (w + PW) // SW - ((KW + SW - 1) // SW - 1 - qw)
                 j = w + PW - ow * SW
                 ok = ok_h & (ow >= 0) & (ow < OW) & (j < KW)
-                off = base + oh * syh + ow * syw
-                if IS_MAX:
-                    p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
-                    hit = ok & (p == i * KW + j)
-                    acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
-                else:
-                    g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
-                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
-                    acc += tl.where(ok, g / divisor, 0.0)
+                acc += _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, i * KW + j, H, W,
+                                        DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
     else:
         for i in range(KH):
             oh, ok_h, _i = _window_of(h + PH, SH, DH, KH, OH, False, i)
@@ -306,15 +310,8 @@ def _pool2d_backward_kernel(
             for j in range(KW):
                 ow, ok_w, _j = _window_of(w + PW, SW, DW, KW, OW, False, j)
                 ok = ok_h & ok_w
-                off = base + oh * syh + ow * syw
-                if IS_MAX:
-                    p = tl.load(pos_ptr + off, mask=ok, other=0).to(tl.int32)
-                    hit = ok & (p == i * KW + j)
-                    acc += tl.load(dy_ptr + off, mask=hit, other=0.0).to(tl.float32)
-                else:
-                    g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
-                    divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
-                    acc += tl.where(ok, g / divisor, 0.0)
+                acc += _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, i * KW + j, H, W,
+                                        DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
     tl.store(dx_ptr + n * sdn + c * sdc + h * sdh + w * sdw, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
