@@ -92,7 +92,7 @@ class LaminaOp:
         if kwargs or len(args) != self.n_params:
             bound = self.signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            args, kwargs = tuple(bound.arguments.values()), {}
+            args = tuple(bound.arguments.values())
         if torch.compiler.is_compiling() or _current_dispatch_mode() is not None:
             return self.op(*args)
         # one pass over the arguments (host time): a traced tensor sends the

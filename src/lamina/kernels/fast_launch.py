@@ -16,13 +16,14 @@ are exactly Triton's), keeps the compiled kernel under (specialization,
 options) after the first, ordinary launch, and then calls the compiled
 kernel's C launch function directly on the current raw stream, past
 Triton's Python wrapper of it (scripts/probe_launch_variants.py times each
-piece on a card). Anything unusual -- a launch hook installed (a
-profiler), a pre-run hook, a warm-up call, a device without a cache yet, a
-kernel that needs scratch memory -- takes Triton's own path. (Until 2026-11-28 the hook test read
-Triton 3.6's always-present HookChain as "a hook is installed", so every
-launch took Triton's path and the launcher did nothing; measured then with
-cProfile on an H200 host, scripts/probe_step_profile.py.) It leans on Triton 3.6 internals
-(``device_caches``, the binder, the C launch function's argument list),
+piece on a card). Anything unusual -- a launch hook installed (a profiler),
+a pre-run hook, a warm-up call, a device without a cache yet, a kernel that
+needs scratch memory -- takes Triton's own path. (Until 2026-11-28 the hook
+test read Triton 3.6's always-present HookChain as "a hook is installed",
+so every launch took Triton's path and the launcher did nothing; measured
+then with cProfile on an H200 host, scripts/probe_step_profile.py.) It
+leans on Triton 3.6 internals (``device_caches``, the binder, the C launch
+function's argument list),
 hence the version check; scripts/probe_fast_launch.py compares values
 (bitwise) and host time with it off and on, on a card.
 """
