@@ -16,6 +16,7 @@ import torch
 
 from lamina.bench import anchors, correctness, gpu, report, shapes, traffic
 from lamina.bench.shapes import Cell
+from lamina.optable import OpCase
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
@@ -352,6 +353,63 @@ def test_error_ratio():
     assert correctness.error_ratio(torch.zeros(2), torch.zeros(3), 1, 1) == math.inf
     assert correctness.bit_equal(torch.tensor([float("nan")]), torch.tensor([float("nan")]))
     assert not correctness.bit_equal(torch.tensor([0.0]), torch.tensor([-0.0]))
+
+
+def _kink_case(flip: bool):
+    """A group norm + relu row whose element (0, 0, 0) sits at its group's
+    mean, so its pre-activation is 0 to rounding: the oracle's relu branch
+    there is whichever its float64 rounding gives. Both sides compute in
+    float64 (so 'torch in the input's dtype' agrees with the oracle), and with
+    ``flip`` the 'lamina' side takes the other branch at that element, as a
+    float32 pre-activation rounded across 0 would: everything else equal."""
+    import torch.nn.functional as TF
+
+    def make_input(shape, dtype):
+        x = torch.randn(shape, dtype=torch.float64)
+        x[0, 0, 0] = x[0, :2].flatten()[1:].mean()  # group 0 of sample 0: channels 0 and 1
+        return x.to(dtype)
+
+    def pre_activation(x, w, b):
+        return TF.group_norm(x.double(), 2, w.double(), b.double())
+
+    def oracle(x, w, b, act="relu"):
+        return TF.relu(pre_activation(x, w, b)).to(x.dtype)
+
+    def lamina_side(x, w, b, act="relu"):
+        z = pre_activation(x, w, b)
+        positive = z > 0
+        if flip:
+            positive = positive.clone()
+            positive[0, 0, 0] = not bool(positive[0, 0, 0])
+            shift = torch.zeros_like(z)
+            shift[0, 0, 0] = 1e-12 - float(z[0, 0, 0])  # z there becomes +1e-12, its gradient unchanged
+            z = z + shift
+        return torch.where(positive, z, 0.0).to(x.dtype)
+
+    return OpCase("kink", lamina_side, oracle, [(2, 4, 10)], [(2, 4, 10)], kwargs=[{"act": "relu"}],
+                  params=lambda shape, dtype: [torch.ones(shape[1], dtype=dtype), torch.zeros(shape[1], dtype=dtype)],
+                  reduce_len=lambda shape, kw: shape[0] * shape[2], make_input=make_input)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_check_takes_lamina_branch_at_a_kink(flip):
+    # a flipped relu branch after a group norm moves the gradient of the whole
+    # group (its mean gradient changes): too many elements for the kink rule;
+    # the oracle then takes lamina's branch and the row passes on everything else
+    rtol, atol = correctness.tolerances()[torch.float32]
+    row = correctness._compare(_kink_case(flip), (2, 4, 10), {"act": "relu"}, torch.float32, "contiguous", rtol, atol, "cpu")
+    assert row["ok"], row
+    if flip:
+        assert row["grad_elements_missed"] > 1 and row["worst_with_lamina_kink"] <= 1.0
+    # and the oracle alone, told the opposite branch, sees the difference
+    case = _kink_case(True)
+    x = correctness.make_input(case, (2, 4, 10), torch.float64, "contiguous", "cpu")
+    params = correctness.make_params(case, (2, 4, 10), torch.float64, "cpu")
+    y, grads, dy = correctness.run(case, case.lamina, x, params, {})
+    _, plain, _ = correctness.run(case, case.torch, x, params, {}, dy)
+    with correctness.KinkFromOutput(y > 0):
+        _, kinked, _ = correctness.run(case, case.torch, x, params, {}, dy)
+    assert not torch.allclose(plain[0], grads[0]) and torch.allclose(kinked[0], grads[0], rtol=1e-9, atol=1e-12)
 
 
 # --- the report from made-up results -------------------------------------------------------

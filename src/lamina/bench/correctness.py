@@ -219,16 +219,52 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
         # elements are expected from any float32 implementation (lamina's
         # rounding differs from torch's, so they fall elsewhere). Such a row
         # passes when the forward is within tolerance and at most one gradient
-        # element in a million misses; the count is recorded. (After a group
-        # norm the flipped element also moves its group's mean gradient, so
-        # the whole group misses by ~1e-5: such rows stay failed; see
-        # bench/results/h200-20261127-card/last-call-summary.txt.)
+        # element in a million misses; the count is recorded.
         i = int(where.split()[1])
         few, missed = few_gradient_misses(grads[i], grads_ref[i], rtol, atol)
         row["grad_elements_missed"] = missed
         forward_ok = error_ratio(y, y_ref, rtol, atol) <= 1.0
         row["ok"] = bool(forward_ok and few)
+        if not row["ok"] and forward_ok and kwargs.get("act") in KINKED:
+            # After a group norm the flipped element also moves its group's
+            # mean gradient, so the whole group misses by ~1e-5 (diagnosed in
+            # bench/results/h200-20261127-card/last-call-summary.txt). Then
+            # the oracle takes the branch lamina took at the kink (both are
+            # right to within the pre-activation's rounding) and everything
+            # else is held to the tolerance as before.
+            with KinkFromOutput(y.double() > 0):
+                _, grads_kink, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
+            grads_kink = [None if g is None else g.to(y.device) for g in grads_kink]
+            kink_worst, _ = _worst(y, grads, y_ref, grads_kink, rtol, atol, getattr(case, "reduce_len", None), shape,
+                                   kwargs)
+            row["worst_with_lamina_kink"] = kink_worst
+            row["ok"] = bool(kink_worst <= 1.0)
     return row
+
+
+KINKED = ("relu", "leaky_relu")  # activations whose derivative jumps at 0
+
+
+class KinkFromOutput(torch.overrides.TorchFunctionMode):
+    """Inside the float64 oracle: relu and leaky_relu take their branch from
+    ``positive`` (where lamina's output is > 0, i.e. where it took the
+    pre-activation as > 0) instead of from the float64 pre-activation. Only
+    elements at the kink can differ; the gradient is then the exact float64
+    one for lamina's branch."""
+
+    def __init__(self, positive):
+        super().__init__()
+        self.positive = positive
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.relu, torch.nn.functional.relu, torch.Tensor.relu):
+            return torch.where(self.positive, args[0], 0.0)
+        if func is torch.nn.functional.leaky_relu:
+            z = args[0]
+            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+            return torch.where(self.positive, z, z * slope)
+        return func(*args, **kwargs)
 
 
 def few_gradient_misses(g, g_ref, rtol, atol) -> tuple[bool, int]:
