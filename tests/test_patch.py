@@ -275,6 +275,19 @@ def test_fuse_traced_bottleneck_keeps_the_shared_relu_and_skips_it(monkeypatch):
     assert calls == ["relu", "relu"]
 
 
+def test_fused_relu_output_under_inference_mode():
+    # inference tensors keep no version counter: their outputs go unmarked
+    # and the in-place ReLU after them runs as usual
+    norm, relu = lamina.nn.BatchNormAct2d(3).eval(), lamina.nn.ReLU(inplace=True)
+    group = lamina.nn.GroupNormAct(1, 3, act="relu")
+    x = torch.randn(2, 3, 4, 4)
+    with torch.inference_mode():
+        for layer in (norm, group):
+            y = layer(x)
+            expected = y.clone()
+            torch.testing.assert_close(relu(y), expected)
+
+
 def test_relu_mark_is_voided_by_an_inplace_change():
     x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
     y = lamina.functional.batch_norm_act(x, None, None, training=True, act="relu")

@@ -161,13 +161,15 @@ def _mark_relu_output(y: Tensor) -> None:
     where relu's backward would (NaN passes both). Any in-place change of y
     bumps its version and voids the mark. Plain tensors in eager mode only:
     a tracer sees every op."""
-    if not torch.compiler.is_compiling() and type(y) is torch.Tensor:
-        y._lamina_relu_version = y._version
+    if not torch.compiler.is_compiling() and type(y) is torch.Tensor and not y.is_inference():
+        y._lamina_relu_version = y._version  # (inference tensors have no version counter: left unmarked)
 
 
 def _is_relu_output(x: Tensor) -> bool:
-    return (not torch.compiler.is_compiling() and type(x) is torch.Tensor
-            and getattr(x, "_lamina_relu_version", None) == x._version)
+    if torch.compiler.is_compiling() or type(x) is not torch.Tensor:
+        return False
+    mark = getattr(x, "_lamina_relu_version", None)
+    return mark is not None and mark == x._version
 
 
 def relu_(input: Tensor) -> Tensor:
