@@ -292,6 +292,10 @@ def test_relu_mark_is_voided_by_an_inplace_change():
     x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
     y = lamina.functional.batch_norm_act(x, None, None, training=True, act="relu")
     assert lamina.functional.relu(y, inplace=True) is y
+    with torch.no_grad():  # a marked output turned into a leaf that requires grad: refused, as torch does
+        leaf = lamina.functional.batch_norm_act(x, None, None, training=True, act="relu").requires_grad_()
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        lamina.functional.relu(leaf, inplace=True)
     expected = torch.relu(y - 0.5)
     y.sub_(0.5)  # y's version moves on: the mark no longer holds
     torch.testing.assert_close(lamina.functional.relu(y, inplace=True), expected)

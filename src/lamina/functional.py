@@ -169,7 +169,9 @@ def _is_relu_output(x: Tensor) -> bool:
     if torch.compiler.is_compiling() or type(x) is not torch.Tensor:
         return False
     mark = getattr(x, "_lamina_relu_version", None)
-    return mark is not None and mark == x._version
+    # a marked tensor made a leaf that requires grad (requires_grad_() after
+    # no_grad) takes the in-place path, which refuses it as PyTorch does
+    return mark is not None and mark == x._version and not (x.is_leaf and x.requires_grad)
 
 
 def relu_(input: Tensor) -> Tensor:
