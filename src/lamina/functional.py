@@ -159,7 +159,8 @@ def _mark_relu_output(y: Tensor) -> None:
     and no second autograd node. Exact: relu(y) == y for y = max(z, 0), and
     the fused layer's backward zeroes the gradient where z <= 0, which is
     where relu's backward would (NaN passes both). Any in-place change of y
-    bumps its version and voids the mark. Plain tensors in eager mode only:
+    bumps its version and voids the mark (a write through ``y.data``, which
+    PyTorch does not count, is not seen). Plain tensors in eager mode only:
     a tracer sees every op."""
     if not torch.compiler.is_compiling() and type(y) is torch.Tensor and not y.is_inference():
         y._lamina_relu_version = y._version  # (inference tensors have no version counter: left unmarked)
