@@ -10,8 +10,9 @@ Models (random init, synthetic data from a fixed seed, bfloat16 autocast):
 (--cpu-smoke: tiny stand-ins of the same shape of network, on the CPU.)
 
 For each model and each way of running it -- torch eager, torch.compile,
-lamina.patch, lamina.patch + torch.compile (and lamina.patch(fuse=True) when
-lamina.nn has fused layers and the model has norm+activation pairs) -- a
+lamina.patch, lamina.patch + torch.compile (and lamina.patch(fuse=True), alone
+and compiled, when lamina.nn has fused layers and the model has
+norm+activation pairs) -- a
 training step's throughput (samples/s from the median step time after
 warm-up) and peak memory (torch.cuda.max_memory_allocated). The loss over
 --steps steps of lamina.patch is compared with eager on the same seed and the
@@ -387,7 +388,10 @@ def run_model(name, spec, args, device, results, compile_queue):
                 entry.setdefault("loss_max_rel_diff_patch_vs", {})[variant] = d
                 log(f"{name}: loss max rel diff lamina.patch vs '{variant}': {d:.3e}")
     if not args.skip_compile:
-        for variant in ("torch.compile", "lamina.patch+compile"):
+        compiled = ["torch.compile", "lamina.patch+compile"]
+        if entry.get("fuse_report"):  # the fused model compiled too: last, the first to go when time runs short
+            compiled.append("lamina.patch+fuse+compile")
+        for variant in compiled:
             compile_queue.append((name, spec, base, variant, batches))
 
 
@@ -610,7 +614,8 @@ def main(argv=None):
         r = entry["variants"][variant]
         if "losses" in r:  # compare the compiled model's first losses with eager's
             losses = r.pop("losses")
-            ref = entry["loss_curves"].get("eager" if variant == "torch.compile" else "lamina.patch", [])
+            uncompiled = {"torch.compile": "eager", "lamina.patch+fuse+compile": "lamina.patch+fuse"}.get(variant, "lamina.patch")
+            ref = entry["loss_curves"].get(uncompiled, [])
             r["loss_max_rel_diff_vs_uncompiled"] = max_rel_diff(losses, ref[:len(losses)])
             r["compile_s_approx"] = r["first_step_s"]
         _write(out, args.out)
