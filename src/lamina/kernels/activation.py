@@ -64,11 +64,10 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _gelu_tanh_gate(x):
+def _gelu_tanh_gate(xc):
     """(1 + tanh(u)) / 2 = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the
     tanh-GELU's gate without a tanh, whose 1 + tanh(u) would cancel for
-    negative x. u from x clipped to +-SATURATED (no overflow of x^3)."""
-    xc = _clip_saturated(x)
+    negative x. ``xc``: x clipped to +-SATURATED (no overflow of x^3)."""
     return _sigmoid(2.0 * GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
 
 
@@ -126,7 +125,7 @@ def _activate(x, param, ACT: tl.constexpr):
     elif ACT == GELU:
         y = 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
     elif ACT == GELU_TANH:
-        y = x * _gelu_tanh_gate(x)
+        y = x * _gelu_tanh_gate(_clip_saturated(x))
     else:  # SWISH
         y = x * _sigmoid(_clip_huge(x) * param)
     return y
@@ -176,7 +175,7 @@ def _activate_grad(dy, saved, param, ACT: tl.constexpr):
         dx = dy * (cdf + saved * pdf)
     elif ACT == GELU_TANH:  # saved: x; with s = sigmoid(2u): (1 + t) / 2 = s, (1 - t^2) / 2 = 2 s (1 - s)
         xc = _clip_saturated(saved)
-        s = _gelu_tanh_gate(saved)
+        s = _gelu_tanh_gate(xc)
         du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * xc * xc)
         dx = dy * (s + saved * (2.0 * s * (1.0 - s) * du))  # s (1 - s) is 0 where saturated: no inf * 0
     else:  # SWISH, saved: x; beta*s*(1-s) first so a huge x meets 0, not inf*0

@@ -1717,8 +1717,8 @@ def _gn_persistent_backward_kernel(
                 ch_ok = chans < CPG
                 tl.store(channel_part_ptr + ng * CPG + chans, s_dyx, mask=ch_ok)
                 tl.store(channel_part_ptr + NC + ng * CPG + chans, s_dy, mask=ch_ok)
-                if HAS_WEIGHT:
-                    w = tl.load(w_ptr + c0 + chans, mask=ch_ok, other=0.0).to(tl.float32)
+                if HAS_WEIGHT:  # the weights _gn_affine loaded for this block
+                    w = tl.reshape(wc, (CB,))
                     s_dy = s_dy * w
                     s_dyx = s_dyx * w
                 sum_g += tl.sum(s_dy, axis=0)
