@@ -79,6 +79,25 @@ def test_running_stats_match_torch(backend, cls, shape, momentum):
     close(ours(x), theirs(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_model_running_stats_match_torch(backend, dtype):
+    """A model cast to a 16-bit dtype (buffers too): the running statistics
+    are updated in their own dtype. lamina's kernels round the update once,
+    as PyTorch's CUDA batch norm does; torch's CPU batch norm may round more
+    often, hence one 16-bit ulp of tolerance."""
+    torch.manual_seed(0)
+    theirs = torch.nn.BatchNorm2d(3).to(dtype)
+    ours = lamina.nn.BatchNorm2d(3).to(dtype)
+    x = (torch.randn(4, 3, 5, 6) * 2 + 1).to(dtype)
+    for _ in range(3):
+        ya, yb = ours(x.clone().requires_grad_()), theirs(x.clone().requires_grad_())
+        close(ya.float(), yb.float(), rtol=2e-2, atol=2e-2)
+    for name in ("running_mean", "running_var"):
+        ours_t, theirs_t = getattr(ours, name), getattr(theirs, name)
+        assert ours_t.dtype == dtype
+        close(ours_t.float(), theirs_t.float(), rtol=1e-2, atol=1e-2)
+
+
 def test_channels_last_keeps_format_and_values(backend):
     theirs, ours = torch.nn.BatchNorm2d(3), lamina.nn.BatchNorm2d(3)
     train_steps(ours, theirs, (2, 3, 4, 5), steps=2, channels_last=True)

@@ -789,14 +789,17 @@ def _bn_check_params(x: Tensor, **params) -> None:
     validate.same_device(x, **params)
 
 
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
     """running = (1 - momentum) * running + momentum * batch statistic, in
     place; running_var takes the unbiased variance var * M / (M - 1).
-    On the kernels, in eager mode, with float32 buffers: one kernel launch
+    On the kernels, in eager mode, with float32 or 16-bit buffers: one kernel launch
     (host time) instead of six small torch ops; torch.compile sees the ops."""
     if (
         use_kernels(mean) and mean.dtype == torch.float32 and not torch.compiler.is_compiling()
-        and all(r is None or (r.dtype == torch.float32 and r.is_contiguous() and r.device == mean.device)
+        and all(r is None or (r.dtype in _KERNEL_DTYPES and r.is_contiguous() and r.device == mean.device)
                 for r in (running_mean, running_var))
     ):
         kernels("normalization").batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum)
@@ -877,10 +880,13 @@ def batch_norm(
     if input.is_cuda:
         # PyTorch's CUDA batch norm takes running statistics of any floating
         # dtype (its CPU kernels refuse a mismatch): read as the statistics'
-        # dtype here, updated in their own dtype below
+        # dtype here (in evaluation only: training does not read them, and
+        # a conversion is a dispatcher call of host time), updated in their
+        # own dtype below
         validate.param_dtype(input, "batch_norm", weight=weight, bias=bias)
         sdt = _bn_stat_dtype(input)
-        stats_in = [_as(t, sdt) if t is not None and t.is_floating_point() else t for t in (running_mean, running_var)]
+        stats_in = [None if training else _as(t, sdt) if t is not None and t.is_floating_point() else t
+                    for t in (running_mean, running_var)]
     else:
         validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
         stats_in = [running_mean, running_var]
