@@ -412,6 +412,27 @@ def test_check_takes_lamina_branch_at_a_kink(flip):
     assert not torch.allclose(plain[0], grads[0]) and torch.allclose(kinked[0], grads[0], rtol=1e-9, atol=1e-12)
 
 
+def test_in_place_bn_act_oracle_at_the_input_its_output_stands_for():
+    # In-Place ABN in bfloat16, evaluation: dweight from the rounded output
+    # misses the oracle at x (a sum over 4096 rows of the rounding / weight);
+    # against the oracle at the input y stands for, it is within tolerance
+    from lamina import optable
+
+    case = next(c for c in optable.OPS if c.name == "batch_norm_act_inplace")
+    kwargs = {"act": "identity", "training": False}
+    rtol, atol = correctness.tolerances()[torch.bfloat16]
+    row = correctness._compare(case, (4096, 1024), kwargs, torch.bfloat16, "contiguous", rtol, atol, "cpu")
+    assert row["worst"] > 1.0 and row["where"] == "grad 1"
+    assert row["ok"] and row["worst_from_output"] <= 1.0, row
+    # the input it finds is mapped by the float64 oracle onto y exactly
+    for kw in (kwargs, {"act": "leaky_relu", "negative_slope": 0.1, "training": False}):
+        x = torch.randn(6, 5, 3, dtype=torch.float64)
+        w, b = optable._fused_channel_params(x.shape, torch.float64)
+        y = case.torch(x, w, b, **kw)
+        torch.testing.assert_close(case.input_from_output(y, x, w, b, **kw), x, rtol=1e-12, atol=1e-12)
+    assert case.input_from_output(y, x, w, b, act="identity", training=True) is None
+
+
 # --- the report from made-up results -------------------------------------------------------
 
 def _fake_records(cells):

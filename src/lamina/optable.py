@@ -53,6 +53,10 @@ class OpCase:
     # and the test sets lamina's seed before both calls
     gradcheck: bool = True
     make_input: Callable | None = None  # (shape, dtype) -> tensor, else randn
+    # ops whose backward reads only their (rounded) output, like In-Place
+    # ABN: (y, x, *params, **kwargs) -> the float64 input whose exact output
+    # is y (None where that input is not known), for the card check's oracle
+    input_from_output: Callable | None = None
 
 
 # ---- activation helpers ---------------------------------------------------
@@ -285,7 +289,8 @@ OPS: list[OpCase] = [
                lambda x, *p, **kw: _torch_bn_act(x, *p, **kw),
                [(13, 17), (3, 5, 11), (2, 3, 5, 7), (0, 3, 4)], [(13, 17), (2, 3, 5, 7)],
                kwargs=kwargs, params=lambda shape, dtype: _fused_channel_params(shape, dtype),
-               reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1])
+               reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],
+               input_from_output=(lambda y, x, *p, **kw: _bn_act_input_from_output(y, x, *p, **kw)) if inplace else None)
         for name, inplace, kwargs in [
             ("batch_norm_act", False, [{"act": "relu"}, {"act": "leaky_relu", "negative_slope": 0.2},
                                        {"act": "silu", "training": False}, {"act": "gelu"},
@@ -398,6 +403,19 @@ def _bn_act_stats(x, training):
         return torch.zeros(x.shape[1], dtype=x.dtype, device=x.device), torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
     return (torch.linspace(-1, 1, x.shape[1], dtype=torch.float64).to(x.device, x.dtype),
             torch.linspace(0.5, 2, x.shape[1], dtype=torch.float64).to(x.device, x.dtype))
+
+
+def _bn_act_input_from_output(y, x, w, b, training=True, act="relu", negative_slope=0.01):
+    """In evaluation: the input that batch_norm_act maps exactly onto y
+    (the activation undone, then the affine normalization with the running
+    statistics), in float64. In training the statistics depend on the input
+    itself: None."""
+    if training:
+        return None
+    z = torch.where(y > 0, y, y / negative_slope) if act == "leaky_relu" else y
+    mean, var = (s.double() for s in _bn_act_stats(x, False))
+    view = (1, -1) + (1,) * (y.dim() - 2)
+    return ((z - b.view(view)) / w.view(view) * torch.sqrt(var.view(view) + 1e-5) + mean.view(view)).to(x.dtype)
 
 
 def _lamina_bn_act(x, w, b, inplace=False, training=True, **kw):
