@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from ..rng import GROUP
-from .activation import GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad
+from .activation import IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad, gelu_id
 from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
@@ -65,13 +65,13 @@ from .normalization import (  # the statistics passes are reused, not copied
 )
 from .dropout import dropout_backward as _dropout_kernel_backward
 
-_ACT_IDS = {"relu": RELU.value, "leaky_relu": LEAKY_RELU.value, "silu": SWISH.value, "gelu": GELU.value,
-            "gelu_tanh": GELU_TANH.value, "identity": IDENTITY.value}
+_ACT_IDS = {"relu": RELU.value, "leaky_relu": LEAKY_RELU.value, "silu": SWISH.value, "identity": IDENTITY.value}
 
 
-def act_id(act: str, approximate: str = "none") -> int:
-    if act == "gelu" and approximate == "tanh":
-        act = "gelu_tanh"
+def act_id(act: str, approximate: str = "none", dtype: torch.dtype = torch.float32) -> int:
+    """The kernel id of ``act`` on ``dtype`` tensors (GELU's depends on both)."""
+    if act == "gelu":
+        return gelu_id(approximate, dtype).value
     return _ACT_IDS[act]
 
 
@@ -293,7 +293,7 @@ def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training:
         _bn_act_forward_kernel[grid](
             plan.x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
             act_param(act, negative_slope), r, k, plan.c,
-            CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+            CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act, dtype=x.dtype),
             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS,
         )
         if out is not None and y is not out:
@@ -311,7 +311,7 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
     dy = same_layout(dy, plan.x)
     dx = torch.empty_like(plan.x)
     c = plan.c
-    flags = dict(CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act),
+    flags = dict(CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act, dtype=x.dtype),
                  FROM_OUTPUT=from_output, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS)
     w = weight if weight is not None else rstd
     b = bias if bias is not None else rstd
@@ -372,7 +372,7 @@ def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: st
         pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
         _gn_persistent_forward_kernel[pgrid](
             xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, act_param(act, negative_slope),
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act), **meta)
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype), **meta)
         return y, mean, rstd
     grid = (n * num_groups * tiles,)
     shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
@@ -383,7 +383,7 @@ def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: st
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
     _group_norm_apply_kernel[grid](
         xv, y, w, b, mean, rstd, act_param(act, negative_slope), *shape_args,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act),
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype),
         C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
     )
     return y, mean, rstd
@@ -403,7 +403,7 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
         _gn_persistent_backward_kernel[pgrid](
             dyv, xv, dx, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
             act_param(act, negative_slope), channel_part, n * num_groups, num_groups, cpg, s,
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act), **meta)
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype), **meta)
         dweight, dbias = _channel_sums(channel_part, n, c, torch.float32)
         return dx, dweight, dbias
     grid = (n * num_groups * tiles,)
@@ -413,7 +413,7 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
     _group_norm_backward_split(
         dyv, xv, dx, weight if weight is not None else xv, mean, rstd, channel_part, grid, shape_args, n, num_groups,
         cpg, s, strides, weight is not None, c_block, s_block, warps,
-        bias=bias, act_param=act_param(act, negative_slope), act=act_id(act))
+        bias=bias, act_param=act_param(act, negative_slope), act=act_id(act, dtype=x.dtype))
     channel_sums = channel_part.sum(dim=(1, 3))  # (2, C): sum(dz * xhat), sum(dz)
     return dx, channel_sums[0].clone(), channel_sums[1].clone()
 
@@ -697,7 +697,7 @@ def bias_act_forward(x, bias, act: str, approximate: str):
     if x.numel():
         rows, block_n = _bias_tile(big_n, elementwise_block(x.element_size()))  # one 16-byte vector a thread
         grid = (cdiv(m, rows), cdiv(big_n, block_n))
-        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n,
+        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate, x.dtype), ROWS=rows, BLOCK_N=block_n,
                                        num_warps=ELEMENTWISE_WARPS)
     return y
 
@@ -718,7 +718,7 @@ def bias_act_backward(dy, x, bias, act: str, approximate: str):
     part = torch.empty((row_programs, big_n), dtype=torch.float32, device=x.device)
     _bias_act_backward_kernel[(col_blocks, row_programs)](
         dy, x, bias, dx, part, m, big_n, rows_per_program,
-        ACT=act_id(act, approximate), ROWS=rows, BLOCK_N=block_n, num_warps=_BIAS_WARPS,
+        ACT=act_id(act, approximate, x.dtype), ROWS=rows, BLOCK_N=block_n, num_warps=_BIAS_WARPS,
     )
     return dx, part.sum(dim=0)
 
