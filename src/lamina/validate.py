@@ -135,6 +135,11 @@ def prelu_weight(x: torch.Tensor, weight) -> None:
 
 def pool_pair(value, name: str, op: str, allow_none: bool = False):
     """An int or a pair of ints as a pair (PyTorch's RuntimeError otherwise)."""
+    # the common spellings first, without the general checks (host time)
+    if type(value) is int:
+        return (value, value)
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     if allow_none and (value is None or (isinstance(value, (list, tuple)) and len(value) == 0)):
         return None  # PyTorch reads an empty stride as "omitted"
     if isinstance(value, (list, tuple)) and len(value) == 1:

@@ -58,7 +58,10 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 def _needs_int64(*tensors) -> bool:
     """True when some element offset of some tensor can reach 2**31."""
     for t in tensors:
-        span = sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0) + 1
+        if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+            span = t.numel()  # dense: the offsets end at numel - 1 (a flag read, no Python sum)
+        else:
+            span = sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0) + 1
         if span >= 2**31 or t.numel() >= 2**31:
             return True
     return False
