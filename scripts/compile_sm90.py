@@ -1,4 +1,4 @@
-"""Compile the fused kernels, the row norms and the pooling kernels for sm_90
+"""Compile the activation, fused, row-norm and pooling kernels for sm_90
 on a machine without a GPU (Triton's own compiler and bundled ptxas), to
 catch what the interpreter forgives (constexpr branches, return types,
 pointer arithmetic, int64 offsets) before the GPU run:
@@ -19,6 +19,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+import lamina.kernels.activation as A  # noqa: E402
 import lamina.kernels.fused as K  # noqa: E402
 import lamina.kernels.normalization as N  # noqa: E402
 import lamina.kernels.pooling as PL  # noqa: E402
@@ -46,7 +47,10 @@ def check(kernel, types, consts):
 
 
 P = "*fp32"; B = "*bf16"; F = "fp32"
-for act in [-1, 0, 1, 4, 5, 6]:
+for act in range(8):  # every activation id, bfloat16 (7: GELU's erfc form)
+    check(A._activation_forward_kernel, dict(x_ptr=B, y_ptr=B, mask_ptr="*u8", param=F), dict(ACT=act, WRITE_MASK=act == 1, BLOCK=2048))
+    check(A._activation_backward_kernel, dict(dy_ptr=B, saved_ptr=B, dx_ptr=B, param=F), dict(ACT=act, BLOCK=2048))
+for act in [-1, 0, 1, 4, 5, 6, 7]:  # 7: GELU's erfc form (16-bit tensors)
     check(K._bn_act_forward_kernel, dict(x_ptr=B, y_ptr=B, mean_ptr=P, rstd_ptr=P, w_ptr=P, b_ptr=P, param=F),
           dict(CHANNELS_ON_ROWS=True, HAS_W=True, HAS_B=True, ACT=act, BLOCK_R=8, BLOCK_K=512))
 for fo, act in [(False, 6), (True, 1), (True, -1)]:
@@ -67,7 +71,7 @@ for rms in (False, True):
           dict(RMS=rms, HAS_W=True, HAS_B=not rms, DROPOUT=True, ROWS=4, BLOCK=1024))
     check(K._add_norm_backward_kernel, dict(dy_ptr=B, dsx_ptr=B, s_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, ds_ptr=B, dx_ptr=B, part_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F),
           dict(RMS=rms, HAS_W=True, HAS_B=not rms, HAS_DS=True, DROPOUT=True, ROWS=4, BLOCK=1024))
-for act in [0, 4, 5, 6, -1]:
+for act in [0, 4, 5, 6, 7, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))
 for has_weight in (False, True):  # group norm's one-tile backward (shares _group_dz_xhat)

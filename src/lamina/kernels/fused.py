@@ -187,7 +187,7 @@ def _bn_act_dz_xhat(dy_ptr, x_ptr, offs, mask, ch, cmask, mean_ptr, rstd_ptr, w_
 def _bn_act_backward_reduce_kernel(
     dy_ptr, x_ptr,  # (R, K) upstream gradient and input (FROM_OUTPUT: the output y)
     mean_ptr, rstd_ptr, w_ptr, b_ptr, param,
-    part_ptr,  # float32 (2, R, groups) on rows / (2, groups, K) on columns: sum(dz), sum(dz * xhat)
+    part_ptr,  # float32 (2, P, C): sum(dz), sum(dz * xhat); P = samples x groups on rows, groups on columns
     plane,  # elements in one of the two planes of part
     R, K, C, tiles,  # tiles: how many tiles a program walks along the reduced direction
     CHANNELS_ON_ROWS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
@@ -215,7 +215,8 @@ def _bn_act_backward_reduce_kernel(
     if CHANNELS_ON_ROWS:  # one partial a row (a (sample, channel) pair) and column group
         groups = tl.num_programs(1)
         rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        out = part_ptr + rows.to(tl.int64) * groups + tl.program_id(1)
+        sample = rows // C
+        out = part_ptr + (sample.to(tl.int64) * groups + tl.program_id(1)) * C + rows % C
         tl.store(out, tl.sum(acc1, axis=1), mask=rows < R)
         tl.store(out + plane, tl.sum(acc2, axis=1), mask=rows < R)
     else:  # one partial a channel (column) and row group
@@ -327,18 +328,16 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
             groups = max(1, min(reduced_tiles, cdiv(_reduce_programs(x), blocks)))
             tiles = cdiv(reduced_tiles, groups)
             groups = cdiv(reduced_tiles, tiles)
-            if plan.on_rows:
-                part = torch.empty((2, r, groups), device=x.device, dtype=torch.float32)
-                reduce_grid = (blocks, groups)
-            else:
-                part = torch.empty((2, groups, k), device=x.device, dtype=torch.float32)
-                reduce_grid = (groups, blocks)
+            # partials (2, P, C): P = samples x groups on rows, groups on columns
+            partials = (r // c) * groups if plan.on_rows else groups
+            part = torch.empty((2, partials, c), device=x.device, dtype=torch.float32)
+            reduce_grid = (blocks, groups) if plan.on_rows else (groups, blocks)
             _bn_act_backward_reduce_kernel[reduce_grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0),
                                                         r, k, c, tiles, **flags)
-            # the deterministic second pass: fold the partials per channel
-            part = part.reshape(2, -1, c, groups).sum(dim=(1, 3)) if plan.on_rows else part.sum(dim=1)
-            # two separate tensors: a custom op's outputs may not alias (torch.compile checks)
-            sum_dz, sum_dz_xhat = part[0], part[1].clone()
+            # the deterministic second pass, one small kernel into two separate
+            # tensors (a custom op's outputs may not alias): one launch where a
+            # torch sum and a clone were two ops of host time
+            sum_dz, sum_dz_xhat = _channel_sums(part, partials, c, torch.float32)
     if x.numel():
         m = max(x.numel() // max(c, 1), 1)
         _bn_act_backward_input_kernel[grid](

@@ -1576,16 +1576,21 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
 
 
 def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, has_bias: bool = True):
-    """(dweight, dbias) in ``dtype`` from a (2, N, C, 1) float32 buffer of
-    per-(n, c) sums (sum(dz * xhat), sum(dz)), summed over the samples by one
-    small kernel (host time: one launch instead of a torch sum and two
-    casts); None for the one not asked for."""
+    """The two planes of a contiguous (2, N, C, ...) float32 buffer of N
+    partial sums per channel (group norm: per-(n, c) sum(dz * xhat) and
+    sum(dz)), each summed over N by one small kernel into ``dtype`` (host
+    time: one launch instead of a torch sum and two casts); None for the
+    one not asked for."""
     dweight = torch.empty(c, dtype=dtype, device=channel_part.device) if has_weight else None
     dbias = torch.empty(c, dtype=dtype, device=channel_part.device) if has_bias else None
-    block = min(1024, next_power_of_2(c))
+    # BLOCK_P x BLOCK values a step in two accumulators: 64 registers a
+    # thread at 32 x 128 (a batch-norm backward on channels_last leaves
+    # ~1000 partials a channel; more channels, more programs)
+    block = min(128, next_power_of_2(c))
     _row_norm_sum_partials_kernel[(cdiv(c, block),)](
         channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
-        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=16, BLOCK=block, num_warps=4,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=min(32, max(16, next_power_of_2(n))), BLOCK=block,
+        num_warps=4,
     )
     return dweight, dbias
 
