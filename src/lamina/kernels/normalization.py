@@ -1583,14 +1583,15 @@ def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, 
     one not asked for."""
     dweight = torch.empty(c, dtype=dtype, device=channel_part.device) if has_weight else None
     dbias = torch.empty(c, dtype=dtype, device=channel_part.device) if has_bias else None
-    # BLOCK_P x BLOCK values a step in two accumulators: 64 registers a
-    # thread at 32 x 128 (a batch-norm backward on channels_last leaves
-    # ~1000 partials a channel; more channels, more programs)
+    # 8192 partial values a step and plane (64 registers a thread for the two
+    # accumulators on 8 warps). A batch-norm backward on channels_last leaves
+    # ~1000 partials a channel: at 16 rows a step one program took 51 us for
+    # 64 channels on an H200 (scripts/probe_cells.py), latency-bound.
     block = min(128, next_power_of_2(c))
+    block_p = min(max(16, next_power_of_2(n)), 8192 // block)
     _row_norm_sum_partials_kernel[(cdiv(c, block),)](
         channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
-        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=min(32, max(16, next_power_of_2(n))), BLOCK=block,
-        num_warps=4,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=block_p, BLOCK=block, num_warps=8,
     )
     return dweight, dbias
 
