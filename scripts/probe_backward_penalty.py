@@ -27,10 +27,8 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_cells import host_us, make_step  # noqa: E402
+from probe_cells import cell_inputs, cells_by_id, implementations, host_us, make_step  # noqa: E402
 
-from lamina.bench import anchors, shapes  # noqa: E402
-from lamina.bench.correctness import TORCH_DTYPES  # noqa: E402
 
 
 @triton.jit
@@ -41,6 +39,8 @@ def _touch_kernel(x_ptr, n, BLOCK: tl.constexpr):
 
 
 class ReturnDy(torch.autograd.Function):
+    """forward: a copy of x; backward: dy itself. The others change backward."""
+
     @staticmethod
     def forward(ctx, x, w, b):
         return x.clone()
@@ -50,21 +50,13 @@ class ReturnDy(torch.autograd.Function):
         return dy, None, None
 
 
-class ThreeNew(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, b):
-        return x.clone()
-
+class ThreeNew(ReturnDy):
     @staticmethod
     def backward(ctx, dy):
         return torch.empty_like(dy), torch.empty(16, device=dy.device), torch.empty(16, device=dy.device)
 
 
-class ThreeLaunches(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, b):
-        return x.clone()
-
+class ThreeLaunches(ReturnDy):
     @staticmethod
     def backward(ctx, dy):
         for _ in range(3):
@@ -109,15 +101,9 @@ def main():
             torch.autograd.backward(fn.apply(x, w, b), dy)
         report(fn.__name__, step)
 
-    wanted = [c for c in args.cells.split(",") if c]
-    for cell in [c for c in shapes.bench_matrix() if c.id in wanted]:
-        dtype = TORCH_DTYPES[cell.dtype]
-        torch.manual_seed(0)
-        x0 = torch.randn(cell.shape, device="cuda", dtype=dtype)
-        if cell.layout == "channels_last":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        p0 = anchors.make_params(cell.op, cell.shape, dtype, "cuda")
-        for who, fn in (("lamina", anchors.lamina_fn(cell.op, cell.kw)), ("eager", anchors.torch_fn(cell.op, cell.kw))):
+    for cell in cells_by_id(args.cells):
+        x0, p0 = cell_inputs(cell)
+        for who, fn in implementations(cell):
             report(f"{cell.id} {who}", make_step(fn, x0, p0, cell))
         del x0, p0
         torch.cuda.empty_cache()

@@ -52,6 +52,28 @@ def host_us(step, reps=5):
     return us
 
 
+def cell_inputs(cell):
+    """The benchmark's input (in the cell's layout) and parameters for
+    ``cell`` on the GPU, from seed 0."""
+    dtype = TORCH_DTYPES[cell.dtype]
+    torch.manual_seed(0)
+    x0 = torch.randn(cell.shape, device="cuda", dtype=dtype)
+    if cell.layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    return x0, anchors.make_params(cell.op, cell.shape, dtype, "cuda")
+
+
+def cells_by_id(ids: str):
+    """The matrix's cells whose ids are in the comma-separated ``ids``."""
+    wanted = [i for i in ids.split(",") if i]
+    return [c for c in shapes.bench_matrix() if c.id in wanted]
+
+
+def implementations(cell):
+    """(("lamina", fn), ("eager", fn)): the two sides a probe compares."""
+    return (("lamina", anchors.lamina_fn(cell.op, cell.kw)), ("eager", anchors.torch_fn(cell.op, cell.kw)))
+
+
 def make_step(fn, x0, p0, cell):
     op = anchors.OPS[cell.op]
     x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_(cell.mode == "fwdbwd")
@@ -80,14 +102,9 @@ def main():
     cells = shapes.select(shapes.bench_matrix(), shapes.parse_list(args.ops), shapes.parse_dtypes(args.dtypes),
                           shapes.parse_list(args.modes))
     for cell in cells:
-        dtype = TORCH_DTYPES[cell.dtype]
-        torch.manual_seed(0)
-        x0 = torch.randn(cell.shape, device="cuda", dtype=dtype)
-        if cell.layout == "channels_last":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        p0 = anchors.make_params(cell.op, cell.shape, dtype, "cuda")
+        x0, p0 = cell_inputs(cell)
         line = [f"{cell.id:46s}"]
-        for who, fn in (("lamina", anchors.lamina_fn(cell.op, cell.kw)), ("eager", anchors.torch_fn(cell.op, cell.kw))):
+        for who, fn in implementations(cell):
             step = make_step(fn, x0, p0, cell)
             k = kernel_us(step)
             line.append(f"{who} gpu {sum(k.values()):7.0f} host {host_us(step):6.0f}")

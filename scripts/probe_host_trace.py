@@ -24,10 +24,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_cells import host_us, make_step  # noqa: E402
+from probe_cells import cell_inputs, cells_by_id, implementations, host_us, make_step  # noqa: E402
 
-from lamina.bench import anchors, shapes  # noqa: E402
-from lamina.bench.correctness import TORCH_DTYPES  # noqa: E402
 
 
 def self_times(events):
@@ -85,16 +83,9 @@ def main():
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    wanted = args.cells.split(",")
-    cells = [c for c in shapes.bench_matrix() if c.id in wanted]
-    for cell in cells:
-        dtype = TORCH_DTYPES[cell.dtype]
-        torch.manual_seed(0)
-        x0 = torch.randn(cell.shape, device="cuda", dtype=dtype)
-        if cell.layout == "channels_last":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        p0 = anchors.make_params(cell.op, cell.shape, dtype, "cuda")
-        for who, fn in (("lamina", anchors.lamina_fn(cell.op, cell.kw)), ("eager", anchors.torch_fn(cell.op, cell.kw))):
+    for cell in cells_by_id(args.cells):
+        x0, p0 = cell_inputs(cell)
+        for who, fn in implementations(cell):
             step = make_step(fn, x0, p0, cell)
             on = host_us(step)
             with torch.autograd.set_multithreading_enabled(False):

@@ -18,10 +18,8 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from probe_cells import make_step  # noqa: E402
+from probe_cells import cell_inputs, cells_by_id, implementations, make_step  # noqa: E402
 
-from lamina.bench import anchors, shapes  # noqa: E402
-from lamina.bench.correctness import TORCH_DTYPES  # noqa: E402
 
 
 def call_ms_behind_sleep(step, cycles=100_000_000):
@@ -44,15 +42,9 @@ def main():
     torch.cuda._sleep(100_000_000)
     torch.cuda.synchronize()
     print(f"the GPU sleep alone: {(time.perf_counter() - t) * 1e3:.1f} ms", flush=True)
-    wanted = args.cells.split(",")
-    for cell in [c for c in shapes.bench_matrix() if c.id in wanted]:
-        dtype = TORCH_DTYPES[cell.dtype]
-        torch.manual_seed(0)
-        x0 = torch.randn(cell.shape, device="cuda", dtype=dtype)
-        if cell.layout == "channels_last":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        p0 = anchors.make_params(cell.op, cell.shape, dtype, "cuda")
-        for who, fn in (("lamina", anchors.lamina_fn(cell.op, cell.kw)), ("eager", anchors.torch_fn(cell.op, cell.kw))):
+    for cell in cells_by_id(args.cells):
+        x0, p0 = cell_inputs(cell)
+        for who, fn in implementations(cell):
             step = make_step(fn, x0, p0, cell)
             ms = call_ms_behind_sleep(step)
             with warnings.catch_warnings(record=True) as caught:

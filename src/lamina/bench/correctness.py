@@ -233,12 +233,9 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
             # right to within the pre-activation's rounding) and everything
             # else is held to the tolerance as before.
             with KinkFromOutput(y.double() > 0):
-                _, grads_kink, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
-            grads_kink = [None if g is None else g.to(y.device) for g in grads_kink]
-            kink_worst, _ = _worst(y, grads, y_ref, grads_kink, rtol, atol, getattr(case, "reduce_len", None), shape,
-                                   kwargs)
-            row["worst_with_lamina_kink"] = kink_worst
-            row["ok"] = bool(kink_worst <= 1.0)
+                row["worst_with_lamina_kink"] = _worst_against_oracle_at(case, x64, params64, kwargs, dy, y, grads, y_ref,
+                                                                         rtol, atol, shape)
+            row["ok"] = bool(row["worst_with_lamina_kink"] <= 1.0)
     if not row["ok"] and where.startswith("grad") and deterministic and case.input_from_output is not None:
         # In-Place ABN computes its backward from its output alone: in 16-bit
         # the rounded y stands for an input a rounding away from x (divided
@@ -247,13 +244,20 @@ def _compare(case, shape, kwargs, dtype, layout, rtol, atol, device) -> dict:
         # input y stands for; the forward is still held against the oracle at x.
         x_y = case.input_from_output(y.double().contiguous(), x64, *params64, **kwargs)
         if x_y is not None and error_ratio(y, y_ref, rtol, atol) <= 1.0:
-            _, grads_y, _ = run(case, case.torch, x_y, params64, kwargs, dy.double())
-            grads_y = [None if g is None else g.to(y.device) for g in grads_y]
-            from_output, _ = _worst(y, grads, y_ref, grads_y, rtol, atol, getattr(case, "reduce_len", None), shape,
-                                    kwargs)
-            row["worst_from_output"] = from_output
-            row["ok"] = bool(from_output <= 1.0)
+            row["worst_from_output"] = _worst_against_oracle_at(case, x_y, params64, kwargs, dy, y, grads, y_ref,
+                                                                rtol, atol, shape)
+            row["ok"] = bool(row["worst_from_output"] <= 1.0)
     return row
+
+
+def _worst_against_oracle_at(case, x64, params64, kwargs, dy, y, grads, y_ref, rtol, atol, shape) -> float:
+    """The worst error ratio of lamina's (y, grads) when the gradients are
+    held against the float64 oracle run at ``x64`` (under whatever torch
+    function mode the caller entered) and y still against ``y_ref``."""
+    _, grads_alt, _ = run(case, case.torch, x64, params64, kwargs, dy.double())
+    grads_alt = [None if g is None else g.to(y.device) for g in grads_alt]
+    worst, _ = _worst(y, grads, y_ref, grads_alt, rtol, atol, getattr(case, "reduce_len", None), shape, kwargs)
+    return worst
 
 
 KINKED = ("relu", "leaky_relu")  # activations whose derivative jumps at 0
