@@ -290,7 +290,8 @@ OPS: list[OpCase] = [
                [(13, 17), (3, 5, 11), (2, 3, 5, 7), (0, 3, 4)], [(13, 17), (2, 3, 5, 7)],
                kwargs=kwargs, params=lambda shape, dtype: _fused_channel_params(shape, dtype),
                reduce_len=lambda shape, kw: torch.Size(shape).numel() // shape[1],
-               input_from_output=(lambda y, x, *p, **kw: _bn_act_input_from_output(y, x, *p, **kw)) if inplace else None)
+               input_from_output=(lambda y, x, *p, **kw: _bn_act_input_from_output(y, x, *p, **kw))
+               if inplace else None)
         for name, inplace, kwargs in [
             ("batch_norm_act", False, [{"act": "relu"}, {"act": "leaky_relu", "negative_slope": 0.2},
                                        {"act": "silu", "training": False}, {"act": "gelu"},
@@ -408,8 +409,8 @@ def _bn_act_stats(x, training):
 def _bn_act_input_from_output(y, x, w, b, training=True, act="relu", negative_slope=0.01):
     """In evaluation: the input that batch_norm_act maps exactly onto y
     (the activation undone, then the affine normalization with the running
-    statistics), in float64. In training the statistics depend on the input
-    itself: None."""
+    statistics and batch_norm_act's default eps, as the table's rows use),
+    in float64. In training the statistics depend on the input itself: None."""
     if training:
         return None
     z = torch.where(y > 0, y, y / negative_slope) if act == "leaky_relu" else y

@@ -294,8 +294,8 @@ def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training:
         _bn_act_forward_kernel[grid](
             plan.x, y, mean, rstd, weight if weight is not None else mean, bias if bias is not None else mean,
             act_param(act, negative_slope), r, k, plan.c,
-            CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act, dtype=x.dtype),
-            BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS,
+            CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
+            ACT=act_id(act, dtype=x.dtype), BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS,
         )
         if out is not None and y is not out:
             y = out.copy_(y)
@@ -312,8 +312,9 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
     dy = same_layout(dy, plan.x)
     dx = torch.empty_like(plan.x)
     c = plan.c
-    flags = dict(CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act_id(act, dtype=x.dtype),
-                 FROM_OUTPUT=from_output, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=_BN_WARPS)
+    flags = dict(CHANNELS_ON_ROWS=plan.on_rows, HAS_W=weight is not None, HAS_B=bias is not None,
+                 ACT=act_id(act, dtype=x.dtype), FROM_OUTPUT=from_output, BLOCK_R=block_r, BLOCK_K=block_k,
+                 num_warps=_BN_WARPS)
     w = weight if weight is not None else rstd
     b = bias if bias is not None else rstd
     param = act_param(act, negative_slope)
@@ -696,8 +697,8 @@ def bias_act_forward(x, bias, act: str, approximate: str):
     if x.numel():
         rows, block_n = _bias_tile(big_n, elementwise_block(x.element_size()))  # one 16-byte vector a thread
         grid = (cdiv(m, rows), cdiv(big_n, block_n))
-        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate, x.dtype), ROWS=rows, BLOCK_N=block_n,
-                                       num_warps=ELEMENTWISE_WARPS)
+        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate, x.dtype), ROWS=rows,
+                                       BLOCK_N=block_n, num_warps=ELEMENTWISE_WARPS)
     return y
 
 

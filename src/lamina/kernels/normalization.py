@@ -1585,8 +1585,8 @@ def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, 
     dbias = torch.empty(c, dtype=dtype, device=channel_part.device) if has_bias else None
     # 8192 partial values a step and plane (64 registers a thread for the two
     # accumulators on 8 warps). A batch-norm backward on channels_last leaves
-    # ~1000 partials a channel: at 16 rows a step one program took 51 us for
-    # 64 channels on an H200 (scripts/probe_cells.py), latency-bound.
+    # ~1000 partials a channel: at 32 rows a step on 4 warps one program took
+    # 51 us for 64 channels on an H200 (scripts/probe_cells.py, f5a3ed3).
     block = min(128, next_power_of_2(c))
     block_p = min(max(16, next_power_of_2(n)), 8192 // block)
     _row_norm_sum_partials_kernel[(cdiv(c, block),)](
