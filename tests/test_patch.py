@@ -275,6 +275,34 @@ def test_fuse_traced_bottleneck_keeps_the_shared_relu_and_skips_it(monkeypatch):
     assert calls == ["relu", "relu"]
 
 
+def test_fused_bottleneck_trains_like_eager_over_sgd_steps():
+    # the relu marks live across optimizer steps (new tensors every step,
+    # parameters changed in place): ten SGD steps with momentum of eager,
+    # lamina.patch and lamina.patch(fuse=True) give the same losses in float64
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                          Bottleneck(4), Bottleneck(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).double()
+    plain, fused = copy.deepcopy(model), copy.deepcopy(model)
+    lamina.patch(plain)
+    assert len(lamina.patch(fused, fuse=True).fused) == 5
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 5, (6,), generator=g))
+               for _ in range(3)]
+    losses = {}
+    for name, m in (("eager", model), ("plain", plain), ("fused", fused)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        losses[name] = []
+        for step in range(10):
+            x, t = batches[step % 3]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), t)
+            loss.backward()
+            opt.step()
+            losses[name].append(loss.item())
+    torch.testing.assert_close(losses["plain"], losses["eager"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses["fused"], losses["eager"], rtol=1e-10, atol=1e-12)
+
+
 def test_fused_relu_output_under_inference_mode():
     # inference tensors keep no version counter: their outputs go unmarked
     # and the in-place ReLU after them runs as usual
