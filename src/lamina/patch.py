@@ -177,6 +177,19 @@ def _is_exactly(module, name: str) -> bool:
     return type(module) in (getattr(torch.nn, name, None), getattr(lnn, name, None))
 
 
+def _norm_name(module):
+    """The FUSIONS key ``module`` exactly is (torch.nn's or lamina.nn's class), or None."""
+    return next((n for n in FUSIONS if _is_exactly(module, n)), None)
+
+
+def _fuse_norm(norm, norm_name: str, act_kind: str, act_options: dict):
+    """(the fused module holding ``norm``'s state, or None where lamina.nn
+    lacks the fused class or it does not fit; the fused class's name)."""
+    fused_name = FUSIONS[norm_name][0]
+    fused_cls = getattr(lnn, fused_name, None)
+    return (None if fused_cls is None else _build_fused(fused_cls, norm, act_kind, act_options)), fused_name
+
+
 def _fuse_pairs(model: torch.nn.Module, report: PatchReport) -> None:
     for path, seq in list(model.named_modules()):
         # a Sequential subclass with its own forward may not run its children in order
@@ -185,16 +198,14 @@ def _fuse_pairs(model: torch.nn.Module, report: PatchReport) -> None:
         names = list(seq._modules)
         for first, second in zip(names, names[1:]):
             norm, act = seq._modules[first], seq._modules[second]
-            norm_name = next((n for n in FUSIONS if _is_exactly(norm, n)), None)
+            norm_name = _norm_name(norm)
             if norm_name is None:
                 continue
-            fused_name, acts = FUSIONS[norm_name]
-            act_name = next((n for n in acts if _is_exactly(act, n)), None)
-            fused_cls = getattr(lnn, fused_name, None)
-            if act_name is None or fused_cls is None:
+            act_name = next((n for n in FUSIONS[norm_name][1] if _is_exactly(act, n)), None)
+            if act_name is None:
                 continue
             act_kind, act_options = FUSED_ACTS[act_name](act)
-            fused = _build_fused(fused_cls, norm, act_kind, act_options)
+            fused, fused_name = _fuse_norm(norm, norm_name, act_kind, act_options)
             if fused is None:
                 continue
             seq._modules[first] = fused
@@ -286,7 +297,7 @@ def _norm_act_calls(root, graph):
             calls[node.target].append(node)
     pairs = {}
     for target, nodes in calls.items():
-        norm_name = next((n for n in FUSIONS if _is_exactly(root.get_submodule(target), n)), None)
+        norm_name = _norm_name(root.get_submodule(target))
         if norm_name is None:
             continue
         acts = set()
@@ -325,11 +336,9 @@ def _fuse_traced(model: torch.nn.Module, report: PatchReport) -> None:
             fused = {}
             for norm_target in norms:
                 norm = root.get_submodule(norm_target)
-                norm_name = next(n for n in FUSIONS if _is_exactly(norm, n))
-                fused_cls = getattr(lnn, FUSIONS[norm_name][0], None)
-                module = _build_fused(fused_cls, norm, act_kind, act_options) if fused_cls is not None else None
+                module, fused_name = _fuse_norm(norm, _norm_name(norm), act_kind, act_options)
                 if module is not None:
-                    fused[norm_target] = (module, FUSIONS[norm_name][0])
+                    fused[norm_target] = (module, fused_name)
             # the activation module goes only when every norm feeding it is
             # fused; a non-idempotent one must not run twice: all or nothing
             everything = len(fused) == len(norms)
