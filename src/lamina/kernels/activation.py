@@ -273,7 +273,7 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
         return (out, result[1]) if write_mask else out
     x = dense(x)
     y = torch.empty_like(x) if out is None else out
-    mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else y
+    mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else x
     n = x.numel()
     if n:
         block = elementwise_block(x.element_size())

@@ -584,7 +584,7 @@ def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p:
     rows = max(1, min(128, _ROW_TILE // block))
     _add_norm_forward_kernel[(cdiv(m, rows),)](
         x, residual, s, y, weight if weight is not None else x, bias if bias is not None else x,
-        rstd if rms else mean, rstd, seed if p > 0 else rstd, offset, p, _multiplier(p), m, n, eps,
+        x if rms else mean, rstd, seed if p > 0 else x, offset, p, _multiplier(p), m, n, eps,
         RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, DROPOUT=p > 0,
         ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block),
     )
@@ -607,7 +607,7 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
         dx = _dropout_kernel_backward(ds, p, seed, offset) if p > 0 else None
         return ds, dx, dw.float() if has_weight else None, db.float() if has_bias else None
     ds = torch.empty_like(s)
-    dx = torch.empty_like(s) if p > 0 else ds
+    dx = torch.empty_like(s) if p > 0 else None
     # the row norm's tuned tiles (rows <= _WIDE_ROW are never 'wide' there);
     # at 32768 x 4096 bf16 the old 4096-element tiles on 16 warps, 4 programs
     # an SM, took 405 us where the forward took 265 (H200, scripts/probe_cells.py)
@@ -615,14 +615,14 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
     part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
     _add_norm_backward_kernel[(programs,)](
         dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
-        rstd if rms else mean, rstd, ds, dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
+        rstd if rms else mean, rstd, ds, s if dx is None else dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
         m, n, rows_per_program,
         RMS=rms, HAS_W=has_weight, HAS_B=has_bias, HAS_DS=ds_out is not None, DROPOUT=p > 0,
         ROWS=rows, BLOCK=block, num_warps=warps,
     )
     dw = part[:, 0].sum(dim=0).reshape(normalized_shape) if has_weight else None
     db = part[:, 1].sum(dim=0).reshape(normalized_shape) if has_bias else None
-    return ds, (dx if p > 0 else None), dw, db
+    return ds, dx, dw, db
 
 
 # =============================================================================

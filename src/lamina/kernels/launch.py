@@ -9,6 +9,13 @@ import os
 
 import torch
 
+# Unused pointers: a kernel whose flags leave a pointer unused still takes a
+# tensor for it. lamina passes one the kernel only reads (usually the input),
+# never one it writes: traced by torch.compile (fast_launch.py), a written
+# tensor is replaced by a functional copy under the name it is written
+# through, and under any other name the graph would keep the stale original.
+# tests/gpu_trace_on_meta.py checks that no traced launch has such an alias.
+
 # Elementwise kernels: ELEMENTWISE_WARPS warps a program, each thread one
 # 16-byte vector access (elementwise_block). Measured on an H200 with
 # scripts/tune_elementwise.py (2**26 elements, ReLU forward, 2026-11-28):

@@ -451,7 +451,7 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
         p, per = _splits(cdiv(n, block_n) * s_blocks, c, x.device)
         part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
         _bn_reduce_rows_kernel[(c, p)](
-            x, dy if backward else x, mean if backward else part, part, n, c, s, per, s_blocks,
+            x, dy if backward else x, mean if backward else x, part, n, c, s, per, s_blocks,
             BACKWARD=backward, BLOCK_N=block_n, BLOCK_S=block_s, num_warps=_REDUCE_WARPS,
         )
     else:
@@ -462,7 +462,7 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
         p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, x.device)
         part = torch.empty((3, p, plan.stats), device=x.device, dtype=torch.float32)
         _bn_reduce_cols_kernel[(c_blocks, p, plan.groups)](
-            x, dy if backward else x, mean if backward else part, part, r, c, per,
+            x, dy if backward else x, mean if backward else x, part, r, c, per,
             BACKWARD=backward, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_REDUCE_WARPS,
         )
     return part
@@ -1128,7 +1128,7 @@ def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
     b = bias.contiguous() if bias is not None else x2
     rows, block, wide, warps = _row_forward_config(n, x.element_size())
     flags = dict(RMS=rms, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
-    mean_arg = rstd if rms else mean
+    mean_arg = x2 if rms else mean  # unused with RMS: a read-only stand-in (launch.py)
     if wide:
         _row_norm_forward_wide_kernel[(m,)](x2, y, w, b, mean_arg, rstd, m, n, stride_x, eps, BLOCK=block, num_warps=8, **flags)
     else:

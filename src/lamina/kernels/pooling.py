@@ -340,13 +340,13 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
     oh, ow = out_hw
     cl = _is_channels_last(x)
     y = _new_pool_tensor((n, c, oh, ow), cl, x.dtype, x.device)
-    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kernel_size[0] * kernel_size[1]), x.device) if is_max else y
+    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kernel_size[0] * kernel_size[1]), x.device) if is_max else x
     idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
            else x.new_empty((0,), dtype=torch.int64))
     if y.numel():
         blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
         _pool2d_forward_kernel[grid](
-            x, y, pos, idx if return_indices else y,
+            x, y, pos, idx if return_indices else x,
             c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y), float(divisor_override or 0),
             KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
             PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
@@ -570,7 +570,7 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
     cl = _is_channels_last(x)
     kh, kw = _largest_window(h, oh), _largest_window(w, ow)
     y = _new_pool_tensor((n, c, oh, ow), cl, x.dtype, x.device)
-    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kh * kw), x.device) if is_max else y
+    pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kh * kw), x.device) if is_max else x
     idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
            else x.new_empty((0,), dtype=torch.int64))
     total = y.numel()
@@ -587,7 +587,7 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
         return y, pos, idx
     blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
     _adaptive_pool2d_forward_kernel[grid](
-        x, y, pos, idx if return_indices else y,
+        x, y, pos, idx if return_indices else x,
         c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y),
         KMAX_H=kh, KMAX_W=kw, IS_MAX=is_max, WRITE_INDICES=bool(return_indices),
         CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
