@@ -68,7 +68,12 @@ def _needs_int64(*tensors) -> bool:
 
 
 def _new_pool_tensor(shape, like_channels_last: bool, dtype, device):
-    fmt = torch.channels_last if like_channels_last else torch.contiguous_format
+    # one output position (global pooling): the contiguous strides are
+    # channels_last too, and they are the ones Inductor gives the buffer;
+    # with channels_last strides (C, 1, C, C) there a card showed Inductor
+    # copying the kernel's output onto itself (KeyError in its scheduler,
+    # torch 2.11)
+    fmt = torch.channels_last if like_channels_last and shape[2] * shape[3] != 1 else torch.contiguous_format
     return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
 
 
