@@ -8,6 +8,7 @@ Each case runs on the NumPy reference and on the Triton kernels under the
 interpreter (small shapes)."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -202,3 +203,82 @@ def test_fused_patched_model_fullgraph_matches_eager(each_backend):
     compiled = torch.compile(patched, backend="aot_eager", fullgraph=True)
     x = torch.randn(2, 3, 6, 6, dtype=dtype)
     _assert_same(_run(model, x), _run(compiled, x), tol)
+
+
+def _graph_targets(backend_graphs):
+    return [str(n.target) for gm in backend_graphs for n in gm.graph.nodes if n.op == "call_function"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="lamina's kernels are traced into only on a GPU")
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train_p0"])
+def test_gpu_compile_traces_into_the_kernels(train):
+    """On a GPU, AOT autograd traces into every lamina op: the forward and
+    backward graphs hold lamina's Triton kernels and no opaque lamina op, so
+    Inductor launches the kernels itself; Inductor's compiled model matches
+    eager (float32; the kernels are the same, the order of their sums too)."""
+    from torch._dynamo.backends.common import aot_autograd
+    from functorch.compile import make_boxed_func
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = EveryLayer(p=0.0).cuda().train(train)
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    x = torch.randn(2, 3, 6, 6, device="cuda")
+    _run(torch.compile(copy.deepcopy(model), backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True), x)
+    targets = _graph_targets(graphs)
+    assert len(graphs) == 2
+    assert not [t for t in targets if t.startswith("lamina.")], targets
+    assert sum("triton_kernel_wrapper" in t for t in targets) >= 20
+    torch._dynamo.reset()
+    twin, compiled = _compiled_twin(model)
+    _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-4, atol=1e-5))
+
+
+def test_cpu_compile_keeps_lamina_ops_opaque():
+    """Off the GPU (the NumPy reference, the interpreter) each lamina op
+    stays one node: there are no compiled kernels to trace into."""
+    from torch._dynamo.backends.common import aot_autograd
+    from functorch.compile import make_boxed_func
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    model = nn.Sequential(L.BatchNorm2d(3), L.ReLU(), L.MaxPool2d(2)).cpu().train()
+    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
+    compiled(torch.randn(2, 3, 4, 4, device="cpu", requires_grad=True)).sum().backward()
+    targets = _graph_targets(graphs)
+    assert "lamina.batch_norm_forward.default" in targets and "lamina.relu_backward.default" in targets, targets
+    assert not [t for t in targets if "triton_kernel_wrapper" in t]
+
+
+def test_gpu_path_traces_into_every_kernel_without_a_gpu():
+    """What torch.compile sees of lamina on a card, checked here with meta
+    tensors standing for CUDA ones (tests/gpu_trace_on_meta.py, a process of
+    its own): forward and backward of every layer, a patched CNN and a fused
+    channels_last Bottleneck trace into kernel launches; only the in-place
+    ops stay opaque; no launch gets a tensor it writes under two names."""
+    import json
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "gpu_trace_on_meta.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(results) == 8
+    for name, result in results.items():
+        forward, backward = result["launches"]
+        assert forward >= 5 and backward >= 5, (name, result)
+        assert set(result["opaque"]) <= {"lamina.activation_inplace.default"}, (name, result)
+        assert result["written_twice"] == [], (name, result)
+    assert results["every_layer torch.float32 train=True"]["launches"][0] >= 25

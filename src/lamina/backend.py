@@ -72,13 +72,13 @@ def kernels(family: str):
         if not torch.cuda.is_available():
             os.environ.setdefault("TRITON_INTERPRET", "1")
         module = importlib.import_module(f"lamina.kernels.{family}")
-        if os.environ.get("LAMINA_FAST_LAUNCH") != "0" and os.environ.get("TRITON_INTERPRET") != "1":
+        if os.environ.get("TRITON_INTERPRET") != "1":
             # imported only here: it reads Triton 3.6 internals (kernels/fast_launch.py)
             from .kernels import fast_launch
 
-            if fast_launch.enabled():
-                for name in ("activation", "normalization", "pooling", "dropout", "fused"):
-                    fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"))
+            fast = fast_launch.enabled()
+            for name in ("activation", "normalization", "pooling", "dropout", "fused"):
+                fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"), fast)
         _kernel_modules[family] = module
     return module
 

@@ -19,6 +19,13 @@ Usage mirrors ``torch.library.custom_op``::
     def _(x): ...
 
     relu_forward.register_autograd(backward, setup_context=setup_context)
+
+Under torch.compile, a call whose tensors are on a GPU (where the Triton
+kernels run) is traced into, as ``torch.library.triton_op`` does: the
+graph holds lamina's kernels themselves (kernels/fast_launch.py hands
+each traced launch to ``wrap_triton``) and Inductor launches them from its
+generated code, with no lamina Python left in the compiled step. Elsewhere
+(the NumPy reference, the interpreter) the op stays opaque.
 """
 
 from __future__ import annotations
@@ -65,12 +72,50 @@ def _eager_function(op):
     return Eager
 
 
+def runs_compiled_kernels(t: torch.Tensor) -> bool:
+    """Ops on ``t`` run lamina's compiled Triton kernels (a CUDA tensor on
+    the kernels' backend; tests/gpu_trace_on_meta.py lets meta tensors
+    stand in)."""
+    from .backend import use_kernels
+
+    return t.is_cuda and use_kernels(t)
+
+
+def _on_gpu_kernels(args) -> bool:
+    """The op's first tensor argument runs lamina's compiled Triton kernels."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return runs_compiled_kernels(a)
+    return False
+
+
+def _traced_into(fn):
+    """A FunctionalTensorMode rule (the mode torch.compile's AOT autograd
+    traces under): GPU calls run ``fn`` under the mode, so its torch ops and
+    kernel launches enter the graph; others stay one opaque op."""
+
+    def rule(mode, op, types, args, kwargs):
+        if not _on_gpu_kernels(args):
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        with mode:
+            return fn(*args, **kwargs)
+
+    return rule
+
+
 class LaminaOp:
     """A custom op that, in eager mode, skips the dispatcher (see module doc)."""
 
     def __init__(self, name: str, fn, mutates_args):
         self.fn = fn
         self.op = torch.library.custom_op(name, mutates_args=mutates_args)(fn)
+        if not mutates_args:
+            # in-place ops stay opaque (their Python runs in the compiled
+            # step): a traced kernel writing its own input has not been
+            # through Inductor on a card yet
+            from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+            self.op.register_torch_dispatch(FunctionalTensorMode, _traced_into(fn))
         self.signature = inspect.signature(fn)
         self.n_params = len(self.signature.parameters)
         self.backward = None

@@ -1,6 +1,14 @@
-"""A shortcut past Triton's launch path, for host time.
+"""How lamina's kernels launch: a shortcut past Triton's launch path, for
+host time, and a way into torch.compile's graphs.
 
-On by default with Triton 3.6 on a GPU; ``LAMINA_FAST_LAUNCH=0`` (read when
+Tracing: under torch.compile a lamina op on CUDA tensors is traced into
+(custom_op.py), so its launches see FunctionalTensors, not data. Such a
+launch goes to ``torch.library.wrap_triton``, which records the kernel in
+the graph; Inductor then calls the kernel from its own generated code,
+past lamina's Python. Every launched kernel's ``run`` does this check
+(``install``), with the shortcut below on or off.
+
+The shortcut is on by default with Triton 3.6 on a GPU; ``LAMINA_FAST_LAUNCH=0`` (read when
 lamina's kernels are first imported) turns it off, and it is never used
 under the interpreter or with another Triton version.
 
@@ -36,6 +44,11 @@ import torch
 import triton
 from triton.runtime.jit import JITFunction
 from triton import knobs
+from torch.library import wrap_triton
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor
+
+_TRACER_TENSORS = (FakeTensor, FunctionalTensor)
 
 
 _current_device = _raw_stream = None  # set by install()
@@ -75,7 +88,43 @@ class _Launch:
                 and getattr(runner, "global_scratch_size", 1) == 0 and getattr(runner, "profile_scratch_size", 1) == 0)
 
 
+def _traced(args) -> bool:
+    """The launch's first tensor is a tracer's (FunctionalTensor, FakeTensor):
+    torch.compile is tracing the op, there is no data to launch on."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return isinstance(a, _TRACER_TENSORS)
+    return False
+
+
+def _launch_in_graph(kernel, grid, args, kwargs):
+    """Records the launch in the graph being traced. ``wrap_triton`` wants
+    every parameter by name (the kernel's defaults filled in) and, for
+    Inductor's launcher (torch 2.11), a grid of three dimensions."""
+    params = kernel.signature.parameters
+    options = {name: kwargs.pop(name) for name in list(kwargs) if name not in params}
+    bound = kernel.signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    if callable(grid):
+        grid = (lambda meta, g=grid: _three_dims(g(meta)))
+    else:
+        grid = _three_dims(grid)
+    return wrap_triton(kernel)[grid](**bound.arguments, **options)
+
+
+def _three_dims(grid):
+    return tuple(grid) + (1,) * (3 - len(grid))
+
+
+def _traceable_run(self, *args, grid, warmup, **kwargs):
+    if _traced(args):
+        return _launch_in_graph(self, grid, args, kwargs)
+    return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+
 def _fast_run(self, *args, grid, warmup, **kwargs):
+    if _traced(args):
+        return _launch_in_graph(self, grid, args, kwargs)
     if warmup or self.pre_run_hooks or _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return JITFunction.run(self, *args, grid=grid, warmup=warmup, **kwargs)
     device = _current_device()
@@ -100,17 +149,20 @@ def _fast_run(self, *args, grid, warmup, **kwargs):
     return ready.kernel
 
 
-def install(module) -> int:
-    """Gives every Triton kernel of ``module`` the fast ``run``; returns how many."""
+def install(module, fast: bool = True) -> int:
+    """Gives every Triton kernel of ``module`` a ``run`` that hands traced
+    launches to torch.compile, and takes the shortcut when ``fast``; returns
+    how many kernels."""
     global _current_device, _raw_stream
-    # the C functions behind torch.cuda.current_device (after its lazy-init
-    # check, done by now) and the current stream's handle: ~1 us less a launch
-    _current_device = torch._C._cuda_getDevice
-    _raw_stream = torch._C._cuda_getCurrentRawStream
+    if fast:
+        # the C functions behind torch.cuda.current_device (after its lazy-init
+        # check, done by now) and the current stream's handle: ~1 us less a launch
+        _current_device = torch._C._cuda_getDevice
+        _raw_stream = torch._C._cuda_getCurrentRawStream
     count = 0
     for value in vars(module).values():
         if isinstance(value, JITFunction) and not hasattr(value, "_lamina_launchers"):
             value._lamina_launchers = {}
-            value.run = _fast_run.__get__(value)
+            value.run = (_fast_run if fast else _traceable_run).__get__(value)
             count += 1
     return count
