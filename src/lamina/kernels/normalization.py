@@ -364,6 +364,7 @@ class _Plan(NamedTuple):
     s: int
     groups: int
     features: int
+    launches: "_Launches"  # this layout's launch arithmetic, filled on first use
 
     @property
     def stats(self) -> int:  # statistics in all
@@ -386,21 +387,60 @@ def _channels_innermost(x: torch.Tensor) -> bool:
     return x.movedim(1, -1).is_contiguous()
 
 
-def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
-    """The plan for x: channels_last-like inputs (channel dim innermost) go on
-    columns as they are; everything else is made contiguous and goes on rows,
-    except one value per channel ((N, C), (N, C, 1, 1)), a plain (N, C) matrix."""
+def _layout(x: torch.Tensor, per_sample: bool):
+    """(copy, fields): how the kernels see x - whether x must be made
+    contiguous first, and _Plan's fields after x. Channels_last-like inputs
+    (channel dim innermost) go on columns as they are; everything else is
+    made contiguous and goes on rows, except one value per channel ((N, C),
+    (N, C, 1, 1)), a plain (N, C) matrix."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1)
     # is_contiguous() first: the common NCHW case costs no movedim (host time)
     if x.dim() > 2 and s > 1 and not x.is_contiguous() and _channels_innermost(x):
-        return _Plan(x, False, 1, c, s, n, c) if per_sample else _Plan(x, False, n, c, s, 1, c)
-    x = x.contiguous()
+        return False, ((False, 1, c, s, n, c) if per_sample else (False, n, c, s, 1, c))
+    copy = not x.is_contiguous()
     if per_sample:
-        return _Plan(x, True, 1, n * c, s, 1, c)
+        return copy, (True, 1, n * c, s, 1, c)
     if x.dim() == 2 or s == 1:
-        return _Plan(x, False, n, c, 1, 1, c)
-    return _Plan(x, True, n, c, s, 1, c)
+        return copy, (False, n, c, 1, 1, c)
+    return copy, (True, n, c, s, 1, c)
+
+
+class _Launches:
+    """The launch arithmetic of one layout on one device (grids, block sizes,
+    split counts), filled in on first use and kept with the layout in the
+    plan cache: a training step plans each layer's input about six times
+    (forward and backward, statistics and elementwise passes), always the
+    same shapes. Filled lazily, so a shape that makes some piece fail (an
+    empty input, which never reaches those launches) fails exactly where
+    and as it did before."""
+
+    __slots__ = ("elementwise", "reduce")
+
+    def __init__(self):
+        self.elementwise = self.reduce = None
+
+
+# Host time: the plan of an input is a function of its shape, strides, device
+# and per_sample only, and a model meets a handful of them; computing it
+# (is_contiguous checks, the block-size and split arithmetic of every pass)
+# cost several microseconds a layer call. Bounded: emptied when full.
+_PLAN_CACHE_SIZE = 1024
+_plans: dict = {}
+
+
+def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
+    """The plan for x (see _layout), from the plan cache."""
+    key = (x.shape, x.stride(), x.device, per_sample)
+    hit = _plans.get(key)
+    if hit is None:
+        copy, fields = _layout(x, per_sample)
+        hit = (copy, fields + (_Launches(),))
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = hit
+    copy, fields = hit
+    return _Plan(x.contiguous() if copy else x, *fields)
 
 
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -440,34 +480,42 @@ def _splits(n_tiles: int, channel_programs: int, device: torch.device):
     return cdiv(n_tiles, per), per
 
 
-def _reduce(plan: _Plan, dy, mean, backward: bool):
-    """Run the statistics (backward=False) or gradient (backward=True) reduction
-    pass; returns the (3, P, statistics) float32 partial buffer."""
-    x, n, c, s = plan.x, plan.rows, plan.c, plan.s
+def _reduce_launch(plan: _Plan, device: torch.device):
+    """(grid, partial buffer shape, scalar arguments, block sizes) of the
+    reduction pass of ``plan`` (see _reduce)."""
+    n, c, s = plan.rows, plan.c, plan.s
     if plan.on_rows:
         block_s = _fit_block(s, _REDUCE_TILE)
         block_n = min(next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
         s_blocks = cdiv(s, block_s)
-        p, per = _splits(cdiv(n, block_n) * s_blocks, c, x.device)
-        part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
-        _bn_reduce_rows_kernel[(c, p)](
-            x, dy if backward else x, mean if backward else part, part, n, c, s, per, s_blocks,
-            BACKWARD=backward, BLOCK_N=block_n, BLOCK_S=block_s, num_warps=_REDUCE_WARPS,
-        )
-    else:
-        r = n * s
-        block_c = min(next_power_of_2(c), 128)
-        block_r = max(1, _REDUCE_TILE // block_c)
-        c_blocks = cdiv(c, block_c)
-        p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, x.device)
-        part = torch.empty((3, p, plan.stats), device=x.device, dtype=torch.float32)
-        _bn_reduce_cols_kernel[(c_blocks, p, plan.groups)](
-            x, dy if backward else x, mean if backward else part, part, r, c, per,
-            BACKWARD=backward, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_REDUCE_WARPS,
-        )
+        p, per = _splits(cdiv(n, block_n) * s_blocks, c, device)
+        return (c, p), (3, p, c), (n, c, s, per, s_blocks), {"BLOCK_N": block_n, "BLOCK_S": block_s}
+    r = n * s
+    block_c = min(next_power_of_2(c), 128)
+    block_r = max(1, _REDUCE_TILE // block_c)
+    c_blocks = cdiv(c, block_c)
+    p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, device)
+    return (c_blocks, p, plan.groups), (3, p, plan.stats), (r, c, per), {"BLOCK_R": block_r, "BLOCK_C": block_c}
+
+
+def _reduce(plan: _Plan, dy, mean, backward: bool):
+    """Run the statistics (backward=False) or gradient (backward=True) reduction
+    pass; returns the (3, P, statistics) float32 partial buffer."""
+    x = plan.x
+    launch = plan.launches.reduce
+    if launch is None:  # first use of this layout (see _Launches)
+        launch = plan.launches.reduce = _reduce_launch(plan, x.device)
+    grid, part_shape, scalars, blocks = launch
+    part = torch.empty(part_shape, device=x.device, dtype=torch.float32)
+    kernel = _bn_reduce_rows_kernel if plan.on_rows else _bn_reduce_cols_kernel
+    kernel[grid](
+        x, dy if backward else x, mean if backward else part, part, *scalars,
+        BACKWARD=backward, **blocks, num_warps=_REDUCE_WARPS,
+    )
     return part
 
 
+@functools.lru_cache(maxsize=1024)  # pure in two ints; host time
 def _combine_blocks(p: int, c: int):
     """Blocks for the combine kernels: all P partials at once, a few channels."""
     block_p = next_power_of_2(p)
@@ -476,7 +524,15 @@ def _combine_blocks(p: int, c: int):
 
 
 def _elementwise_launch(plan: _Plan):
-    """(R, K, group_rows, BLOCK_R, BLOCK_K, grid) for the elementwise kernels."""
+    """(R, K, group_rows, BLOCK_R, BLOCK_K, grid) for the elementwise kernels
+    (computed once per layout, see _Launches)."""
+    launch = plan.launches.elementwise
+    if launch is None:
+        launch = plan.launches.elementwise = _elementwise_arithmetic(plan)
+    return launch
+
+
+def _elementwise_arithmetic(plan: _Plan):
     if plan.on_rows:
         r, k, group_rows = plan.rows * plan.c, plan.s, 1
         block_k = _fit_block(k, _ELEMENTWISE_TILE)
