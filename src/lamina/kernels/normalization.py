@@ -415,10 +415,11 @@ class _Launches:
     empty input, which never reaches those launches) fails exactly where
     and as it did before."""
 
-    __slots__ = ("elementwise", "reduce")
+    __slots__ = ("elementwise", "reduce", "act_reduce")
 
     def __init__(self):
         self.elementwise = self.reduce = None
+        self.act_reduce = None  # batch norm + activation's backward reduction (kernels/fused.py)
 
 
 # Host time: the plan of an input is a function of its shape, strides, device
@@ -554,7 +555,12 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     """(mean, biased var, 1/sqrt(var + eps)), float32, per channel of x (N, C, *)
     over all dims but 1; per_sample: per (n, c) over the spatial dims,
     flattened to (N*C,) (instance norm)."""
-    plan = _plan(x, per_sample)
+    return _stats(_plan(x, per_sample), eps)
+
+
+def _stats(plan: _Plan, eps: float):
+    """batch_norm_stats of ``plan.x``, for callers that planned x already."""
+    x = plan.x
     # three allocations, not views of one: they become a custom op's
     # outputs, which must not alias each other
     mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
@@ -1631,6 +1637,13 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     return dx, dweight, dbias
 
 
+@functools.lru_cache(maxsize=1024)  # pure in two ints; host time
+def _channel_sums_blocks(n: int, c: int):
+    """(BLOCK, BLOCK_P, grid) of _channel_sums for N partials of C channels."""
+    block = min(128, next_power_of_2(c))
+    return block, min(max(16, next_power_of_2(n)), 8192 // block), (cdiv(c, block),)
+
+
 def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, has_bias: bool = True):
     """The two planes of a contiguous (2, N, C, ...) float32 buffer of N
     partial sums per channel (group norm: per-(n, c) sum(dz * xhat) and
@@ -1643,9 +1656,8 @@ def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, 
     # accumulators on 8 warps). A batch-norm backward on channels_last leaves
     # ~1000 partials a channel: at 32 rows a step on 4 warps one program took
     # 51 us for 64 channels on an H200 (scripts/probe_cells.py, f5a3ed3).
-    block = min(128, next_power_of_2(c))
-    block_p = min(max(16, next_power_of_2(n)), 8192 // block)
-    _row_norm_sum_partials_kernel[(cdiv(c, block),)](
+    block, block_p, grid = _channel_sums_blocks(n, c)
+    _row_norm_sum_partials_kernel[grid](
         channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
         HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=block_p, BLOCK=block, num_warps=8,
     )
