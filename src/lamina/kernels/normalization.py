@@ -444,6 +444,16 @@ def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
     return _Plan(x.contiguous() if copy else x, *fields)
 
 
+def _f32_vectors(count: int, n: int, device: torch.device):
+    """``count`` (2 or 3) separate float32 (n,) tensors: separate
+    allocations, not views of one buffer, as they become a custom op's
+    outputs, which must not alias each other. No generator (host time)."""
+    empty, f32 = torch.empty, torch.float32
+    if count == 2:
+        return empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32)
+    return empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32)
+
+
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``t`` with ``x``'s strides, so both walk the same flat index."""
     if t.stride() == x.stride():
@@ -563,7 +573,7 @@ def _stats(plan: _Plan, eps: float):
     x = plan.x
     # three allocations, not views of one: they become a custom op's
     # outputs, which must not alias each other
-    mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
+    mean, var, rstd = _f32_vectors(3, plan.stats, x.device)
     if x.numel() == 0:
         return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
     part = _reduce(plan, None, None, backward=False)
@@ -577,9 +587,13 @@ def _stats(plan: _Plan, eps: float):
 
 def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool = False):
     """y = (x - mean) * rstd * weight + bias; y keeps x's memory format."""
-    plan = _plan(x, per_sample)
+    return _normalize(_plan(x, per_sample), mean, rstd, weight, bias)
+
+
+def _normalize(plan: _Plan, mean, rstd, weight, bias):
+    """batch_norm_normalize of ``plan.x`` (callers that planned x already)."""
     y = torch.empty_like(plan.x)
-    if x.numel() == 0:
+    if plan.x.numel() == 0:
         return y
     r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_normalize_kernel[grid](
@@ -594,6 +608,12 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool
 def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     """Per statistic (sum(dy), sum(dy * xhat)), float32."""
     plan = _plan(x, per_sample)
+    return _backward_reduce(plan, _like(dy, plan.x), mean, rstd)
+
+
+def _backward_reduce(plan: _Plan, dy, mean, rstd):
+    """batch_norm_backward_reduce of ``plan.x`` and ``dy`` laid out like it."""
+    x = plan.x
     if x.numel() == 0:
         return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
                 torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
@@ -601,7 +621,7 @@ def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     # views of one (a custom op's outputs must not alias each other)
     sum_dy = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
     sum_dy_xhat = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
-    part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
+    part = _reduce(plan, dy, mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
     _bn_sum_partials_kernel[grid](part, rstd, sum_dy, sum_dy_xhat, p, plan.stats, BLOCK_P=block_p, BLOCK_C=block_c)
@@ -614,9 +634,13 @@ def batch_norm_backward_input(
     """dx of batch norm from the sums over all ``m`` values of each statistic
     (training), or dx = weight * rstd * dy (eval). dx keeps x's memory format."""
     plan = _plan(x, per_sample)
-    dy = _like(dy, plan.x)
+    return _backward_input(plan, _like(dy, plan.x), mean, rstd, weight, sum_dy, sum_dy_xhat, m, training)
+
+
+def _backward_input(plan: _Plan, dy, mean, rstd, weight, sum_dy, sum_dy_xhat, m, training):
+    """batch_norm_backward_input of ``plan.x`` and ``dy`` laid out like it."""
     dx = torch.empty_like(plan.x)
-    if x.numel() == 0:
+    if plan.x.numel() == 0:
         return dx
     r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_backward_input_kernel[grid](
@@ -735,13 +759,13 @@ def _fold_ok(plan: _Plan, p: int) -> bool:
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float):
     """Returns (y, mean, rstd, var): the statistics used (float32, (C,)); var is
     the biased batch variance in training, running_var otherwise."""
+    plan = _plan(x)  # once for every pass (host time)
     if training and x.numel() > 0:
-        plan = _plan(x)
         if plan.on_rows:
             part = _reduce(plan, None, None, backward=False)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+                mean, var, rstd = _f32_vectors(3, plan.c, x.device)
                 y = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_normalize_combine_kernel[grid](
@@ -752,31 +776,31 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
                 )
                 return y, mean, rstd, var
             # too many partials to combine in every program: the combine kernel
-            mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+            mean, var, rstd = _f32_vectors(3, plan.c, x.device)
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_stats_combine_kernel[cgrid](
                 part, mean, var, rstd, p, plan.c, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
             )
-            return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
+            return _normalize(plan, mean, rstd, weight, bias), mean, rstd, var
     if training:
-        mean, var, rstd = batch_norm_stats(x, eps)
+        mean, var, rstd = _stats(plan, eps)
     else:
         mean, var = running_mean.float(), running_var.float()
         rstd = torch.rsqrt(var + eps)
-    return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
+    return _normalize(plan, mean, rstd, weight, bias), mean, rstd, var
 
 
 def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: bool = True):
     """(dx, dweight, dbias); dweight/dbias are float32 sums (None unless
     ``param_grads`` or training, which needs them for dx)."""
+    plan = _plan(x)  # once for every pass (host time)
+    dyv = _like(dy, plan.x)
     if training and x.numel() > 0:
-        plan = _plan(x)
         if plan.on_rows and plan.groups == 1:
-            dyv = _like(dy, plan.x)
             part = _reduce(plan, dyv, mean, backward=True)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+                sum_dy, sum_dy_xhat = _f32_vectors(2, plan.c, x.device)
                 dx = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_backward_combine_kernel[grid](
@@ -785,16 +809,16 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
                     BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
                 )
                 return dx, sum_dy_xhat, sum_dy
-            sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+            sum_dy, sum_dy_xhat = _f32_vectors(2, plan.c, x.device)
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_sum_partials_kernel[cgrid](part, rstd, sum_dy, sum_dy_xhat, p, plan.c, BLOCK_P=block_p, BLOCK_C=block_c)
-            dx = batch_norm_backward_input(dyv, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
+            dx = _backward_input(plan, dyv, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
             return dx, sum_dy_xhat, sum_dy
     sum_dy = sum_dy_xhat = None
     if training or param_grads:
-        sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
+        sum_dy, sum_dy_xhat = _backward_reduce(plan, dyv, mean, rstd)
     m = x.numel() // max(x.shape[1], 1)
-    dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
+    dx = _backward_input(plan, dyv, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
     return dx, sum_dy_xhat, sum_dy
 
 
