@@ -780,6 +780,14 @@ _batch_norm_forward.register_autograd(_batch_norm_grad, setup_context=_batch_nor
 def _bn_check_params(x: Tensor, **params) -> None:
     """Each given per-channel tensor has C = x.shape[1] elements, as torch checks."""
     c = x.shape[1]
+    # host time: one pass that finds nothing wrong in the common case; any
+    # doubt goes to the checks below, which raise in their order
+    device = x.device
+    for t in params.values():
+        if t is not None and not (type(t) in _PLAIN_TENSORS and t.numel() == c and t.device == device):
+            break
+    else:
+        return
     for name, t in params.items():
         if t is None:
             continue
@@ -790,6 +798,12 @@ def _bn_check_params(x: Tensor, **params) -> None:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # the exact types _bn_check_params' one pass accepts
+
+
+def _running_ok(r, device) -> bool:
+    """A running buffer the update kernel takes (None: nothing to update)."""
+    return r is None or (r.dtype in _KERNEL_DTYPES and r.is_contiguous() and r.device == device)
 
 
 def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
@@ -799,8 +813,7 @@ def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momen
     (host time) instead of six small torch ops; torch.compile sees the ops."""
     if (
         use_kernels(mean) and mean.dtype == torch.float32 and not torch.compiler.is_compiling()
-        and all(r is None or (r.dtype in _KERNEL_DTYPES and r.is_contiguous() and r.device == mean.device)
-                for r in (running_mean, running_var))
+        and _running_ok(running_mean, mean.device) and _running_ok(running_var, mean.device)  # (no generator: host time)
     ):
         kernels("normalization").batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum)
         return
