@@ -249,7 +249,19 @@ def _batch_norm_module_forward(module, input: Tensor) -> Tensor:
     eval uses the running statistics when they are tracked."""
     module._check_input_dim(input)
     running_mean, running_var, bn_training, factor = _batch_norm_module_state(module)
-    return F.batch_norm(input, running_mean, running_var, module.weight, module.bias, bn_training, factor, module.eps)
+    weight, bias = _module_tensor(module, module._parameters, "weight"), _module_tensor(module, module._parameters, "bias")
+    return F.batch_norm(input, running_mean, running_var, weight, bias, bn_training, factor, module.eps)
+
+
+def _module_tensor(module, table, name: str):
+    """``getattr(module, name)`` for a parameter or buffer, read from its
+    table (``module._parameters`` / ``module._buffers``) when registered
+    there: nn.Module.__getattr__, the path of every such read, costs about
+    half a microsecond of host time. Exact: a name registered in the table
+    is in neither the instance dict nor a property (nn.Module's setattr
+    and register_* keep it so; torch.nn.utils.parametrize takes the name
+    out of the table first); anything else takes getattr."""
+    return table[name] if name in table else getattr(module, name)
 
 
 def _batch_norm_module_state(module):
@@ -258,11 +270,12 @@ def _batch_norm_module_state(module):
     num_batches_tracked. Each buffer is read once: a module's buffer and
     parameter reads go through nn.Module.__getattr__, about half a
     microsecond of host time apiece, and the forward read them eight times."""
-    training, momentum = module.training, module.momentum
-    running_mean, running_var = module.running_mean, module.running_var
+    training, momentum, buffers = module.training, module.momentum, module._buffers
+    running_mean = _module_tensor(module, buffers, "running_mean")
+    running_var = _module_tensor(module, buffers, "running_var")
     factor = 0.0 if momentum is None else momentum
     if training and module.track_running_stats:
-        tracked = module.num_batches_tracked
+        tracked = _module_tensor(module, buffers, "num_batches_tracked")
         if tracked is not None:
             tracked.add_(1)
             factor = 1.0 / float(tracked) if momentum is None else momentum
@@ -1023,8 +1036,9 @@ class BatchNormAct2d(torch.nn.BatchNorm2d):
         # torch.nn's _BatchNorm.forward (momentum=None: a cumulative average)
         self._check_input_dim(input)
         running_mean, running_var, bn_training, factor = _batch_norm_module_state(self)
+        weight, bias = _module_tensor(self, self._parameters, "weight"), _module_tensor(self, self._parameters, "bias")
         return F.batch_norm_act(
-            input, running_mean, running_var, self.weight, self.bias, bn_training, factor, self.eps,
+            input, running_mean, running_var, weight, bias, bn_training, factor, self.eps,
             act=self.act, negative_slope=self.negative_slope, inplace=self.inplace,
         )
 
