@@ -343,7 +343,7 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
             if launch is None:  # once per layout (host time), see normalization._Launches
                 launch = plan.launches.act_reduce = _bn_act_reduce_launch(plan, grid, x.device)
             reduce_grid, tiles, partials = launch
-            part = torch.empty((2, partials, c), device=x.device, dtype=torch.float32)
+            part = torch.empty(2, partials, c, device=x.device, dtype=torch.float32)  # (sizes unpacked: host time)
             _bn_act_backward_reduce_kernel[reduce_grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0),
                                                         r, k, c, tiles, **flags)
             # the deterministic second pass, one small kernel into two separate

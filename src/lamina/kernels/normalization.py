@@ -517,7 +517,8 @@ def _reduce(plan: _Plan, dy, mean, backward: bool):
     if launch is None:  # first use of this layout (see _Launches)
         launch = plan.launches.reduce = _reduce_launch(plan, x.device)
     grid, part_shape, scalars, blocks = launch
-    part = torch.empty(part_shape, device=x.device, dtype=torch.float32)
+    # the sizes as separate arguments: torch.empty parses a shape tuple ~0.4 us slower (host time)
+    part = torch.empty(*part_shape, device=x.device, dtype=torch.float32)
     kernel = _bn_reduce_rows_kernel if plan.on_rows else _bn_reduce_cols_kernel
     kernel[grid](
         x, dy if backward else x, mean if backward else part, part, *scalars,
