@@ -780,6 +780,14 @@ _batch_norm_forward.register_autograd(_batch_norm_grad, setup_context=_batch_nor
 def _bn_check_params(x: Tensor, **params) -> None:
     """Each given per-channel tensor has C = x.shape[1] elements, as torch checks."""
     c = x.shape[1]
+    # host time: one pass that finds nothing wrong in the common case; any
+    # doubt goes to the checks below, which raise in their order
+    device = x.device
+    for t in params.values():
+        if t is not None and not (type(t) in _PLAIN_TENSORS and t.numel() == c and t.device == device):
+            break
+    else:
+        return
     for name, t in params.items():
         if t is None:
             continue
@@ -790,6 +798,12 @@ def _bn_check_params(x: Tensor, **params) -> None:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # the exact types _bn_check_params' one pass accepts
+
+
+def _running_ok(r, device) -> bool:
+    """A running buffer the update kernel takes (None: nothing to update)."""
+    return r is None or (r.dtype in _KERNEL_DTYPES and r.is_contiguous() and r.device == device)
 
 
 def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momentum: float) -> None:
@@ -799,8 +813,7 @@ def _bn_update_running_stats(running_mean, running_var, mean, var, m: int, momen
     (host time) instead of six small torch ops; torch.compile sees the ops."""
     if (
         use_kernels(mean) and mean.dtype == torch.float32 and not torch.compiler.is_compiling()
-        and all(r is None or (r.dtype in _KERNEL_DTYPES and r.is_contiguous() and r.device == mean.device)
-                for r in (running_mean, running_var))
+        and _running_ok(running_mean, mean.device) and _running_ok(running_var, mean.device)  # (no generator: host time)
     ):
         kernels("normalization").batch_norm_update_running_stats(running_mean, running_var, mean, var, m, momentum)
         return
@@ -884,17 +897,25 @@ def batch_norm(
         # a conversion is a dispatcher call of host time), updated in their
         # own dtype below
         validate.param_dtype(input, "batch_norm", weight=weight, bias=bias)
-        sdt = _bn_stat_dtype(input)
-        stats_in = [None if training else _as(t, sdt) if t is not None and t.is_floating_point() else t
-                    for t in (running_mean, running_var)]
+        if training:
+            stats_in = (None, None)
+        else:
+            sdt = _bn_stat_dtype(input)
+            stats_in = tuple(_as(t, sdt) if t is not None and t.is_floating_point() else t
+                             for t in (running_mean, running_var))
     else:
         validate.param_dtype(input, "batch_norm", running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
-        stats_in = [running_mean, running_var]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and t.dim() != 1:
-            raise RuntimeError(f"batch_norm: expected {name} to be a 1-D tensor of C elements, got shape {list(t.shape)}")
+        stats_in = (running_mean, running_var)
+    # (straight-line checks, no loops or generators: this runs every layer call)
+    if running_mean is not None and running_mean.dim() != 1:
+        raise RuntimeError(f"batch_norm: expected running_mean to be a 1-D tensor of C elements, got shape {list(running_mean.shape)}")
+    if running_var is not None and running_var.dim() != 1:
+        raise RuntimeError(f"batch_norm: expected running_var to be a 1-D tensor of C elements, got shape {list(running_var.shape)}")
     # torch takes weight and bias of any shape with C elements, e.g. (C, 1)
-    weight, bias = (t.reshape(-1) if t is not None and t.dim() != 1 else t for t in (weight, bias))
+    if weight is not None and weight.dim() != 1:
+        weight = weight.reshape(-1)
+    if bias is not None and bias.dim() != 1:
+        bias = bias.reshape(-1)
     if training:
         size = list(input.shape)
         if input.numel() // max(size[1], 1) == 1 and size[1] > 0:

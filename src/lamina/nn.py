@@ -248,18 +248,41 @@ def _batch_norm_module_forward(module, input: Tensor) -> Tensor:
     momentum=None is a cumulative average (factor 1 / num_batches_tracked);
     eval uses the running statistics when they are tracked."""
     module._check_input_dim(input)
-    factor = 0.0 if module.momentum is None else module.momentum
-    if module.training and module.track_running_stats and module.num_batches_tracked is not None:
-        module.num_batches_tracked.add_(1)
-        factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
-    bn_training = module.training or (module.running_mean is None and module.running_var is None)
-    use_running = not module.training or module.track_running_stats
-    return F.batch_norm(
-        input,
-        module.running_mean if use_running else None,
-        module.running_var if use_running else None,
-        module.weight, module.bias, bn_training, factor, module.eps,
-    )
+    running_mean, running_var, bn_training, factor = _batch_norm_module_state(module)
+    weight, bias = _module_tensor(module, module._parameters, "weight"), _module_tensor(module, module._parameters, "bias")
+    return F.batch_norm(input, running_mean, running_var, weight, bias, bn_training, factor, module.eps)
+
+
+def _module_tensor(module, table, name: str):
+    """``getattr(module, name)`` for a parameter or buffer, read from its
+    table (``module._parameters`` / ``module._buffers``) when registered
+    there: nn.Module.__getattr__, the path of every such read, costs about
+    half a microsecond of host time. Exact: a name registered in the table
+    is in neither the instance dict nor a property (nn.Module's setattr
+    and register_* keep it so; torch.nn.utils.parametrize takes the name
+    out of the table first); anything else takes getattr."""
+    return table[name] if name in table else getattr(module, name)
+
+
+def _batch_norm_module_state(module):
+    """(running_mean, running_var, bn_training, factor) for one forward, as
+    torch.nn's _BatchNorm.forward decides them, counting the batch in
+    num_batches_tracked. Each buffer is read once: a module's buffer and
+    parameter reads go through nn.Module.__getattr__, about half a
+    microsecond of host time apiece, and the forward read them eight times."""
+    training, momentum, buffers = module.training, module.momentum, module._buffers
+    running_mean = _module_tensor(module, buffers, "running_mean")
+    running_var = _module_tensor(module, buffers, "running_var")
+    factor = 0.0 if momentum is None else momentum
+    if training and module.track_running_stats:
+        tracked = _module_tensor(module, buffers, "num_batches_tracked")
+        if tracked is not None:
+            tracked.add_(1)
+            factor = 1.0 / float(tracked) if momentum is None else momentum
+    bn_training = training or (running_mean is None and running_var is None)
+    if training and not module.track_running_stats:
+        running_mean = running_var = None
+    return running_mean, running_var, bn_training, factor
 
 
 class BatchNorm1d(torch.nn.BatchNorm1d):
@@ -1012,17 +1035,10 @@ class BatchNormAct2d(torch.nn.BatchNorm2d):
     def forward(self, input: Tensor) -> Tensor:
         # torch.nn's _BatchNorm.forward (momentum=None: a cumulative average)
         self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        bn_training = self.training or (self.running_mean is None and self.running_var is None)
-        use_running = not self.training or self.track_running_stats
+        running_mean, running_var, bn_training, factor = _batch_norm_module_state(self)
+        weight, bias = _module_tensor(self, self._parameters, "weight"), _module_tensor(self, self._parameters, "bias")
         return F.batch_norm_act(
-            input,
-            self.running_mean if use_running else None,
-            self.running_var if use_running else None,
-            self.weight, self.bias, bn_training, factor, self.eps,
+            input, running_mean, running_var, weight, bias, bn_training, factor, self.eps,
             act=self.act, negative_slope=self.negative_slope, inplace=self.inplace,
         )
 

@@ -59,6 +59,7 @@ from .normalization import (  # the statistics passes are reused, not copied
     _group_stats_partial_kernel,
     _plan,
     _row_backward_launch,
+    _stats,
     batch_norm_stats,
     row_norm_backward,
     row_norm_forward,
@@ -255,11 +256,11 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _reduce_programs(t: torch.Tensor) -> int:
+def _reduce_programs(device: torch.device) -> int:
     """Programs for a reduction pass: several per SM on the GPU; two under
     the interpreter (so both the loop and the cross-program sum run)."""
-    if t.is_cuda:
-        return 8 * _sm_count(t.device.index if t.device.index is not None else torch.cuda.current_device())
+    if device.type == "cuda":
+        return 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     return 2
 
 
@@ -281,12 +282,13 @@ def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training:
     in training, the running ones otherwise. ``out``: where y goes (x itself
     for the in-place layer); default a new tensor in x's memory format."""
     weight, bias = _vector(weight), _vector(bias)
+    plan = _plan(x)  # once, for the statistics and the elementwise pass (host time)
     if training:
-        mean, var, rstd = batch_norm_stats(x, eps)
+        mean, var, rstd = _stats(plan, eps)
     else:
         mean, var = running_mean.float(), running_var.float()
         rstd = torch.rsqrt(var + eps)
-    plan, r, k, block_r, block_k, grid = _bn_act_view(x)
+    r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
     y = torch.empty_like(plan.x) if out is None else out
     if x.numel():
         if out is not None and plan.x.data_ptr() != out.data_ptr():  # a non-dense x: write back through a copy
@@ -300,6 +302,19 @@ def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training:
         if out is not None and y is not out:
             y = out.copy_(y)
     return y, mean, rstd, var
+
+
+def _bn_act_reduce_launch(plan, grid, device):
+    """(reduce grid, tiles per program, partials) of batch_norm_act_backward's
+    reduction pass: the reduced direction split into groups, enough programs
+    to fill the GPU; partials (2, P, C), P = samples x groups on rows, groups
+    on columns."""
+    blocks, reduced_tiles = (grid[0], grid[1]) if plan.on_rows else (grid[1], grid[0])
+    groups = max(1, min(reduced_tiles, cdiv(_reduce_programs(device), blocks)))
+    tiles = cdiv(reduced_tiles, groups)
+    groups = cdiv(reduced_tiles, tiles)
+    partials = plan.rows * groups if plan.on_rows else groups  # rows * C // C on rows
+    return ((blocks, groups) if plan.on_rows else (groups, blocks)), tiles, partials
 
 
 def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act: str, negative_slope: float,
@@ -324,15 +339,11 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
             sum_dz = torch.zeros(c, device=x.device, dtype=torch.float32)
             sum_dz_xhat = torch.zeros(c, device=x.device, dtype=torch.float32)
         else:
-            # split the reduced direction into groups: enough programs to fill the GPU
-            blocks, reduced_tiles = (grid[0], grid[1]) if plan.on_rows else (grid[1], grid[0])
-            groups = max(1, min(reduced_tiles, cdiv(_reduce_programs(x), blocks)))
-            tiles = cdiv(reduced_tiles, groups)
-            groups = cdiv(reduced_tiles, tiles)
-            # partials (2, P, C): P = samples x groups on rows, groups on columns
-            partials = (r // c) * groups if plan.on_rows else groups
-            part = torch.empty((2, partials, c), device=x.device, dtype=torch.float32)
-            reduce_grid = (blocks, groups) if plan.on_rows else (groups, blocks)
+            launch = plan.launches.act_reduce
+            if launch is None:  # once per layout (host time), see normalization._Launches
+                launch = plan.launches.act_reduce = _bn_act_reduce_launch(plan, grid, x.device)
+            reduce_grid, tiles, partials = launch
+            part = torch.empty(2, partials, c, device=x.device, dtype=torch.float32)  # (sizes unpacked: host time)
             _bn_act_backward_reduce_kernel[reduce_grid](dy, plan.x, mean, rstd, w, b, param, part, part.stride(0),
                                                         r, k, c, tiles, **flags)
             # the deterministic second pass, one small kernel into two separate

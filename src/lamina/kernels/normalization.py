@@ -364,6 +364,7 @@ class _Plan(NamedTuple):
     s: int
     groups: int
     features: int
+    launches: "_Launches"  # this layout's launch arithmetic, filled on first use
 
     @property
     def stats(self) -> int:  # statistics in all
@@ -386,21 +387,71 @@ def _channels_innermost(x: torch.Tensor) -> bool:
     return x.movedim(1, -1).is_contiguous()
 
 
-def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
-    """The plan for x: channels_last-like inputs (channel dim innermost) go on
-    columns as they are; everything else is made contiguous and goes on rows,
-    except one value per channel ((N, C), (N, C, 1, 1)), a plain (N, C) matrix."""
+def _layout(x: torch.Tensor, per_sample: bool):
+    """(copy, fields): how the kernels see x - whether x must be made
+    contiguous first, and _Plan's fields after x. Channels_last-like inputs
+    (channel dim innermost) go on columns as they are; everything else is
+    made contiguous and goes on rows, except one value per channel ((N, C),
+    (N, C, 1, 1)), a plain (N, C) matrix."""
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1)
     # is_contiguous() first: the common NCHW case costs no movedim (host time)
     if x.dim() > 2 and s > 1 and not x.is_contiguous() and _channels_innermost(x):
-        return _Plan(x, False, 1, c, s, n, c) if per_sample else _Plan(x, False, n, c, s, 1, c)
-    x = x.contiguous()
+        return False, ((False, 1, c, s, n, c) if per_sample else (False, n, c, s, 1, c))
+    copy = not x.is_contiguous()
     if per_sample:
-        return _Plan(x, True, 1, n * c, s, 1, c)
+        return copy, (True, 1, n * c, s, 1, c)
     if x.dim() == 2 or s == 1:
-        return _Plan(x, False, n, c, 1, 1, c)
-    return _Plan(x, True, n, c, s, 1, c)
+        return copy, (False, n, c, 1, 1, c)
+    return copy, (True, n, c, s, 1, c)
+
+
+class _Launches:
+    """The launch arithmetic of one layout on one device (grids, block sizes,
+    split counts), filled in on first use and kept with the layout in the
+    plan cache: a training step plans each layer's input about six times
+    (forward and backward, statistics and elementwise passes), always the
+    same shapes. Filled lazily, so a shape that makes some piece fail (an
+    empty input, which never reaches those launches) fails exactly where
+    and as it did before."""
+
+    __slots__ = ("elementwise", "reduce", "act_reduce")
+
+    def __init__(self):
+        self.elementwise = self.reduce = None
+        self.act_reduce = None  # batch norm + activation's backward reduction (kernels/fused.py)
+
+
+# Host time: the plan of an input is a function of its shape, strides, device
+# and per_sample only, and a model meets a handful of them; computing it
+# (is_contiguous checks, the block-size and split arithmetic of every pass)
+# cost several microseconds a layer call. Bounded: emptied when full.
+_PLAN_CACHE_SIZE = 1024
+_plans: dict = {}
+
+
+def _plan(x: torch.Tensor, per_sample: bool = False) -> _Plan:
+    """The plan for x (see _layout), from the plan cache."""
+    key = (x.shape, x.stride(), x.device, per_sample)
+    hit = _plans.get(key)
+    if hit is None:
+        copy, fields = _layout(x, per_sample)
+        hit = (copy, fields + (_Launches(),))
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = hit
+    copy, fields = hit
+    return _Plan(x.contiguous() if copy else x, *fields)
+
+
+def _f32_vectors(count: int, n: int, device: torch.device):
+    """``count`` (2 or 3) separate float32 (n,) tensors: separate
+    allocations, not views of one buffer, as they become a custom op's
+    outputs, which must not alias each other. No generator (host time)."""
+    empty, f32 = torch.empty, torch.float32
+    if count == 2:
+        return empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32)
+    return empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32), empty(n, device=device, dtype=f32)
 
 
 def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -440,34 +491,43 @@ def _splits(n_tiles: int, channel_programs: int, device: torch.device):
     return cdiv(n_tiles, per), per
 
 
-def _reduce(plan: _Plan, dy, mean, backward: bool):
-    """Run the statistics (backward=False) or gradient (backward=True) reduction
-    pass; returns the (3, P, statistics) float32 partial buffer."""
-    x, n, c, s = plan.x, plan.rows, plan.c, plan.s
+def _reduce_launch(plan: _Plan, device: torch.device):
+    """(grid, partial buffer shape, scalar arguments, block sizes) of the
+    reduction pass of ``plan`` (see _reduce)."""
+    n, c, s = plan.rows, plan.c, plan.s
     if plan.on_rows:
         block_s = _fit_block(s, _REDUCE_TILE)
         block_n = min(next_power_of_2(n), max(1, _REDUCE_TILE // block_s))
         s_blocks = cdiv(s, block_s)
-        p, per = _splits(cdiv(n, block_n) * s_blocks, c, x.device)
-        part = torch.empty((3, p, c), device=x.device, dtype=torch.float32)
-        _bn_reduce_rows_kernel[(c, p)](
-            x, dy if backward else x, mean if backward else x, part, n, c, s, per, s_blocks,
-            BACKWARD=backward, BLOCK_N=block_n, BLOCK_S=block_s, num_warps=_REDUCE_WARPS,
-        )
-    else:
-        r = n * s
-        block_c = min(next_power_of_2(c), 128)
-        block_r = max(1, _REDUCE_TILE // block_c)
-        c_blocks = cdiv(c, block_c)
-        p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, x.device)
-        part = torch.empty((3, p, plan.stats), device=x.device, dtype=torch.float32)
-        _bn_reduce_cols_kernel[(c_blocks, p, plan.groups)](
-            x, dy if backward else x, mean if backward else x, part, r, c, per,
-            BACKWARD=backward, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_REDUCE_WARPS,
-        )
+        p, per = _splits(cdiv(n, block_n) * s_blocks, c, device)
+        return (c, p), (3, p, c), (n, c, s, per, s_blocks), {"BLOCK_N": block_n, "BLOCK_S": block_s}
+    r = n * s
+    block_c = min(next_power_of_2(c), 128)
+    block_r = max(1, _REDUCE_TILE // block_c)
+    c_blocks = cdiv(c, block_c)
+    p, per = _splits(cdiv(r, block_r), c_blocks * plan.groups, device)
+    return (c_blocks, p, plan.groups), (3, p, plan.stats), (r, c, per), {"BLOCK_R": block_r, "BLOCK_C": block_c}
+
+
+def _reduce(plan: _Plan, dy, mean, backward: bool):
+    """Run the statistics (backward=False) or gradient (backward=True) reduction
+    pass; returns the (3, P, statistics) float32 partial buffer."""
+    x = plan.x
+    launch = plan.launches.reduce
+    if launch is None:  # first use of this layout (see _Launches)
+        launch = plan.launches.reduce = _reduce_launch(plan, x.device)
+    grid, part_shape, scalars, blocks = launch
+    # the sizes as separate arguments: torch.empty parses a shape tuple ~0.4 us slower (host time)
+    part = torch.empty(*part_shape, device=x.device, dtype=torch.float32)
+    kernel = _bn_reduce_rows_kernel if plan.on_rows else _bn_reduce_cols_kernel
+    kernel[grid](
+        x, dy if backward else x, mean if backward else x, part, *scalars,
+        BACKWARD=backward, **blocks, num_warps=_REDUCE_WARPS,
+    )
     return part
 
 
+@functools.lru_cache(maxsize=1024)  # pure in two ints; host time
 def _combine_blocks(p: int, c: int):
     """Blocks for the combine kernels: all P partials at once, a few channels."""
     block_p = next_power_of_2(p)
@@ -476,7 +536,15 @@ def _combine_blocks(p: int, c: int):
 
 
 def _elementwise_launch(plan: _Plan):
-    """(R, K, group_rows, BLOCK_R, BLOCK_K, grid) for the elementwise kernels."""
+    """(R, K, group_rows, BLOCK_R, BLOCK_K, grid) for the elementwise kernels
+    (computed once per layout, see _Launches)."""
+    launch = plan.launches.elementwise
+    if launch is None:
+        launch = plan.launches.elementwise = _elementwise_arithmetic(plan)
+    return launch
+
+
+def _elementwise_arithmetic(plan: _Plan):
     if plan.on_rows:
         r, k, group_rows = plan.rows * plan.c, plan.s, 1
         block_k = _fit_block(k, _ELEMENTWISE_TILE)
@@ -498,10 +566,15 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
     """(mean, biased var, 1/sqrt(var + eps)), float32, per channel of x (N, C, *)
     over all dims but 1; per_sample: per (n, c) over the spatial dims,
     flattened to (N*C,) (instance norm)."""
-    plan = _plan(x, per_sample)
+    return _stats(_plan(x, per_sample), eps)
+
+
+def _stats(plan: _Plan, eps: float):
+    """batch_norm_stats of ``plan.x``, for callers that planned x already."""
+    x = plan.x
     # three allocations, not views of one: they become a custom op's
     # outputs, which must not alias each other
-    mean, var, rstd = (torch.empty(plan.stats, device=x.device, dtype=torch.float32) for _ in range(3))
+    mean, var, rstd = _f32_vectors(3, plan.stats, x.device)
     if x.numel() == 0:
         return mean.fill_(float("nan")), var.fill_(float("nan")), rstd.fill_(float("nan"))
     part = _reduce(plan, None, None, backward=False)
@@ -515,9 +588,13 @@ def batch_norm_stats(x: torch.Tensor, eps: float = 0.0, per_sample: bool = False
 
 def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool = False):
     """y = (x - mean) * rstd * weight + bias; y keeps x's memory format."""
-    plan = _plan(x, per_sample)
+    return _normalize(_plan(x, per_sample), mean, rstd, weight, bias)
+
+
+def _normalize(plan: _Plan, mean, rstd, weight, bias):
+    """batch_norm_normalize of ``plan.x`` (callers that planned x already)."""
     y = torch.empty_like(plan.x)
-    if x.numel() == 0:
+    if plan.x.numel() == 0:
         return y
     r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_normalize_kernel[grid](
@@ -532,6 +609,12 @@ def batch_norm_normalize(x, mean, rstd, weight=None, bias=None, per_sample: bool
 def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     """Per statistic (sum(dy), sum(dy * xhat)), float32."""
     plan = _plan(x, per_sample)
+    return _backward_reduce(plan, _like(dy, plan.x), mean, rstd)
+
+
+def _backward_reduce(plan: _Plan, dy, mean, rstd):
+    """batch_norm_backward_reduce of ``plan.x`` and ``dy`` laid out like it."""
+    x = plan.x
     if x.numel() == 0:
         return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
                 torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
@@ -539,7 +622,7 @@ def batch_norm_backward_reduce(dy, x, mean, rstd, per_sample: bool = False):
     # views of one (a custom op's outputs must not alias each other)
     sum_dy = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
     sum_dy_xhat = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
-    part = _reduce(plan, _like(dy, plan.x), mean, backward=True)
+    part = _reduce(plan, dy, mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
     _bn_sum_partials_kernel[grid](part, rstd, sum_dy, sum_dy_xhat, p, plan.stats, BLOCK_P=block_p, BLOCK_C=block_c)
@@ -552,9 +635,13 @@ def batch_norm_backward_input(
     """dx of batch norm from the sums over all ``m`` values of each statistic
     (training), or dx = weight * rstd * dy (eval). dx keeps x's memory format."""
     plan = _plan(x, per_sample)
-    dy = _like(dy, plan.x)
+    return _backward_input(plan, _like(dy, plan.x), mean, rstd, weight, sum_dy, sum_dy_xhat, m, training)
+
+
+def _backward_input(plan: _Plan, dy, mean, rstd, weight, sum_dy, sum_dy_xhat, m, training):
+    """batch_norm_backward_input of ``plan.x`` and ``dy`` laid out like it."""
     dx = torch.empty_like(plan.x)
-    if x.numel() == 0:
+    if plan.x.numel() == 0:
         return dx
     r, k, group_rows, block_r, block_k, grid = _elementwise_launch(plan)
     _bn_backward_input_kernel[grid](
@@ -673,13 +760,13 @@ def _fold_ok(plan: _Plan, p: int) -> bool:
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float):
     """Returns (y, mean, rstd, var): the statistics used (float32, (C,)); var is
     the biased batch variance in training, running_var otherwise."""
+    plan = _plan(x)  # once for every pass (host time)
     if training and x.numel() > 0:
-        plan = _plan(x)
         if plan.on_rows:
             part = _reduce(plan, None, None, backward=False)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+                mean, var, rstd = _f32_vectors(3, plan.c, x.device)
                 y = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_normalize_combine_kernel[grid](
@@ -690,31 +777,31 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training: boo
                 )
                 return y, mean, rstd, var
             # too many partials to combine in every program: the combine kernel
-            mean, var, rstd = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(3))
+            mean, var, rstd = _f32_vectors(3, plan.c, x.device)
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_stats_combine_kernel[cgrid](
                 part, mean, var, rstd, p, plan.c, float(plan.count), eps, BLOCK_P=block_p, BLOCK_C=block_c
             )
-            return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
+            return _normalize(plan, mean, rstd, weight, bias), mean, rstd, var
     if training:
-        mean, var, rstd = batch_norm_stats(x, eps)
+        mean, var, rstd = _stats(plan, eps)
     else:
         mean, var = running_mean.float(), running_var.float()
         rstd = torch.rsqrt(var + eps)
-    return batch_norm_normalize(x, mean, rstd, weight, bias), mean, rstd, var
+    return _normalize(plan, mean, rstd, weight, bias), mean, rstd, var
 
 
 def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: bool = True):
     """(dx, dweight, dbias); dweight/dbias are float32 sums (None unless
     ``param_grads`` or training, which needs them for dx)."""
+    plan = _plan(x)  # once for every pass (host time)
+    dyv = _like(dy, plan.x)
     if training and x.numel() > 0:
-        plan = _plan(x)
         if plan.on_rows and plan.groups == 1:
-            dyv = _like(dy, plan.x)
             part = _reduce(plan, dyv, mean, backward=True)
             p = part.shape[1]
             if _fold_ok(plan, p):
-                sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+                sum_dy, sum_dy_xhat = _f32_vectors(2, plan.c, x.device)
                 dx = torch.empty_like(plan.x)
                 r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
                 _bn_rows_backward_combine_kernel[grid](
@@ -723,16 +810,16 @@ def batch_norm_backward(dy, x, weight, mean, rstd, training: bool, param_grads: 
                     BLOCK_R=block_r, BLOCK_K=block_k, BLOCK_P=next_power_of_2(p), num_warps=_ELEMENTWISE_WARPS,
                 )
                 return dx, sum_dy_xhat, sum_dy
-            sum_dy, sum_dy_xhat = (torch.empty(plan.c, device=x.device, dtype=torch.float32) for _ in range(2))
+            sum_dy, sum_dy_xhat = _f32_vectors(2, plan.c, x.device)
             block_p, block_c, cgrid = _combine_blocks(p, plan.c)
             _bn_sum_partials_kernel[cgrid](part, rstd, sum_dy, sum_dy_xhat, p, plan.c, BLOCK_P=block_p, BLOCK_C=block_c)
-            dx = batch_norm_backward_input(dyv, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
+            dx = _backward_input(plan, dyv, mean, rstd, weight, sum_dy, sum_dy_xhat, max(plan.count, 1), True)
             return dx, sum_dy_xhat, sum_dy
     sum_dy = sum_dy_xhat = None
     if training or param_grads:
-        sum_dy, sum_dy_xhat = batch_norm_backward_reduce(dy, x, mean, rstd)
+        sum_dy, sum_dy_xhat = _backward_reduce(plan, dyv, mean, rstd)
     m = x.numel() // max(x.shape[1], 1)
-    dx = batch_norm_backward_input(dy, x, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
+    dx = _backward_input(plan, dyv, mean, rstd, weight, sum_dy, sum_dy_xhat, max(m, 1), training)
     return dx, sum_dy_xhat, sum_dy
 
 
@@ -1575,6 +1662,13 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     return dx, dweight, dbias
 
 
+@functools.lru_cache(maxsize=1024)  # pure in two ints; host time
+def _channel_sums_blocks(n: int, c: int):
+    """(BLOCK, BLOCK_P, grid) of _channel_sums for N partials of C channels."""
+    block = min(128, next_power_of_2(c))
+    return block, min(max(16, next_power_of_2(n)), 8192 // block), (cdiv(c, block),)
+
+
 def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, has_bias: bool = True):
     """The two planes of a contiguous (2, N, C, ...) float32 buffer of N
     partial sums per channel (group norm: per-(n, c) sum(dz * xhat) and
@@ -1587,9 +1681,8 @@ def _channel_sums(channel_part, n: int, c: int, dtype, has_weight: bool = True, 
     # accumulators on 8 warps). A batch-norm backward on channels_last leaves
     # ~1000 partials a channel: at 32 rows a step on 4 warps one program took
     # 51 us for 64 channels on an H200 (scripts/probe_cells.py, f5a3ed3).
-    block = min(128, next_power_of_2(c))
-    block_p = min(max(16, next_power_of_2(n)), 8192 // block)
-    _row_norm_sum_partials_kernel[(cdiv(c, block),)](
+    block, block_p, grid = _channel_sums_blocks(n, c)
+    _row_norm_sum_partials_kernel[grid](
         channel_part, dweight if has_weight else channel_part, dbias if has_bias else channel_part, n, c, c, n * c,
         HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=block_p, BLOCK=block, num_warps=8,
     )
