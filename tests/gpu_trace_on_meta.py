@@ -10,7 +10,8 @@ traced launches' read/write analysis can build each kernel's IR.
 
 Prints one JSON object: for each model, the kernel launches in the forward
 and backward graphs, the lamina ops left opaque, and the launches that get
-a tensor they write under more than one parameter name (see launch.py).
+a tensor they write under more than one parameter name (see launch.py);
+and for a dynamic-shape trace, its launches and opaque ops.
 """
 
 from __future__ import annotations
@@ -78,6 +79,26 @@ def _trace(model, x):
     return {"launches": launches, "opaque": sorted(set(opaque)), "written_twice": written_twice}
 
 
+def _trace_dynamic():
+    """A dynamic-shape trace (SymInt sizes): batch norm and ReLU stay opaque ops."""
+    from functorch.compile import aot_function
+    import lamina.functional as F
+
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    x = torch.randn(2, 8, 4, 4, device="meta", requires_grad=True)
+    w, b = (torch.randn(8, device="meta", requires_grad=True) for _ in range(2))
+    f = lambda x, w, b: F.relu(F.batch_norm(x, None, None, w, b, training=True))  # noqa: E731
+    aot_function(f, keep, keep, dynamic=True)(x, w, b).sum().backward()
+    targets = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    return {"launches": sum("triton_kernel_wrapper" in t for t in targets),
+            "opaque": sorted({t for t in targets if t.startswith("lamina.")})}
+
+
 def main():
     _stand_in_for_a_gpu()
     from test_compile import EveryLayer, _torch_cnn
@@ -100,6 +121,7 @@ def main():
         net = net.to("meta").to(memory_format=torch.channels_last)
         x = torch.randn(2, 3, 8, 8, dtype=dtype, device="meta").to(memory_format=torch.channels_last).requires_grad_()
         results[f"fused_bottleneck_channels_last {dtype}"] = _trace(net, x)
+    results["dynamic_shapes"] = _trace_dynamic()
     print(json.dumps(results))
 
 

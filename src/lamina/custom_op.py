@@ -81,12 +81,15 @@ def runs_compiled_kernels(t: torch.Tensor) -> bool:
     return t.is_cuda and use_kernels(t)
 
 
-def _on_gpu_kernels(args) -> bool:
-    """The op's first tensor argument runs lamina's compiled Triton kernels."""
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            return runs_compiled_kernels(a)
-    return False
+def _traceable_on_gpu(args) -> bool:
+    """The op's first tensor argument runs lamina's compiled Triton kernels,
+    and every tensor argument has static sizes and strides: the launch
+    arithmetic (block sizes, grids, plan caches) is plain Python on ints, so
+    a dynamic-shape trace (SymInts) keeps the opaque op."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors or not runs_compiled_kernels(tensors[0]):
+        return False
+    return not any(isinstance(d, torch.SymInt) for t in tensors for d in (*t.shape, *t.stride()))
 
 
 def _traced_into(fn):
@@ -95,7 +98,7 @@ def _traced_into(fn):
     kernel launches enter the graph; others stay one opaque op."""
 
     def rule(mode, op, types, args, kwargs):
-        if not _on_gpu_kernels(args):
+        if not _traceable_on_gpu(args):
             return mode.__torch_dispatch__(op, types, args, kwargs)
         with mode:
             return fn(*args, **kwargs)
