@@ -365,6 +365,7 @@ def run_model(name, spec, args, device, results, compile_queue):
         variants.insert(3, TORCH_GELU)
     if entry.get("fuse_report"):
         variants.append("lamina.patch+fuse")
+    variants = [v for v in variants if wanted(args, v)]
     for variant in variants:
         _run_variant(entry, name, spec, base, variant, batches, steps, args, device)
     curves = entry["loss_curves"] = {v: entry["variants"][v].pop("losses") for v in variants
@@ -392,7 +393,13 @@ def run_model(name, spec, args, device, results, compile_queue):
         if entry.get("fuse_report"):  # the fused model compiled too: last, the first to go when time runs short
             compiled.append("lamina.patch+fuse+compile")
         for variant in compiled:
-            compile_queue.append((name, spec, base, variant, batches))
+            if wanted(args, variant):
+                compile_queue.append((name, spec, base, variant, batches))
+
+
+def wanted(args, variant):
+    """``--variants`` names ``variant`` (or is not given: every variant runs)."""
+    return args.variants is None or variant in args.variants.split(",")
 
 
 def _run_variant(entry, name, spec, base, variant, batches, steps, args, device):
@@ -557,6 +564,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--timed", type=int, default=10, help="timed steps of the compile variants (the others time all steps after warm-up)")
     p.add_argument("--skip-compile", action="store_true")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the variants to run, e.g. 'eager,lamina.patch+compile' (default: all)")
     p.add_argument("--compile-backend", default=None, help="default: inductor (smoke: aot_eager)")
     p.add_argument("--budget-s", type=float, default=420, help="start no compile variant that would end past this")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny stand-in models on the CPU, few steps")

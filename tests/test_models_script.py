@@ -30,3 +30,11 @@ def test_cpu_smoke_writes_results_and_patched_losses_follow_eager(tmp_path):
         assert entry["loss_max_rel_diff_patch_vs_eager"] < 5e-2, name
         # eager's rerun, the noise floor: on the CPU the same run twice is the same curve
         assert entry["loss_max_rel_diff_eager_rerun"] == 0.0, name
+
+
+def test_variants_option_runs_only_the_named_variants(tmp_path):
+    out = gpu_models.main(["--cpu-smoke", "--models", "resnet50", "--variants", "eager,lamina.patch",
+                           "--steps", "2", "--out", str(tmp_path)])
+    entry = out["models"]["resnet50"]
+    assert set(entry["variants"]) == {"eager", "lamina.patch"}
+    assert set(entry["loss_curves"]) == {"eager", "lamina.patch"}
