@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import validate
-from .custom_op import custom_op
+from .custom_op import custom_op, eager_apply
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
 
@@ -567,6 +567,9 @@ class _ActivationInPlace(torch.autograd.Function):
         return _silu_backward(dy, saved), None, None
 
 
+_activation_in_place_apply = eager_apply(_ActivationInPlace)  # _ActivationInPlace.apply (host time)
+
+
 def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor:
     if torch.is_grad_enabled() and input.requires_grad:
         # PyTorch's checks, made before anything is written
@@ -574,7 +577,7 @@ def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
         if input._base is not None and input._base.is_leaf:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
-        return _ActivationInPlace.apply(input, name, param)
+        return _activation_in_place_apply(input, name, param)
     _activation_inplace(input, name, param)
     return input
 
