@@ -87,7 +87,10 @@ def eager_apply(function_cls):
     def apply(*args):
         if torch.compiler.is_compiling() or _are_functorch_transforms_active():
             return python_apply(*args)
-        return c_apply(*(unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args))
+        for a in args:
+            if isinstance(a, torch.Tensor) and unwrap_if_dead(a) is not a:  # a dead functorch wrapper
+                return c_apply(*(unwrap_if_dead(t) if isinstance(t, torch.Tensor) else t for t in args))
+        return c_apply(*args)  # (no new tuple when nothing is unwrapped: 0.2 us of 1.1, CPU host)
 
     return apply
 
