@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import validate
-from .custom_op import custom_op
+from .custom_op import custom_op, eager_apply
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
 
@@ -567,6 +567,9 @@ class _ActivationInPlace(torch.autograd.Function):
         return _silu_backward(dy, saved), None, None
 
 
+_activation_in_place_apply = eager_apply(_ActivationInPlace)  # _ActivationInPlace.apply (host time)
+
+
 def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor:
     if torch.is_grad_enabled() and input.requires_grad:
         # PyTorch's checks, made before anything is written
@@ -574,7 +577,7 @@ def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
         if input._base is not None and input._base.is_leaf:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
-        return _ActivationInPlace.apply(input, name, param)
+        return _activation_in_place_apply(input, name, param)
     _activation_inplace(input, name, param)
     return input
 
@@ -777,17 +780,19 @@ def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
 _batch_norm_forward.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
 
 
-def _bn_check_params(x: Tensor, **params) -> None:
+def _bn_check_params(x: Tensor, running_mean, running_var, weight, bias) -> None:
     """Each given per-channel tensor has C = x.shape[1] elements, as torch checks."""
     c = x.shape[1]
     # host time: one pass that finds nothing wrong in the common case; any
-    # doubt goes to the checks below, which raise in their order
+    # doubt goes to the checks below, which raise in their order. (Positional
+    # arguments, not **params: the keyword dict cost 0.14 us of 1.1, CPU host.)
     device = x.device
-    for t in params.values():
+    for t in (running_mean, running_var, weight, bias):
         if t is not None and not (type(t) in _PLAIN_TENSORS and t.numel() == c and t.device == device):
             break
     else:
         return
+    params = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
     for name, t in params.items():
         if t is None:
             continue
@@ -889,7 +894,7 @@ def batch_norm(
     if input.dim() < 2:
         raise validate.DimensionError(
             f"batch_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
-    _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    _bn_check_params(input, running_mean, running_var, weight, bias)
     if input.is_cuda:
         # PyTorch's CUDA batch norm takes running statistics of any floating
         # dtype (its CPU kernels refuse a mismatch): read as the statistics'
@@ -1055,7 +1060,7 @@ def instance_norm(
     validate.floating(input)
     if input.dim() < 2:
         raise ValueError(f"instance_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
-    _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    _bn_check_params(input, running_mean, running_var, weight, bias)
     validate.param_dtype(input, "instance_norm", running_mean=running_mean, running_var=running_var,
                          weight=weight, bias=bias)
     if not use_input_stats:
@@ -2511,7 +2516,7 @@ def batch_norm_act(
     _fu_check_act(act, _FUSED_NORM_ACTS)
     if input.dim() < 2:
         raise ValueError(f"batch_norm_act: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
-    _bn_check_params(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    _bn_check_params(input, running_mean, running_var, weight, bias)
     if training:
         if input.numel() // max(input.shape[1], 1) == 1 and input.shape[1] > 0:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")

@@ -271,7 +271,7 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
         result = activation_forward(x, act, param, write_mask)
         out.copy_(result[0] if write_mask else result)
         return (out, result[1]) if write_mask else out
-    x = dense(x)
+    x = x if out is x else dense(x)  # (out is dense by now: asked once, host time)
     y = torch.empty_like(x) if out is None else out
     mask = torch.empty_like(x, dtype=torch.uint8) if write_mask else x
     n = x.numel()
@@ -296,11 +296,17 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
     return dx
 
 
+# activation_inplace's name -> (kernel id, its fixed param or None: the caller's)
+_INPLACE_ACTS = {"relu": (RELU, 0.0), "leaky_relu": (LEAKY_RELU, None), "silu": (SWISH, 1.0)}
+
+
 def activation_inplace(x: torch.Tensor, name: str, param: float = 0.0) -> torch.Tensor:
     """x <- act(x) for the activations with an in-place form (relu, leaky_relu
     with param = negative_slope, silu); returns leaky_relu's uint8 mask
     [x > 0] for a negative slope (x itself no longer says), else an empty one."""
-    act, param = {"relu": (RELU, 0.0), "leaky_relu": (LEAKY_RELU, param), "silu": (SWISH, 1.0)}[name]
+    act, fixed = _INPLACE_ACTS[name]  # a constant table, not a dict built a call (host time)
+    if fixed is not None:
+        param = fixed
     if name == "leaky_relu" and param < 0:
         return activation_forward(x, act, param, write_mask=True, out=x)[1]
     activation_forward(x, act, param, out=x)

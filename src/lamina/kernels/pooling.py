@@ -38,6 +38,8 @@ and tl.reduce with a combine function of their own), so they run either way.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -327,6 +329,7 @@ def _pool2d_backward_kernel(
 # launchers: max pool and average pool
 # =============================================================================
 
+@functools.lru_cache(maxsize=1024)  # pure in five ints, asked twice a pool's forward+backward (host time)
 def _tiling(n: int, c: int, a: int, b: int, channels_last: bool):
     """(blocks_a, BLOCK_A, BLOCK_B, grid) of the 2-D tiles _tile walks over an
     (n, c, a, b) tensor: about TILE elements a program, the inner block the
