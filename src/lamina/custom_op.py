@@ -165,8 +165,8 @@ class LaminaOp:
             bound = self.signature.bind(*args, **kwargs)
             bound.apply_defaults()
             args = tuple(bound.arguments.values())
-        # (the C calls behind torch.compiler.is_compiling's flag and
-        # _get_current_dispatch_mode, without their Python frames: host time)
+        # (_len_torch_dispatch_stack: the C call behind
+        # _get_current_dispatch_mode, without its Python frame: host time)
         if torch.compiler.is_compiling() or _len_torch_dispatch_stack():
             return self.op(*args)
         # one pass over the arguments (host time): a traced tensor sends the
