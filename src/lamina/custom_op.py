@@ -38,7 +38,7 @@ from torch._C._functorch import unwrap_if_dead
 
 # Tensor types that run the Python function directly; any other subclass
 # (FakeTensor, FunctionalTensor, ...) means a tracer is looking.
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def _eager_function(op):
@@ -174,7 +174,7 @@ class LaminaOp:
         wants_grad = False
         for a in args:
             if isinstance(a, torch.Tensor):
-                if type(a) not in _PLAIN:
+                if type(a) not in PLAIN_TENSORS:
                     return self.op(*args)  # FakeTensor, FunctionalTensor, ...: a tracer is looking
                 wants_grad = wants_grad or a.requires_grad
         if wants_grad and self.backward is not None and torch.is_grad_enabled():

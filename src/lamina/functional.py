@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import validate
-from .custom_op import custom_op, eager_apply
+from .custom_op import PLAIN_TENSORS, custom_op, eager_apply
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
 
@@ -788,7 +788,7 @@ def _bn_check_params(x: Tensor, running_mean, running_var, weight, bias) -> None
     # arguments, not **params: the keyword dict cost 0.14 us of 1.1, CPU host.)
     device = x.device
     for t in (running_mean, running_var, weight, bias):
-        if t is not None and not (type(t) in _PLAIN_TENSORS and t.numel() == c and t.device == device):
+        if t is not None and not (type(t) in PLAIN_TENSORS and t.numel() == c and t.device == device):
             break
     else:
         return
@@ -803,7 +803,6 @@ def _bn_check_params(x: Tensor, running_mean, running_var, weight, bias) -> None
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # the exact types _bn_check_params' one pass accepts
 
 
 def _running_ok(r, device) -> bool:

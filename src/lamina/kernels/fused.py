@@ -60,7 +60,6 @@ from .normalization import (  # the statistics passes are reused, not copied
     _plan,
     _row_backward_launch,
     _stats,
-    batch_norm_stats,
     row_norm_backward,
     row_norm_forward,
 )
@@ -269,13 +268,6 @@ def _vector(t):
     return None if t is None else t.contiguous()
 
 
-def _bn_act_view(x: torch.Tensor):
-    """(plan, R, K, BLOCK_R, BLOCK_K, grid): batch norm's own view of x."""
-    plan = _plan(x)
-    r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
-    return plan, r, k, block_r, block_k, grid
-
-
 def batch_norm_act_forward(x, weight, bias, running_mean, running_var, training: bool, eps: float,
                            act: str, negative_slope: float, out=None):
     """(y, mean, rstd, var): statistics (C,) float32 - the batch's (var biased)
@@ -323,7 +315,8 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
     nor ``param_grads`` asks for the sums). ``x`` is the input, or with
     ``from_output`` the in-place output y."""
     weight, bias = _vector(weight), _vector(bias)
-    plan, r, k, block_r, block_k, grid = _bn_act_view(x)
+    plan = _plan(x)
+    r, k, _, block_r, block_k, grid = _elementwise_launch(plan)
     dy = same_layout(dy, plan.x)
     dx = torch.empty_like(plan.x)
     c = plan.c

@@ -618,10 +618,8 @@ def _backward_reduce(plan: _Plan, dy, mean, rstd):
     if x.numel() == 0:
         return (torch.zeros(plan.stats, device=x.device, dtype=torch.float32),
                 torch.zeros(plan.stats, device=x.device, dtype=torch.float32))
-    # empty (the combine kernel writes every value); separate tensors, not
-    # views of one (a custom op's outputs must not alias each other)
-    sum_dy = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
-    sum_dy_xhat = torch.empty(plan.stats, device=x.device, dtype=torch.float32)
+    # empty: the combine kernel writes every value
+    sum_dy, sum_dy_xhat = _f32_vectors(2, plan.stats, x.device)
     part = _reduce(plan, dy, mean, backward=True)
     p = part.shape[1]
     block_p, block_c, grid = _combine_blocks(p, plan.stats)
