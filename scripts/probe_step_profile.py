@@ -1,6 +1,6 @@
 """Where a patched ResNet-50 training step spends its time, on a card.
 
-Three questions, one script (writes step_profile.json under --out):
+Four questions, one script (writes step_profile.json under --out):
   1. Host us per forward+backward of tiny layers with autograd's backward on
      its device thread (PyTorch's default) and on the calling thread
      (torch.autograd.set_multithreading_enabled(False)), lamina and torch.
@@ -10,6 +10,18 @@ Three questions, one script (writes step_profile.json under --out):
      time eager vs lamina.patch, threads on and off, and the GPU kernel time
      per step from torch.profiler (kernel totals by name): a step whose wall
      time is far above its kernel time is bound by the host.
+  4. (--parts resnet_cprofile) a cProfile of whole ResNet-50 steps, eager,
+     lamina.patch and lamina.patch(fuse=True), on the calling thread: where
+     the host time of a step goes, by function.
+  5. (--parts chain) host us of a forward+backward through a chain of 1, 16
+     and 64 ReLUs (lamina's, torch's, and a Python autograd.Function of torch
+     ops), autograd's device thread on and off: is the device thread's extra
+     cost paid once a backward or once a Python node?
+
+With --pin, every thread of the process (and so autograd's device threads,
+made later, which inherit it) runs on one CPU: if the device thread's cost
+is cache lines moving between cores (the forward's objects touched by the
+backward on another core), pinning removes it.
 
     PYTHONPATH=src python scripts/probe_step_profile.py --out $OUT/step
 """
@@ -93,6 +105,40 @@ def part_cprofile(results):
     results["cprofile_batch_norm_tottime"] = text
 
 
+class _TorchOpsRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        return dy * (y > 0)
+
+
+def part_chain(results):
+    x = torch.randn(4096, device=DEVICE, requires_grad=True)
+    layers = {"lamina": F.relu, "torch": TF.relu, "python Function": _TorchOpsRelu.apply}
+    rows = {}
+    for rnd in range(2):
+        for depth in (1, 16, 64):
+            for threads in (True, False):
+                with torch.autograd.set_multithreading_enabled(threads):
+                    for who, layer in layers.items():
+                        def call(layer=layer, depth=depth):
+                            y = x
+                            for _ in range(depth):
+                                y = layer(y)
+                            return y
+                        key = f"{who} depth={depth} threads={'on' if threads else 'off'}"
+                        rows.setdefault(key, []).append(round(per_call_us(step_of(call, [x]), reps=100), 1))
+    for key, v in rows.items():
+        print(key, v, flush=True)
+    results["chain_host_us"] = rows
+
+
 def resnet_step(model, batch, opt):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = TF.cross_entropy(model(batch[0]), batch[1])
@@ -120,19 +166,56 @@ def kernel_time(fn, steps=2):
     return sum(totals.values()), [(k[:90], round(v, 1)) for k, v in top]
 
 
-def part_resnet(results, batch):
+def resnet_variants(batch, variants):
+    """(variant, one training step) for each variant, on one random ResNet-50."""
     import torchvision
     torch.manual_seed(0)
     base = torchvision.models.resnet50(weights=None)
     x = torch.randn(batch, 3, 224, 224, device=DEVICE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=DEVICE)
-    out = {}
-    for variant in ("eager", "lamina.patch"):
+    for variant in variants:
         model = copy.deepcopy(base).to(DEVICE).to(memory_format=torch.channels_last)
         if variant != "eager":
-            lamina.patch(model)
+            lamina.patch(model, fuse=variant.endswith("fuse"))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        fn = lambda: resnet_step(model, (x, y), opt)  # noqa: E731
+        yield variant, lambda: resnet_step(model, (x, y), opt)  # noqa: B023
+        del model, opt
+        torch.cuda.empty_cache()
+
+
+def part_resnet_cprofile(results, batch):
+    out = {}
+    for variant, fn in resnet_variants(batch, ("eager", "lamina.patch", "lamina.patch+fuse")):
+        with torch.autograd.set_multithreading_enabled(False):
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(5):
+                fn()
+            host_ms = (time.perf_counter() - t) * 1e3 / 5  # host-bound: the host's time a step
+            torch.cuda.synchronize()
+            wall_ms = (time.perf_counter() - t) * 1e3 / 5
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+            pr.disable()
+        entry = {"host_ms_per_step": round(host_ms, 2), "wall_ms_per_step": round(wall_ms, 2)}
+        for key in ("tottime", "cumulative"):
+            s = io.StringIO()
+            pstats.Stats(pr, stream=s).sort_stats(key).print_stats(40)
+            entry[key] = s.getvalue()
+        out[variant] = entry
+        print(variant, entry["host_ms_per_step"], entry["wall_ms_per_step"], flush=True)
+        print(entry["tottime"][:6000], flush=True)
+    results["resnet50_cprofile"] = out
+
+
+def part_resnet(results, batch):
+    out = {}
+    for variant, fn in resnet_variants(batch, ("eager", "lamina.patch", "lamina.patch+fuse")):
         entry = {}
         for threads in (True, False, True):
             with torch.autograd.set_multithreading_enabled(threads):
@@ -151,8 +234,6 @@ def part_resnet(results, batch):
         entry["top_kernels_us"] = top
         out[variant] = entry
         print(variant, json.dumps(entry, indent=1), flush=True)
-        del model, opt
-        torch.cuda.empty_cache()
     results["resnet50"] = out
 
 
@@ -161,17 +242,26 @@ def main():
     p.add_argument("--out", default="bench/results/step")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--parts", default="threads,cprofile,resnet")
+    p.add_argument("--pin", action="store_true", help="run every thread of the process on one CPU")
     args = p.parse_args()
+    if args.pin:
+        cpu = min(os.sched_getaffinity(0))
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), {cpu})
     os.makedirs(args.out, exist_ok=True)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "pinned": args.pin}
     parts = args.parts.split(",")
     try:
+        if "chain" in parts:
+            part_chain(results)
         if "threads" in parts:
             part_threads(results)
         if "cprofile" in parts:
             part_cprofile(results)
         if "resnet" in parts:
             part_resnet(results, args.batch)
+        if "resnet_cprofile" in parts:
+            part_resnet_cprofile(results, args.batch)
     finally:
         with open(os.path.join(args.out, "step_profile.json"), "w") as f:
             json.dump(results, f, indent=1)
