@@ -11,7 +11,8 @@ traced launches' read/write analysis can build each kernel's IR.
 Prints one JSON object: for each model, the kernel launches in the forward
 and backward graphs, the lamina ops left opaque, and the launches that get
 a tensor they write under more than one parameter name (see launch.py);
-and for a dynamic-shape trace, its launches and opaque ops.
+for a dynamic-shape trace, its launches and opaque ops; and for
+torch.compile in each compile mode, the launches and lamina ops left.
 """
 
 from __future__ import annotations
@@ -99,6 +100,42 @@ def _trace_dynamic():
             "opaque": sorted({t for t in targets if t.startswith("lamina.")})}
 
 
+def _trace_compile_modes():
+    """torch.compile (dynamo, then AOT autograd) of a patched, fused CNN in
+    each compile mode (under_compile.py): 'torch' leaves no lamina op and no
+    lamina kernel in the graphs (PyTorch's ops, for Inductor to fuse),
+    'kernels' traces into lamina's kernels. The CNN has torchvision's
+    Bottleneck, whose one in-place ReLU runs again on fused bn + relu outputs."""
+    from test_patch import Bottleneck
+    from torch._dynamo.backends.common import aot_autograd
+
+    from lamina import under_compile
+
+    results = {}
+    for mode in under_compile.MODES:
+        graphs = []
+
+        def keep(gm, _inputs):
+            graphs.append(gm)
+            return make_boxed_func(gm.forward)
+
+        under_compile.set_compile_mode(mode)
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        cnn = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True), Bottleneck(8),
+            nn.GroupNorm(2, 8), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6), nn.LayerNorm(6))
+        lamina.patch(cnn, fuse=True)
+        compiled = torch.compile(cnn.to("meta"), backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
+        compiled(torch.randn(2, 3, 6, 6, device="meta", requires_grad=True)).sum().backward()
+        targets = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+        results[mode] = {"launches": sum("triton_kernel_wrapper" in t for t in targets),
+                         "lamina_ops": sorted({t for t in targets if t.startswith("lamina.")}),
+                         "aten_batch_norm": any("batch_norm" in t and t.startswith("aten.") for t in targets)}
+    under_compile.set_compile_mode("torch")
+    return results
+
+
 def main():
     _stand_in_for_a_gpu()
     from test_compile import EveryLayer, _torch_cnn
@@ -122,6 +159,7 @@ def main():
         x = torch.randn(2, 3, 8, 8, dtype=dtype, device="meta").to(memory_format=torch.channels_last).requires_grad_()
         results[f"fused_bottleneck_channels_last {dtype}"] = _trace(net, x)
     results["dynamic_shapes"] = _trace_dynamic()
+    results["compile_modes"] = _trace_compile_modes()
     print(json.dumps(results))
 
 

@@ -16,6 +16,9 @@ from torch import nn
 
 import lamina
 import lamina.nn as L
+from test_ops import assert_close, make_input
+from test_ops import cases as op_cases
+from test_ops import run as run_op
 
 
 class EveryLayer(nn.Module):
@@ -210,33 +213,44 @@ def _graph_targets(backend_graphs):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="lamina's kernels are traced into only on a GPU")
+@pytest.mark.parametrize("mode", ["torch", "kernels"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train_p0"])
-def test_gpu_compile_traces_into_the_kernels(train):
-    """On a GPU, AOT autograd traces into every lamina op: the forward and
-    backward graphs hold lamina's Triton kernels and no opaque lamina op, so
-    Inductor launches the kernels itself; Inductor's compiled model matches
-    eager (float32; the kernels are the same, the order of their sums too)."""
+def test_gpu_compile_modes(train, mode):
+    """On a GPU, AOT autograd sees no opaque lamina op: in the default
+    compile mode ('torch') the graphs hold PyTorch's ops, for Inductor to
+    fuse; in 'kernels' mode they hold lamina's Triton kernels, which Inductor
+    launches itself. Inductor's compiled model matches lamina's eager model
+    either way (float32: in 'kernels' mode the same kernels, the order of
+    their sums too; in 'torch' mode PyTorch's math against lamina's)."""
     from torch._dynamo.backends.common import aot_autograd
     from functorch.compile import make_boxed_func
 
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    model = EveryLayer(p=0.0).cuda().train(train)
-    graphs = []
+    from lamina import under_compile
 
-    def keep(gm, _inputs):
-        graphs.append(gm)
-        return make_boxed_func(gm.forward)
+    under_compile.set_compile_mode(mode)
+    try:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = EveryLayer(p=0.0).cuda().train(train)
+        graphs = []
 
-    x = torch.randn(2, 3, 6, 6, device="cuda")
-    _run(torch.compile(copy.deepcopy(model), backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True), x)
-    targets = _graph_targets(graphs)
-    assert len(graphs) == 2
-    assert not [t for t in targets if t.startswith("lamina.")], targets
-    assert sum("triton_kernel_wrapper" in t for t in targets) >= 20
-    torch._dynamo.reset()
-    twin, compiled = _compiled_twin(model)
-    _assert_same(_run(model, x), _run(compiled, x), dict(rtol=1e-4, atol=1e-5))
+        def keep(gm, _inputs):
+            graphs.append(gm)
+            return make_boxed_func(gm.forward)
+
+        x = torch.randn(2, 3, 6, 6, device="cuda")
+        _run(torch.compile(copy.deepcopy(model), backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True), x)
+        targets = _graph_targets(graphs)
+        assert len(graphs) == 2
+        assert not [t for t in targets if t.startswith("lamina.")], targets
+        launches = sum("triton_kernel_wrapper" in t for t in targets)
+        assert launches >= 20 if mode == "kernels" else launches == 0, targets
+        torch._dynamo.reset()
+        twin, compiled = _compiled_twin(model)
+        tol = dict(rtol=1e-4, atol=1e-5) if mode == "kernels" else dict(rtol=1e-4, atol=1e-4)
+        _assert_same(_run(model, x), _run(compiled, x), tol)
+    finally:
+        under_compile.set_compile_mode("torch")
 
 
 def test_cpu_compile_keeps_lamina_ops_opaque():
@@ -266,7 +280,8 @@ def test_gpu_path_traces_into_every_kernel_without_a_gpu():
     its own): forward and backward of every layer, a patched CNN and a fused
     channels_last Bottleneck trace into kernel launches; only the in-place
     ops stay opaque; no launch gets a tensor it writes under two names; a
-    dynamic-shape trace keeps every op opaque."""
+    dynamic-shape trace keeps every op opaque; torch.compile in the default
+    compile mode leaves PyTorch's ops, in 'kernels' mode lamina's kernels."""
     import json
     import subprocess
     import sys
@@ -280,6 +295,12 @@ def test_gpu_path_traces_into_every_kernel_without_a_gpu():
     assert results.pop("dynamic_shapes") == {"launches": 0, "opaque": [
         "lamina.batch_norm_backward.default", "lamina.batch_norm_forward.default",
         "lamina.relu_backward.default", "lamina.relu_forward.default"]}
+    # torch.compile in each compile mode (under_compile.py): 'torch' hands
+    # Inductor PyTorch's ops, 'kernels' traces into lamina's kernels
+    modes = results.pop("compile_modes")
+    assert modes["torch"] == {"launches": 0, "lamina_ops": [], "aten_batch_norm": True}, modes
+    assert modes["kernels"]["launches"] >= 10 and modes["kernels"]["lamina_ops"] == [], modes
+    assert not modes["kernels"]["aten_batch_norm"], modes
     assert len(results) == 8
     for name, result in results.items():
         forward, backward = result["launches"]
@@ -287,3 +308,38 @@ def test_gpu_path_traces_into_every_kernel_without_a_gpu():
         assert set(result["opaque"]) <= {"lamina.activation_inplace.default"}, (name, result)
         assert result["written_twice"] == [], (name, result)
     assert results["every_layer torch.float32 train=True"]["launches"][0] >= 25
+
+
+@pytest.mark.parametrize("case,shape,kwargs", list(op_cases()))
+def test_torch_compile_mode_math_matches_lamina(case, shape, kwargs, monkeypatch):
+    """What lamina's layers become inside torch.compile on a GPU in the
+    default compile mode (under_compile.py: PyTorch's ops, argument for
+    argument), forced here on the CPU: every op of the table, forward and
+    every gradient, equals lamina's float64 reference."""
+    import lamina.functional
+
+    torch.manual_seed(0)
+    x = make_input(case, shape, torch.float64)
+    params = case.params(shape, torch.float64)
+    y_ref, grads_ref = run_op(case.lamina, x, params, kwargs)
+    monkeypatch.setattr(lamina.functional, "torch_math", lambda t: True)
+    y, grads = run_op(case.lamina, x, params, kwargs)
+    assert_close(y, y_ref, torch.float64, what=f"{case.name} forward")
+    for i, (g, g_ref) in enumerate(zip(grads, grads_ref)):
+        assert (g is None) == (g_ref is None), f"{case.name}: gradient {i}"
+        if g is not None:
+            assert_close(g, g_ref, torch.float64, what=f"{case.name} grad {i}")
+
+
+def test_compile_mode_setting():
+    """lamina.set_compile_mode takes 'torch' or 'kernels'; anything else is
+    refused with a message naming the choices, and the mode is unchanged."""
+    assert lamina.get_compile_mode() == "torch"  # the default
+    lamina.set_compile_mode("kernels")
+    try:
+        assert lamina.get_compile_mode() == "kernels"
+        with pytest.raises(ValueError, match=r"compile mode must be one of \('torch', 'kernels'\), got 'inductor'"):
+            lamina.set_compile_mode("inductor")
+        assert lamina.get_compile_mode() == "kernels"
+    finally:
+        lamina.set_compile_mode("torch")

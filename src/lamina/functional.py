@@ -16,10 +16,13 @@ import functools
 from typing import Optional
 
 import torch
+import torch.nn.functional as TF
 from torch import Tensor
 
 from . import validate
+from . import under_compile
 from .custom_op import PLAIN_TENSORS, custom_op, eager_apply
+from .under_compile import torch_math
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
 
@@ -147,6 +150,8 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     validate.floating(input)
     if inplace and _is_relu_output(input):
         return input  # relu(y) is y, and y's gradient already masks y == 0 (see _mark_relu_output)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.relu(input, inplace)
     return _activation_in_place(input, "relu") if inplace else _relu_forward(input)
 
 
@@ -276,6 +281,9 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     """
     validate.floating(input)
     validate.number(negative_slope, "negative_slope", "leaky_relu")
+    # (in place with a negative slope: torch's autograd refuses it, lamina's op saves a mask)
+    if torch_math(input) and (negative_slope >= 0 or not inplace):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.leaky_relu(input, negative_slope, inplace)
     if inplace:
         return _activation_in_place(input, "leaky_relu", float(negative_slope))
     return _leaky_relu_forward(input, float(negative_slope))[0]
@@ -376,6 +384,8 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """
     validate.floating(input)
     validate.prelu_weight(input, weight)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.prelu(input, weight)
     return _prelu_forward(input, weight)
 
 
@@ -407,6 +417,8 @@ def sigmoid(input: Tensor) -> Tensor:
         tensor([0.5000, 0.5000])
     """
     validate.floating(input)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return torch.sigmoid(input)
     return _sigmoid_forward(input)
 
 
@@ -438,6 +450,8 @@ def tanh(input: Tensor) -> Tensor:
         tensor([0., 0.])
     """
     validate.floating(input)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return torch.tanh(input)
     return _tanh_forward(input)
 
 
@@ -475,6 +489,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     validate.floating(input)
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.gelu(input, approximate=approximate)
     return _gelu_forward(input, approximate)
 
 
@@ -510,6 +526,8 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
         torch.Size([2, 3])
     """
     validate.floating(input)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.silu(input, inplace)
     return _activation_in_place(input, "silu") if inplace else _silu_forward(input)
 
 
@@ -609,6 +627,8 @@ def swish(input: Tensor, beta: float = 1.0) -> Tensor:
         torch.Size([4])
     """
     validate.floating(input)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return input * torch.sigmoid(beta * input)
     return _swish_forward(input, float(beta))
 
 
@@ -933,6 +953,8 @@ def batch_norm(
             raise ValueError(f"batch_norm eps must be positive, but got {eps}")
         if running_mean is None or running_var is None:
             raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     y, mean, _, var = _batch_norm_forward(input, weight, bias, *stats_in, bool(training), float(eps))
     if training and input.numel() > 0:
         _bn_update_running_stats(running_mean, running_var, mean, var, input.numel() // input.shape[1], momentum)
@@ -1071,6 +1093,8 @@ def instance_norm(
         spatial *= d
     if spatial == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.instance_norm(input, running_mean, running_var, weight, bias, True, momentum, eps)
     y, mean, _, var = _instance_norm_forward(input, weight, bias, float(eps))
     if input.numel() > 0 and (running_mean is not None or running_var is not None):
         n, c = input.shape[0], input.shape[1]
@@ -1250,6 +1274,8 @@ def layer_norm(
     """
     shape = _check_normalized_shape(input, normalized_shape, weight, bias)
     validate.param_dtype(input, "layer_norm", weight=weight, bias=bias)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.layer_norm(input, shape, weight, bias, eps)
     y, _, _ = _layer_norm_forward(input, shape, weight, bias, float(eps))
     return y
 
@@ -1334,6 +1360,8 @@ def rms_norm(input: Tensor, normalized_shape: _List[int], weight: Optional[Tenso
     shape = _check_normalized_shape(input, normalized_shape, weight)
     if eps is None:  # torch's rule: the epsilon of the computation dtype
         eps = torch.finfo(torch.float64 if input.dtype == torch.float64 else torch.float32).eps
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.rms_norm(input, shape, weight, eps)
     y, _ = _rms_norm_forward(input, shape, weight, float(eps))
     return y
 
@@ -1451,6 +1479,8 @@ def group_norm(
         raise ValueError(
             "Expected more than 1 value per channel when training, got input size "
             f"{[n * c // num_groups, num_groups] + list(input.shape[2:])}")
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.group_norm(input, num_groups, weight, bias, eps)
     y, _, _ = _group_norm_forward(input, num_groups, weight, bias, float(eps))
     return y
 
@@ -1616,6 +1646,8 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
     padding = validate.pool_pair(padding, "padding", op)
     dilation = validate.pool_pair(dilation, "dilation", op)
     validate.pool_geometry(input, op, kernel_size, stride, padding, dilation, ceil_mode)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     y, _, indices = _max_pool2d_forward(x, list(kernel_size), list(stride), list(padding), list(dilation),
@@ -1738,6 +1770,8 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
     validate.pool_geometry(input, op, kernel_size, stride, padding, (1, 1), ceil_mode)
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool2d: divisor_override must be non-zero (divisor must be not zero)")
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     y = _avg_pool2d_forward(x, list(kernel_size), list(stride), list(padding), bool(ceil_mode), bool(count_include_pad),
@@ -1825,6 +1859,8 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     op = "adaptive_avg_pool2d"
     validate.pool_input(input, op, nonempty=2)
     output_size = validate.adaptive_output_size(input, output_size, op)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.adaptive_avg_pool2d(input, output_size)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     y = _adaptive_avg_pool2d_forward(x, list(output_size))
@@ -1943,6 +1979,8 @@ def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False
     op = "adaptive_max_pool2d"
     validate.pool_input(input, op, nonempty=3 if input.dim() == 4 else 2)
     output_size = validate.adaptive_output_size(input, output_size, op)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.adaptive_max_pool2d(input, output_size, return_indices)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     y, _, indices = _adaptive_max_pool2d_forward(x, list(output_size), bool(return_indices))
@@ -2099,6 +2137,8 @@ def dropout(
         # NotImplementedError (a RuntimeError) is what PyTorch's CUDA dropout
         # raises for integers; its CPU one raises a plain RuntimeError
         raise NotImplementedError(f"dropout: expected a floating-point input, got {input.dtype}")
+    if seed is None and generator is None and torch_math(input):  # (under_compile.py: torch's random numbers)
+        return TF.dropout(input, p, training, inplace)
     y = _dropout_forward(input, float(p), _seed_for(seed, generator, input), 0)
     return input.copy_(y) if inplace else y
 
@@ -2523,6 +2563,9 @@ def batch_norm_act(
             raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     elif running_mean is None or running_var is None:
         raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+    if not inplace and torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        y = TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        return under_compile.activation(y, act, negative_slope)
     args = (weight, bias, running_mean, running_var, bool(training), float(eps), act, float(negative_slope))
     if inplace and _fu_invertible(act, negative_slope) and input.numel() > 0:
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
@@ -2660,6 +2703,8 @@ def group_norm_act(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, but got "
                 f"{name} of shape {list(p.shape)} and input of shape {list(input.shape)}")
     validate.same_device(input, weight=weight, bias=bias)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
+        return under_compile.activation(TF.group_norm(input, num_groups, weight, bias, eps), act, negative_slope)
     y, _, _ = _group_norm_act_forward(input, num_groups, weight, bias, float(eps), act, float(negative_slope))
     if act == "relu":
         _mark_relu_output(y)
@@ -2801,6 +2846,10 @@ def _add_norm(x, residual, normalized_shape, weight, bias, eps, dropout_p, train
     validate.same_device(x, residual=residual)
     _dropout_check_p(dropout_p)
     p = float(dropout_p) if training else 0.0
+    if (seed is None or p == 0.0) and torch_math(x):  # inside torch.compile on a GPU (under_compile.py)
+        norm = ((lambda t: TF.rms_norm(t, shape, weight, eps)) if rms
+                else (lambda t: TF.layer_norm(t, shape, weight, bias, eps)))
+        return under_compile.add_norm(norm, x, residual, p, prenorm)
     seed_t = _seed_for(seed, None, x) if p > 0 else _fu_no_seed(x)
     # the dropout stream runs in x's row-major order (contiguous x)
     y, s, _, _ = _add_norm_forward(x.contiguous(), residual.contiguous(), shape, weight, bias, float(eps), p, seed_t, rms)
@@ -2982,6 +3031,8 @@ def bias_act(x: Tensor, bias: Tensor, act: str = "gelu", approximate: str = "non
     if bias.dtype != x.dtype:
         raise RuntimeError(f"bias must have the dtype of x ({x.dtype}), got {bias.dtype}")
     validate.same_device(x, bias=bias)
+    if torch_math(x):  # inside torch.compile on a GPU (under_compile.py)
+        return under_compile.activation(x + bias, act, approximate=approximate)
     return _bias_act_forward(x.contiguous(), bias.contiguous(), act, approximate)
 
 
@@ -3059,4 +3110,6 @@ def dropout_add(
         return x + residual
     if not x.is_floating_point() or residual.dtype != x.dtype:
         raise RuntimeError(f"dropout_add: expected floating-point x and residual of one dtype, got {x.dtype} and {residual.dtype}")
+    if seed is None and generator is None and torch_math(x):  # inside torch.compile on a GPU (under_compile.py)
+        return TF.dropout(x, p, training) + residual
     return _dropout_add_forward(x, residual, float(p), _seed_for(seed, generator, x), 0)
