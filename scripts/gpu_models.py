@@ -12,7 +12,8 @@ Models (random init, synthetic data from a fixed seed, bfloat16 autocast):
 For each model and each way of running it -- torch eager, torch.compile,
 lamina.patch, lamina.patch + torch.compile (and lamina.patch(fuse=True), alone
 and compiled, when lamina.nn has fused layers and the model has
-norm+activation pairs) -- a
+norm+activation pairs; the compiled patches also with lamina's kernels
+traced into the graph, "+kernels", compile mode 'kernels') -- a
 training step's throughput (samples/s from the median step time after
 warm-up) and peak memory (torch.cuda.max_memory_allocated). The loss over
 --steps steps of lamina.patch is compared with eager on the same seed and the
@@ -54,6 +55,7 @@ import torch.nn.functional as TF
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import lamina  # noqa: E402
 import lamina.nn as L  # noqa: E402
+from lamina import under_compile  # noqa: E402
 
 START = time.time()
 LOG = []
@@ -295,6 +297,7 @@ def has_fused_layers():
 # transformers one, which rounds after each of its bf16 ops.
 NUDGED = "eager, weights +1 ulp"
 TORCH_GELU = "eager, torch GELU"
+RERUN_COMPILE = "rerun: torch.compile"
 
 
 def prepare(spec, base, variant, device, compile_backend):
@@ -315,6 +318,10 @@ def prepare(spec, base, variant, device, compile_backend):
     if variant.startswith("lamina.patch"):
         report = lamina.patch(model, fuse="fuse" in variant)
     if variant.endswith("compile"):
+        # lamina's layers inside the compiled graph: PyTorch's ops (the default
+        # compile mode) or lamina's kernels ("+kernels" variants); read when
+        # the model is first traced, in train() below
+        under_compile.set_compile_mode("kernels" if "+kernels" in variant else "torch")
         model = torch.compile(model, backend=compile_backend)
     return model, report
 
@@ -392,6 +399,12 @@ def run_model(name, spec, args, device, results, compile_queue):
         compiled = ["torch.compile", "lamina.patch+compile"]
         if entry.get("fuse_report"):  # the fused model compiled too: last, the first to go when time runs short
             compiled.append("lamina.patch+fuse+compile")
+        # lamina's kernels traced into the compiled graph (compile mode 'kernels')
+        compiled += [v.replace("+compile", "+kernels+compile") for v in compiled[1:]]
+        # torch.compile once more, last: the first compiled variant of a
+        # process can time slower (compile workers still busy), so the A/B
+        # against lamina.patch+compile reads both sides of it
+        compiled.append(RERUN_COMPILE)
         for variant in compiled:
             if wanted(args, variant):
                 compile_queue.append((name, spec, base, variant, batches))
@@ -623,7 +636,8 @@ def main(argv=None):
         r = entry["variants"][variant]
         if "losses" in r:  # compare the compiled model's first losses with eager's
             losses = r.pop("losses")
-            uncompiled = {"torch.compile": "eager", "lamina.patch+fuse+compile": "lamina.patch+fuse"}.get(variant, "lamina.patch")
+            uncompiled = ("eager" if not variant.startswith("lamina") else
+                          "lamina.patch+fuse" if "+fuse" in variant else "lamina.patch")
             ref = entry["loss_curves"].get(uncompiled, [])
             r["loss_max_rel_diff_vs_uncompiled"] = max_rel_diff(losses, ref[:len(losses)])
             r["compile_s_approx"] = r["first_step_s"]
