@@ -17,3 +17,20 @@ def per_call_us(fn, reps: int = 300) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t) / reps * 1e6
+
+
+class TorchOpsRelu(torch.autograd.Function):
+    """ReLU as a Python autograd.Function of torch ops: the host cost of a
+    Python autograd node without lamina's launches, for the probes to set
+    lamina's layers and torch's C++ ones against."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        return dy * (y > 0)

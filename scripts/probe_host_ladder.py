@@ -23,24 +23,11 @@ import torch
 sys.path.insert(0, "src")
 import lamina.functional as F  # noqa: E402
 from lamina.backend import kernels  # noqa: E402
-from host_timing import per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
+from host_timing import TorchOpsRelu, per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
 
 K = kernels("activation")
 x = torch.randn(4096, device="cuda", requires_grad=True)
 BLOCK, WARPS = K.elementwise_block(4), K.ELEMENTWISE_WARPS
-
-
-class TorchOps(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a):
-        y = torch.relu(a)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return dy * (y > 0)
 
 
 class RawLaunch(torch.autograd.Function):
@@ -78,7 +65,7 @@ class Launchers(torch.autograd.Function):
 
 RUNGS = {
     "torch": torch.relu,
-    "Function+torch": TorchOps.apply,
+    "Function+torch": TorchOpsRelu.apply,
     "Function+launch": RawLaunch.apply,
     "lamina kernels": Launchers.apply,
     "lamina": F.relu,

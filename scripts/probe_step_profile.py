@@ -45,7 +45,7 @@ import torch.nn.functional as TF
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import lamina  # noqa: E402
 import lamina.functional as F  # noqa: E402
-from host_timing import per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
+from host_timing import TorchOpsRelu, per_call_us  # noqa: E402  (scripts/ is on the path when run as a script)
 
 DEVICE = torch.device("cuda")
 
@@ -86,41 +86,38 @@ def part_threads(results):
     results["host_us_threads"] = rows
 
 
+def profiled(fn, reps):
+    """A cProfile of ``reps`` calls of fn, the GPU work they queued included."""
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    pr.disable()
+    return pr
+
+
+def top_functions(pr, key, n):
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats(key).print_stats(n)
+    return s.getvalue()
+
+
 def part_cprofile(results):
     cases, bn, x4 = tiny_cases()
     step = step_of(cases["batch_norm"][0], cases["batch_norm"][2])
     with torch.autograd.set_multithreading_enabled(False):
         for _ in range(20):
             step()
-        pr = cProfile.Profile()
-        pr.enable()
-        for _ in range(300):
-            step()
-        torch.cuda.synchronize()
-        pr.disable()
-    s = io.StringIO()
-    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(35)
-    text = s.getvalue()
+        pr = profiled(step, 300)
+    text = top_functions(pr, "tottime", 35)
     print(text[:7000], flush=True)
     results["cprofile_batch_norm_tottime"] = text
 
 
-class _TorchOpsRelu(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.relu(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        (y,) = ctx.saved_tensors
-        return dy * (y > 0)
-
-
 def part_chain(results):
     x = torch.randn(4096, device=DEVICE, requires_grad=True)
-    layers = {"lamina": F.relu, "torch": TF.relu, "python Function": _TorchOpsRelu.apply}
+    layers = {"lamina": F.relu, "torch": TF.relu, "python Function": TorchOpsRelu.apply}
     rows = {}
     for rnd in range(2):
         for depth in (1, 16, 64):
@@ -196,17 +193,10 @@ def part_resnet_cprofile(results, batch):
             host_ms = (time.perf_counter() - t) * 1e3 / 5  # host-bound: the host's time a step
             torch.cuda.synchronize()
             wall_ms = (time.perf_counter() - t) * 1e3 / 5
-            pr = cProfile.Profile()
-            pr.enable()
-            for _ in range(5):
-                fn()
-            torch.cuda.synchronize()
-            pr.disable()
+            pr = profiled(fn, 5)
         entry = {"host_ms_per_step": round(host_ms, 2), "wall_ms_per_step": round(wall_ms, 2)}
         for key in ("tottime", "cumulative"):
-            s = io.StringIO()
-            pstats.Stats(pr, stream=s).sort_stats(key).print_stats(40)
-            entry[key] = s.getvalue()
+            entry[key] = top_functions(pr, key, 40)
         out[variant] = entry
         print(variant, entry["host_ms_per_step"], entry["wall_ms_per_step"], flush=True)
         print(entry["tottime"][:6000], flush=True)
