@@ -212,7 +212,7 @@ def _graph_targets(backend_graphs):
     return [str(n.target) for gm in backend_graphs for n in gm.graph.nodes if n.op == "call_function"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="lamina's kernels are traced into only on a GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compile modes apply on a GPU")
 @pytest.mark.parametrize("mode", ["torch", "kernels"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train_p0"])
 def test_gpu_compile_modes(train, mode):

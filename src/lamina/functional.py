@@ -7,7 +7,9 @@ torch.compile and the autograd formula registered once (through
 :func:`lamina.backend.use_kernels` picks the Triton kernel
 (``lamina.kernels.<family>``) or the NumPy reference
 (``lamina.reference.<family>``); the forward op returns what backward needs,
-so nothing is recomputed twice and nothing extra is kept.
+so nothing is recomputed twice and nothing extra is kept. Inside
+torch.compile on a GPU a layer is, by default, torch.nn.functional's own op
+instead (:mod:`lamina.under_compile`: the compile modes).
 """
 
 from __future__ import annotations
