@@ -1,5 +1,6 @@
 """The normalization kernels' fast paths that the op table's small shapes do
 not reach: GroupNorm's persistent kernels (groups too big for one tile),
+GroupNormAct on each of GroupNorm's paths,
 BatchNorm's folded combine (NCHW training) and its fallback, instance norm
 through GroupNorm's single-tile kernels. Thresholds are lowered so that tiny
 shapes take each path under the interpreter; values are checked against
@@ -62,19 +63,33 @@ _TORCH_ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu, "gelu": tor
                "leaky_relu": lambda z: torch.nn.functional.leaky_relu(z, 0.2)}
 
 
+# group norm's paths, and the kernels each must not reach
+_GN_PATHS = {
+    "whole": ("_gn_persistent_forward_kernel", "_gn_persistent_backward_kernel", "_group_stats_partial_kernel",
+              "_group_norm_backward_split"),
+    "persistent": ("_group_norm_forward_whole_kernel", "_group_norm_backward_whole_kernel",
+                   "_group_stats_partial_kernel", "_group_norm_backward_split"),
+    "split": ("_group_norm_forward_whole_kernel", "_group_norm_backward_whole_kernel",
+              "_gn_persistent_forward_kernel", "_gn_persistent_backward_kernel"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(_GN_PATHS))
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("act", ["silu", "relu", "gelu", "leaky_relu"])
-def test_group_norm_act_persistent(kn, monkeypatch, affine, act):
-    # GroupNormAct on group norm's persistent kernels, the activation applied
-    # as y is written and its gradient taken from the recomputed input
-    fused = backend.kernels("fused")
-    monkeypatch.setattr(kn, "_GN_PERSISTENT_MIN_S", 4)
-    monkeypatch.setattr(kn, "_RN_TILE", 16)
-    monkeypatch.setattr(fused, "_GN_WHOLE_GROUP", 16)
-    monkeypatch.setattr(fused, "_GN_PERSISTENT_FORWARD", (1, 32, 4))  # 2 channels x 16 a tile
-    monkeypatch.setattr(fused, "_GN_PERSISTENT_BACKWARD", (1, 8, 4))
-    for split_kernel in ("_group_stats_partial_kernel", "_group_norm_backward_split"):  # the path not to take
-        monkeypatch.setattr(fused, split_kernel, None)
+def test_group_norm_act_paths(kn, monkeypatch, path, affine, act):
+    # GroupNormAct on each of group norm's paths, the activation applied as
+    # y is written and its gradient taken from the recomputed input
+    if path != "whole":  # several tiles a group
+        monkeypatch.setattr(kn, "_RN_TILE", 16)
+        monkeypatch.setattr(kn, "_RN_WHOLE_GROUP_FORWARD", 16)
+        monkeypatch.setattr(kn, "_RN_WHOLE_GROUP_BACKWARD", 16)
+    if path == "persistent":
+        monkeypatch.setattr(kn, "_GN_PERSISTENT_MIN_S", 4)
+        monkeypatch.setattr(kn, "_GN_PERSISTENT_FORWARD", (1, 32, 4))  # 2 channels x 16 a tile
+        monkeypatch.setattr(kn, "_GN_PERSISTENT_BACKWARD", (1, 8, 4))
+    for kernel in _GN_PATHS[path]:
+        monkeypatch.setattr(kn, kernel, None)
     x = _leaf(2, 6, 5, 7, scale=3.0, shift=1.0)
     w = _leaf(6) if affine else None
     b = _leaf(6) if affine else None

@@ -44,22 +44,13 @@ from .activation import IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad, gelu
 from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout, warps_for
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
-    _GN_PERSISTENT_BACKWARD,
-    _GN_PERSISTENT_FORWARD,
     _channel_sums,
     _elementwise_launch,
-    _gn_persistent_backward_kernel,
-    _gn_persistent_forward_kernel,
-    _gn_persistent_launch,
-    _gn_persistent_ok,
-    _group_launch,
-    _group_norm_apply_kernel,
-    _group_norm_backward_split,
-    _group_stats_combine_kernel,
-    _group_stats_partial_kernel,
     _plan,
     _row_backward_launch,
     _stats,
+    group_norm_backward,
+    group_norm_forward,
     row_norm_backward,
     row_norm_forward,
 )
@@ -357,69 +348,22 @@ def batch_norm_act_backward(dy, x, weight, bias, mean, rstd, training: bool, act
 # group norm + activation
 # =============================================================================
 
-_GN_WHOLE_GROUP = 16384  # tile size limit handed to group norm's launch planner
-
-
 def group_norm_act_forward(x, num_groups: int, weight, bias, eps: float, act: str, negative_slope: float = 0.01):
-    """(y, mean, rstd): y like x (same memory format), statistics (N*G,) float32."""
-    mean = torch.empty(x.shape[0] * num_groups, dtype=torch.float32, device=x.device)
-    rstd = torch.empty_like(mean)
-    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _GN_WHOLE_GROUP)
-    y = torch.empty_like(xv)
-    if xv.numel() == 0:
-        return y, mean.fill_(float("nan")), rstd.fill_(float("nan"))
-    w = weight if weight is not None else xv
-    b = bias if bias is not None else xv
-    if tiles > 1 and _gn_persistent_ok(xv, s):
-        # group norm's persistent kernel, the activation applied as y is
-        # written: one launch, x read once from DRAM (the second read hits L2)
-        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
-        _gn_persistent_forward_kernel[pgrid](
-            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, act_param(act, negative_slope),
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype), **meta)
-        return y, mean, rstd
-    grid = (n * num_groups * tiles,)
-    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
-    warps = warps_for(c_block * s_block)
-    # group norm's statistics pass: tile partials, then the per-group combine
-    part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
-    _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
-    _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
-    _group_norm_apply_kernel[grid](
-        xv, y, w, b, mean, rstd, act_param(act, negative_slope), *shape_args,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype),
-        C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
-    )
-    return y, mean, rstd
+    """(y, mean, rstd): y like x (same memory format), statistics (N*G,) float32.
+    Group norm's own kernels, each path (one tile a group, the persistent
+    walk, the split passes) with the activation applied as y is written:
+    the fused layer reads x as the plain norm does and skips the
+    activation's pass (until 2026-11-28 groups of one tile took the split
+    passes here, where plain group norm takes one launch)."""
+    return group_norm_forward(x, num_groups, weight, bias, eps, act_id(act, dtype=x.dtype), act_param(act, negative_slope))
 
 
 def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, act: str, negative_slope: float = 0.01):
-    """(dx, dweight, dbias); dweight/dbias float32 (C,) (zeros for an empty x)."""
-    xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _GN_WHOLE_GROUP)
-    dyv = same_layout(dy, xv)
-    dx = torch.empty_like(xv)
-    if xv.numel() == 0:
-        zeros = torch.zeros(c, dtype=torch.float32, device=x.device)
-        return dx.zero_(), zeros, zeros.clone()
-    if tiles > 1 and _gn_persistent_ok(xv, s):
-        channel_part = torch.empty((2, n, c, 1), dtype=torch.float32, device=x.device)
-        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
-        _gn_persistent_backward_kernel[pgrid](
-            dyv, xv, dx, weight if weight is not None else xv, bias if bias is not None else xv, mean, rstd,
-            act_param(act, negative_slope), channel_part, n * num_groups, num_groups, cpg, s,
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act_id(act, dtype=x.dtype), **meta)
-        dweight, dbias = _channel_sums(channel_part, n, c, torch.float32)
-        return dx, dweight, dbias
-    grid = (n * num_groups * tiles,)
-    shape_args = (tiles, s_tiles, num_groups, cpg, s) + strides
-    warps = warps_for(c_block * s_block)
-    channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
-    _group_norm_backward_split(
-        dyv, xv, dx, weight if weight is not None else xv, mean, rstd, channel_part, grid, shape_args, n, num_groups,
-        cpg, s, strides, weight is not None, c_block, s_block, warps,
-        bias=bias, act_param=act_param(act, negative_slope), act=act_id(act, dtype=x.dtype))
-    channel_sums = channel_part.sum(dim=(1, 3))  # (2, C): sum(dz * xhat), sum(dz)
-    return dx, channel_sums[0].clone(), channel_sums[1].clone()
+    """(dx, dweight, dbias): group norm's backward, the gradient taken through
+    the activation first (its input recomputed); dweight / dbias empty where
+    there is no weight / bias."""
+    return group_norm_backward(dy, x, num_groups, weight, mean, rstd, bias is not None, bias=bias,
+                               act=act_id(act, dtype=x.dtype), act_param=act_param(act, negative_slope))
 
 
 # =============================================================================

@@ -1475,13 +1475,15 @@ def _group_norm_backward_dx_kernel(
 
 @triton.jit
 def _group_norm_forward_whole_kernel(
-    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel (no activation)
+    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr,  # as in _group_norm_apply_kernel
     inv_count,  # 1 / (C/G * S)
     G, CPG, S, stride_n, stride_c, stride_s, eps,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
     var_ptr=None,  # (N*G,) float32 biased variance out (when STORE_VAR: instance norm's running stats)
     STORE_VAR: tl.constexpr = False,
+    act_param=1.0,  # the activation's float (group_norm_act); ACT = IDENTITY: plain group norm
+    ACT: tl.constexpr = IDENTITY.value,
 ):
     # the whole (sample, group) block in one tile: statistics and y from a
     # single read, one launch
@@ -1508,6 +1510,7 @@ def _group_norm_forward_whole_kernel(
     y = xc * scale[:, None]
     if HAS_BIAS:
         y = y + tl.load(b_ptr + channels, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    y = _act(y, act_param, ACT)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -1518,15 +1521,18 @@ def _group_norm_backward_whole_kernel(
     inv_count, N, G, CPG, S, stride_n, stride_c, stride_s,
     HAS_WEIGHT: tl.constexpr,
     C_BLOCK: tl.constexpr, S_BLOCK: tl.constexpr,
+    b_ptr=None,  # (C,) bias: with an activation, part of its recomputed input z
+    act_param=1.0,  # the activation's float (group_norm_act); ACT = IDENTITY: plain group norm
+    HAS_BIAS: tl.constexpr = False, ACT: tl.constexpr = IDENTITY.value,
 ):
     # the whole (sample, group) block in one tile: the group sums need no
     # partials, so dx and the per-channel partials come from one read
     pid = tl.program_id(0).to(tl.int64)
     ng, n, channels, c_ok, s_tile, mask, offs = _group_tile(
         pid, 1, 1, G, CPG, S, stride_n, stride_c, stride_s, C_BLOCK, S_BLOCK)
-    # plain group norm: no bias, the identity (dz is dy), the split kernels' tile read
-    dz, xhat, g = _group_dz_xhat(dy_ptr, x_ptr, w_ptr, w_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
-                                 1.0, HAS_WEIGHT, False, IDENTITY)
+    # the split kernels' tile read (dz is dy for plain group norm)
+    dz, xhat, g = _group_dz_xhat(dy_ptr, x_ptr, w_ptr, b_ptr, ng, channels, c_ok, mask, offs, mean_ptr, rstd_ptr,
+                                 act_param, HAS_WEIGHT, HAS_BIAS, ACT)
     rstd = tl.load(rstd_ptr + ng).to(tl.float32)
     mean_g = tl.sum(tl.sum(g, axis=1), axis=0) * inv_count
     mean_gx = tl.sum(tl.sum(g * xhat, axis=1), axis=0) * inv_count
@@ -1581,9 +1587,11 @@ def _group_launch(x, num_groups, whole_limit):
     return x, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles
 
 
-def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
+def group_norm_forward(x, num_groups: int, weight, bias, eps: float, act=IDENTITY.value, act_param: float = 1.0):
     """Returns (y, mean, rstd): y like x (same memory format), mean and rstd
-    of shape (N*G,) in float32 (float64 for float64 x)."""
+    of shape (N*G,) in float32 (float64 for float64 x). ``act`` (an
+    activation id, kernels/activation.py) is applied as y is written: group
+    norm + activation takes the very kernels of plain group norm."""
     stat = _rn_stat_dtype(x)
     mean = torch.empty(x.shape[0] * num_groups, dtype=stat, device=x.device)
     rstd = torch.empty_like(mean)
@@ -1600,24 +1608,28 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float):
     b = bias.contiguous() if bias is not None else xv
     flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     if tiles == 1:
-        _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps, **flags)
+        _group_norm_forward_whole_kernel[grid](xv, y, w, b, mean, rstd, 1.0 / (cpg * s), num_groups, cpg, s, *strides, eps,
+                                               act_param=act_param, ACT=act, **flags)
         return y, mean, rstd
     if _gn_persistent_ok(xv, s):
         pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
         _gn_persistent_forward_kernel[pgrid](
-            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, 1.0,
-            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=IDENTITY.value, **meta)
+            xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, act_param,
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act, **meta)
         return y, mean, rstd
     part = torch.empty((n * num_groups, tiles, 3), dtype=torch.float32, device=x.device)
     _group_stats_partial_kernel[grid](xv, part, *shape_args, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps)
     _group_stats_combine_kernel[(n * num_groups,)](part, mean, rstd, tiles, eps, BLOCK=min(row_block(tiles), 1024), num_warps=4)
-    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, 1.0, *shape_args, ACT=IDENTITY.value, **flags)
+    _group_norm_apply_kernel[grid](xv, y, w, b, mean, rstd, act_param, *shape_args, ACT=act, **flags)
     return y, mean, rstd
 
 
-def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bool):
+def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bool, bias=None, act=IDENTITY.value,
+                        act_param: float = 1.0):
     """Gradients of group_norm_forward: (dx, dweight, dbias), dx in x's memory
-    format; dweight/dbias empty tensors where there is no weight/bias."""
+    format; dweight/dbias empty tensors where there is no weight/bias. With
+    ``act``, through the activation first; its input is recomputed from x,
+    the statistics, the weight and ``bias``."""
     xv, (n, c, s), strides, cpg, c_block, s_block, s_tiles, tiles = _group_launch(x, num_groups, _RN_WHOLE_GROUP_BACKWARD)
     dyv = same_layout(dy, xv)
     dx = torch.empty_like(xv)
@@ -1636,19 +1648,21 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     if tiles > 1 and _gn_persistent_ok(xv, s):
         s_tiles = 1
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
+    b = bias if bias is not None else xv  # (the bias only feeds the activation's recomputed input)
     if tiles > 1 and _gn_persistent_ok(xv, s):
         pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
         _gn_persistent_backward_kernel[pgrid](
-            dyv, xv, dx, weight, xv, mean, rstd, 1.0, channel_part, n * num_groups, num_groups, cpg, s,
-            HAS_WEIGHT=has_weight, HAS_BIAS=False, ACT=IDENTITY.value, **meta)
+            dyv, xv, dx, weight, b, mean, rstd, act_param, channel_part, n * num_groups, num_groups, cpg, s,
+            HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, ACT=act, **meta)
     elif tiles == 1:
         _group_norm_backward_whole_kernel[grid](
             dyv, xv, dx, weight, mean, rstd, channel_part, 1.0 / (cpg * s), n, num_groups, cpg, s, *strides,
             HAS_WEIGHT=has_weight, C_BLOCK=c_block, S_BLOCK=s_block, num_warps=warps,
+            b_ptr=b, act_param=act_param, HAS_BIAS=bias is not None, ACT=act,
         )
     else:
         _group_norm_backward_split(dyv, xv, dx, weight, mean, rstd, channel_part, grid, shape_args, n, num_groups, cpg, s, strides,
-                                   has_weight, c_block, s_block, warps)
+                                   has_weight, c_block, s_block, warps, bias=bias, act_param=act_param, act=act)
     if not (has_weight or has_bias):
         return dx, empty, empty.clone()
     if s_tiles == 1:
