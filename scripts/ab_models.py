@@ -12,7 +12,11 @@ the median over rounds, and the ratio to the first variant round by round.
     PYTHONPATH=src python scripts/ab_models.py --models resnet50 \\
         --variants 'torch.compile,lamina.patch+compile,eager,lamina.patch+fuse' --out $OUT/ab
 
-Variant names are gpu_models.py's. Writes ab.json under --out.
+Variant names are gpu_models.py's; a variant ending in " calling-thread"
+runs its backward on the calling thread
+(torch.autograd.set_multithreading_enabled(False)) instead of autograd's
+device thread, to time what that thread costs each model. Writes ab.json
+under --out.
 """
 
 from __future__ import annotations
@@ -30,8 +34,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_models as G  # noqa: E402
 
 
-def timed_steps(spec, model, opt, batches, steps, device):
-    """Median seconds of ``steps`` training steps (bf16 autocast, as gpu_models)."""
+CALLING_THREAD = " calling-thread"
+
+
+def timed_steps(spec, model, opt, batches, steps, device, threads=True):
+    """Median seconds of ``steps`` training steps (bf16 autocast, as gpu_models);
+    ``threads=False``: the backward on the calling thread."""
+    with torch.autograd.set_multithreading_enabled(threads):
+        return _timed_steps(spec, model, opt, batches, steps, device)
+
+
+def _timed_steps(spec, model, opt, batches, steps, device):
     times = []
     for i in range(steps):
         batch = batches[i % len(batches)]
@@ -57,17 +70,19 @@ def ab_model(name, spec, variants, args, device):
     for v in variants:
         t0 = time.perf_counter()
         # the compile mode is read when a model is first traced: trace it now
-        model, _ = G.prepare(spec, base, v, device, "inductor" if device.type == "cuda" else "aot_eager")
+        model, _ = G.prepare(spec, base, v.removesuffix(CALLING_THREAD), device,
+                             "inductor" if device.type == "cuda" else "aot_eager")
         opt = G.make_optimizer(spec["optimizer"], model)
-        timed_steps(spec, model, opt, batches, 3, device)
-        built[v] = (model, opt)
+        threads = not v.endswith(CALLING_THREAD)
+        timed_steps(spec, model, opt, batches, 3, device, threads)
+        built[v] = (model, opt, threads)
         G.log(f"{name} {v}: built and warmed up in {time.perf_counter() - t0:.1f}s")
     rounds = {v: [] for v in variants}
     for r in range(args.rounds):
         shift = r % len(variants)
         for v in variants[shift:] + variants[:shift]:
-            model, opt = built[v]
-            rounds[v].append(1e3 * timed_steps(spec, model, opt, batches, args.steps, device))
+            model, opt, threads = built[v]
+            rounds[v].append(1e3 * timed_steps(spec, model, opt, batches, args.steps, device, threads))
     first = variants[0]
     out = {}
     for v in variants:
