@@ -440,7 +440,7 @@ def cuda_graph_check(device):
     """A small lamina model's training step (forward, backward, SGD step)
     captured once in a torch.cuda.CUDAGraph and replayed on new data, against
     an eager twin starting from the same weights. (No dropout: lamina draws
-    its Philox seed on the host, which a graph would freeze.)"""
+    its Philox seed on the device only while capturing: dropout_graph_check.)"""
     if device.type != "cuda":
         return {"skipped": "no CUDA device"}
     torch.manual_seed(0)
@@ -489,6 +489,38 @@ def cuda_graph_check(device):
     ok = max(loss_diff) <= 1e-4 and param_diff <= 1e-4 and buffer_diff <= 1e-4
     return dict(replays=replays, max_loss_abs_diff=max(loss_diff), max_param_abs_diff=param_diff,
                 max_buffer_abs_diff=buffer_diff, matches_eager=ok)
+
+
+def dropout_graph_check(device, p=0.5, replays=4):
+    """lamina's dropout forward and backward captured in a CUDA graph: each
+    replay draws a new mask (the seed comes from the CUDA generator, which the
+    graph advances), drops about p of the values, and the backward
+    regenerates exactly the forward's mask (dx = [y != 0] / (1 - p))."""
+    if device.type != "cuda":
+        return {"skipped": "no CUDA device"}
+    x = torch.randn(1 << 16, device=device).abs().add_(0.5).requires_grad_()  # no zero can pass the mask
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            lamina.functional.dropout(x, p).sum().backward()
+    torch.cuda.current_stream().wait_stream(side)
+    x.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = lamina.functional.dropout(x, p)
+        y.sum().backward()
+    masks, dropped, grad_ok = [], [], True
+    for _ in range(replays):
+        graph.replay()
+        mask = y.detach() != 0
+        masks.append(mask.clone())
+        dropped.append(1.0 - float(mask.float().mean()))
+        grad_ok = grad_ok and torch.equal(x.grad, mask.float() / (1 - p))
+    fresh = all(not torch.equal(a, b) for a, b in zip(masks, masks[1:]))
+    ok = fresh and grad_ok and all(abs(d - p) < 0.02 for d in dropped)
+    return dict(replays=replays, dropped_fraction=[round(d, 4) for d in dropped], new_mask_each_replay=fresh,
+                backward_regenerates_mask=grad_ok, ok=ok)
 
 
 # =============================================================================
@@ -650,6 +682,12 @@ def main(argv=None):
         out["cuda_graph"] = {"error": f"{type(e).__name__}: {e}"}
         LOG.append(traceback.format_exc())
     log("cuda graph:", out["cuda_graph"])
+    try:
+        out["cuda_graph_dropout"] = dropout_graph_check(device)
+    except Exception as e:  # noqa: BLE001
+        out["cuda_graph_dropout"] = {"error": f"{type(e).__name__}: {e}"}
+        LOG.append(traceback.format_exc())
+    log("cuda graph, dropout:", out["cuda_graph_dropout"])
 
     out["plot"] = plot_losses(results, os.path.join(args.out, "loss_curves.png"))
     out["total_s"] = time.time() - START

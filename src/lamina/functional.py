@@ -2006,10 +2006,16 @@ def _seed_for(seed: Optional[int], generator: Optional[torch.Generator], like: T
     """The Philox seed as a one-element int64 tensor on ``like``'s device.
 
     Drawn fresh from ``generator`` (default: torch's default CPU generator,
-    so torch.manual_seed makes lamina's masks reproducible) unless given.
+    so torch.manual_seed makes lamina's masks reproducible; during a CUDA
+    graph capture, the CUDA generator) unless given.
     A tensor, not a Python int: drawing it needs no host sync, the kernels
     read it on the device, and torch.compile(fullgraph=True) traces it."""
     if seed is None:
+        if generator is None and like.is_cuda and torch.cuda.is_current_stream_capturing():
+            # inside a CUDA graph capture: drawn on the device by the CUDA
+            # generator, which the graph advances at every replay (a host
+            # draw would be copied in once and frozen into the graph)
+            return torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device=like.device)
         if generator is None:
             drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device="cpu")
         else:
