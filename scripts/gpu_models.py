@@ -676,18 +676,13 @@ def main(argv=None):
         _write(out, args.out)
 
     # last: a capture that fails can leave the CUDA context unusable
-    try:
-        out["cuda_graph"] = cuda_graph_check(device)
-    except Exception as e:  # noqa: BLE001
-        out["cuda_graph"] = {"error": f"{type(e).__name__}: {e}"}
-        LOG.append(traceback.format_exc())
-    log("cuda graph:", out["cuda_graph"])
-    try:
-        out["cuda_graph_dropout"] = dropout_graph_check(device)
-    except Exception as e:  # noqa: BLE001
-        out["cuda_graph_dropout"] = {"error": f"{type(e).__name__}: {e}"}
-        LOG.append(traceback.format_exc())
-    log("cuda graph, dropout:", out["cuda_graph_dropout"])
+    for key, check in (("cuda_graph", cuda_graph_check), ("cuda_graph_dropout", dropout_graph_check)):
+        try:
+            out[key] = check(device)
+        except Exception as e:  # noqa: BLE001
+            out[key] = {"error": f"{type(e).__name__}: {e}"}
+            LOG.append(traceback.format_exc())
+        log(f"{key}:", out[key])
 
     out["plot"] = plot_losses(results, os.path.join(args.out, "loss_curves.png"))
     out["total_s"] = time.time() - START
