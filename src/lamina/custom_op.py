@@ -20,12 +20,17 @@ Usage mirrors ``torch.library.custom_op``::
 
     relu_forward.register_autograd(backward, setup_context=setup_context)
 
-Under torch.compile, a call whose tensors are on a GPU (where the Triton
+Under torch.compile, a lamina op called on a GPU (where the Triton
 kernels run) is traced into, as ``torch.library.triton_op`` does: the
 graph holds lamina's kernels themselves (kernels/fast_launch.py hands
 each traced launch to ``wrap_triton``) and Inductor launches them from its
 generated code, with no lamina Python left in the compiled step. Elsewhere
-(the NumPy reference, the interpreter) the op stays opaque.
+(the NumPy reference, the interpreter) the op stays opaque. In the default
+compile mode most layers on a GPU never call their op under torch.compile:
+lamina.functional hands Inductor torch's own op instead (under_compile.py);
+the ops traced into are then those of compile mode 'kernels' and the
+layers that keep lamina's kernels in both modes (a seeded dropout,
+DropBlock2d).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 host time, and a way into torch.compile's graphs.
 
 Tracing: under torch.compile a lamina op on CUDA tensors is traced into
-(custom_op.py), so its launches see FunctionalTensors, not data. Such a
+(custom_op.py; which layers still call their op there: under_compile.py),
+so its launches see FunctionalTensors, not data. Such a
 launch goes to ``torch.library.wrap_triton``, which records the kernel in
 the graph; Inductor then calls the kernel from its own generated code,
 past lamina's Python. Every launched kernel's ``run`` does this check
