@@ -41,13 +41,14 @@ import triton.language as tl
 
 from ..rng import GROUP
 from .activation import IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad, gelu_id
-from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout, warps_for
+from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
     _channel_sums,
     _elementwise_launch,
     _plan,
     _row_backward_launch,
+    _row_forward_config,
     _stats,
     group_norm_backward,
     group_norm_forward,
@@ -370,7 +371,6 @@ def group_norm_act_backward(dy, x, num_groups: int, weight, bias, mean, rstd, ac
 # residual add (+ dropout) + layer / RMS norm
 # =============================================================================
 
-_ROW_TILE = 4096  # elements a program holds at once
 _WIDE_ROW = 8192  # wider rows: the unfused kernels (dropout_add, then the row norm)
 # With dropout, the row kernel makes one Philox call an element (it needs
 # word (i // GROUP) % 4 of counter f(i), and the other three words belong to
@@ -528,13 +528,13 @@ def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p:
     y = torch.empty_like(x)
     mean = torch.empty(0 if rms else m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
-    block = row_block(n)
-    rows = max(1, min(128, _ROW_TILE // block))
+    # the row norm's forward tiles (rows <= _WIDE_ROW are never 'wide' there)
+    rows, block, _, warps = _row_forward_config(n, x.element_size())
     _add_norm_forward_kernel[(cdiv(m, rows),)](
         x, residual, s, y, weight if weight is not None else x, bias if bias is not None else x,
         x if rms else mean, rstd, seed if p > 0 else x, offset, p, _multiplier(p), m, n, eps,
         RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, DROPOUT=p > 0,
-        ROWS=rows, BLOCK=block, num_warps=warps_for(rows * block),
+        ROWS=rows, BLOCK=block, num_warps=warps,
     )
     return y, s, mean, rstd
 

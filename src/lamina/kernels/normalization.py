@@ -1155,14 +1155,21 @@ def _row_tile(n: int, wide: int, tile: int = _RN_TILE):
 
 
 def _row_forward_config(n: int, elem_size: int):
-    """(ROWS, BLOCK, wide?, warps) of the forward kernel. 16-bit rows take
-    8192-element tiles on 8 warps (32 values a thread: 0.93-0.98 of copy on
-    an H200, against 0.72-0.77 with 4096 on 16 warps); float32 4096."""
+    """(ROWS, BLOCK, wide?, warps) of the forward kernel, from a sweep on an
+    H200 (scripts/tune_row_norm.py, bench/results/h200-20261128-session9):
+    rows up to 1024 wide take 4 KB tiles on 4 warps (8 values a thread):
+    131072x1024 at 4139 (fp32) / 3968 (bf16) GB/s of a 4160 copy, where 16
+    KB tiles on 16 warps gave 3643 and 8 warps 3428; wider fp32 rows take
+    16384-element tiles on 16 warps (4 rows of 4096: 4084 against 3920 for
+    one row), 16-bit ones 8192 on 8 warps (32 values a thread)."""
+    if row_block(n) <= 1024:
+        rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, 4096 // elem_size)
+        return rows, block, wide, 4
     if elem_size < 4:
         rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, 2 * _RN_TILE)
-        return rows, block, wide, max(1, min(8, rows * block // 1024))
-    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD)
-    return rows, block, wide, warps_for(rows * block)
+        return rows, block, wide, 8
+    rows, block, wide = _row_tile(n, _WIDE_ROW_FORWARD, 4 * _RN_TILE)
+    return rows, block, wide, 16
 
 
 def _row_backward_config(n: int, elem_size: int):
