@@ -122,12 +122,20 @@ def _tile(C, A, B, blocks_a, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
 
 
 @triton.jit
-def _max_update(v, ok, best, pos, seen, k):
+def _max_update(v, ok, best, pos, k):
     """One window element v (valid where ok, window position k) into the
-    running (best, pos, seen): strict > keeps the first max; NaN always wins;
-    the first element inside the input is taken whatever its value."""
-    better = ok & ((v > best) | (v != v) | (seen == 0))
-    return tl.where(better, v, best), tl.where(better, k, pos), seen | ok
+    running (best, pos): strict > keeps the first max; NaN always wins (the
+    last NaN). ``pos`` starts at the window's first valid position, so a
+    window of -inf values answers that position, as PyTorch does."""
+    better = ok & ((v > best) | (v != v))
+    return tl.where(better, v, best), tl.where(better, k, pos)
+
+
+@triton.jit
+def _first_inside(start, D: tl.constexpr):
+    """The first window offset i with start + i * D >= 0 (start: the window's
+    first input coordinate, negative in the padding)."""
+    return tl.where(start < 0, (-start + (D - 1)) // D, 0)
 
 
 # =============================================================================
@@ -158,8 +166,8 @@ def _pool2d_forward_kernel(
     w0 = ow * SW - PW
     if IS_MAX:
         best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
-        pos = tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
-        seen = tl.full([BLOCK_A, BLOCK_B], 0, tl.int1)
+        # (a running 'seen' flag instead cost 3 more operations a window element)
+        pos = (_first_inside(h0, DH) * KW + _first_inside(w0, DW)).to(tl.int32) + tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
     else:
         acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     if PAIRS:
@@ -186,14 +194,14 @@ def _pool2d_forward_kernel(
                     j = two_u + PW
                     ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
                     if IS_MAX:
-                        best, pos, seen = _max_update(even, ok, best, pos, seen, i * KW + j)
+                        best, pos = _max_update(even, ok, best, pos, i * KW + j)
                     else:
                         acc += tl.where(ok, even, 0.0)
                 if two_u + PW + 1 < KW:
                     j = two_u + PW + 1
                     ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
                     if IS_MAX:
-                        best, pos, seen = _max_update(odd, ok, best, pos, seen, i * KW + j)
+                        best, pos = _max_update(odd, ok, best, pos, i * KW + j)
                     else:
                         acc += tl.where(ok, odd, 0.0)
         else:
@@ -202,7 +210,7 @@ def _pool2d_forward_kernel(
                 ok = row_ok & (iw >= 0) & (iw < W)
                 v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
                 if IS_MAX:
-                    best, pos, seen = _max_update(v, ok, best, pos, seen, i * KW + j)
+                    best, pos = _max_update(v, ok, best, pos, i * KW + j)
                 else:
                     acc += v
     if IS_MAX:
@@ -435,8 +443,7 @@ def _adaptive_pool2d_forward_kernel(
     we = ((ow + 1) * W + OW - 1) // OW
     if IS_MAX:
         best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
-        pos = tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
-        seen = tl.full([BLOCK_A, BLOCK_B], 0, tl.int1)
+        pos = tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)  # an adaptive window's first element is inside
     else:
         acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
     for i in range(KMAX_H):
@@ -447,7 +454,7 @@ def _adaptive_pool2d_forward_kernel(
             ok = row_ok & (iw < we)
             v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
             if IS_MAX:
-                best, pos, seen = _max_update(v, ok, best, pos, seen, i * KMAX_W + j)
+                best, pos = _max_update(v, ok, best, pos, i * KMAX_W + j)
             else:
                 acc += v
     if IS_MAX:
