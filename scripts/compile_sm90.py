@@ -61,7 +61,9 @@ for fo, act in [(False, 6), (True, 1), (True, -1)]:
               dict(CHANNELS_ON_ROWS=rows, HAS_W=True, HAS_B=True, ACT=act, FROM_OUTPUT=fo, TRAINING=True, BLOCK_R=64, BLOCK_K=64))
 for act in (-1, 0, 6):  # plain group norm (IDENTITY), relu, silu: the kernels both share
     gn = dict(HAS_WEIGHT=True, HAS_BIAS=act != -1, ACT=act, C_BLOCK=16, S_BLOCK=256)
-    check(K._group_norm_apply_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F), gn)
+    check(N._group_norm_apply_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F), gn)
+    check(N._group_norm_forward_whole_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, inv_count=F, eps=F,
+                                                   var_ptr=P, act_param=F), dict(gn, STORE_VAR=False))
     check(N._group_norm_backward_partial_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F,
                                                       group_part_ptr=P, channel_part_ptr=P), gn)
     check(N._group_norm_backward_dx_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F,
@@ -75,9 +77,10 @@ for act in [0, 4, 5, 6, 7, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))
 for has_weight in (False, True):  # group norm's one-tile backward (shares _group_dz_xhat)
-    check(N._group_norm_backward_whole_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P,
-                                                    channel_part_ptr=P, inv_count=F),
-          dict(HAS_WEIGHT=has_weight, C_BLOCK=16, S_BLOCK=256))
+    for act in (-1, 6):  # plain, and GroupNormAct's silu
+        check(N._group_norm_backward_whole_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P,
+                                                        channel_part_ptr=P, inv_count=F, b_ptr=B, act_param=F),
+              dict(HAS_WEIGHT=has_weight, C_BLOCK=16, S_BLOCK=256, HAS_BIAS=has_weight, ACT=act))
 for rms in (False, True):  # the plain row norms (their per-row divisions are _div_rn); N=1 as Triton specializes it
     for n_const in ({}, {"N": 1}):
         flags = dict(RMS=rms, HAS_WEIGHT=True, HAS_BIAS=not rms, **n_const)
