@@ -142,6 +142,72 @@ def _first_inside(start, D: tl.constexpr):
 # max pool and average pool: forward
 # =============================================================================
 
+# Windows of up to this many elements are unrolled in the forward kernel, so
+# that all their loads are in flight at once (a loop waits for each row's);
+# bigger ones keep the loop (compile time).
+UNROLL_WINDOW = tl.constexpr(16)
+
+
+@triton.jit
+def _pool_window_row(i, base, h0, w0, oh, mask, H, W, OH, sxh, sxw, seg, best, pos, acc,
+                     KW: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                     IS_MAX: tl.constexpr, PAIRS: tl.constexpr, UNROLL: tl.constexpr,
+                     BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Window row i of every output of the tile into (best, pos) (max) or
+    acc (average)."""
+    ih = h0 + i * DH
+    row_ok = mask & (ih >= 0) & (ih < H)
+    if PAIRS:
+        # A stride-2 window read column by column is a stride-2 scalar load
+        # per window column (9 an output for 3x3, no vectors). Instead each
+        # input row under the tile is read as segments of 2 * BLOCK_B
+        # contiguous values starting at an even column (vector loads), each
+        # split into its even and odd columns: segment u (columns 2*ow0 + 2u
+        # ...) holds window column 2u + PW of every output of the tile in its
+        # even half and 2u + PW + 1 in its odd half.
+        seg_row_ok = (ih >= 0) & (ih < H) & (oh < OH)
+        for v in tl.static_range((KW - 1 - PW) // 2 + (PW + 1) // 2 + 1):
+            two_u = 2 * v - 2 * ((PW + 1) // 2)  # 2u: u from floor(-PW / 2) up
+            seg_w = tl.program_id(1) * (2 * BLOCK_B) + two_u + seg
+            both = tl.load(base + ih * sxh + seg_w, mask=seg_row_ok & (seg_w >= 0) & (seg_w < W), other=0.0)
+            even, odd = tl.split(tl.reshape(both.to(tl.float32), (BLOCK_A, BLOCK_B, 2)))
+            if two_u + PW >= 0:
+                j = two_u + PW
+                best, pos, acc = _window_element(even, row_ok & (w0 + j >= 0) & (w0 + j < W), i * KW + j,
+                                                 best, pos, acc, IS_MAX)
+            if two_u + PW + 1 < KW:
+                j = two_u + PW + 1
+                best, pos, acc = _window_element(odd, row_ok & (w0 + j >= 0) & (w0 + j < W), i * KW + j,
+                                                 best, pos, acc, IS_MAX)
+    elif UNROLL:
+        for j in tl.static_range(KW):
+            best, pos, acc = _window_load(base, ih, w0, row_ok, W, sxh, sxw, i, j, best, pos, acc, KW, DW, IS_MAX)
+    else:
+        for j in range(KW):
+            best, pos, acc = _window_load(base, ih, w0, row_ok, W, sxh, sxw, i, j, best, pos, acc, KW, DW, IS_MAX)
+    return best, pos, acc
+
+
+@triton.jit
+def _window_load(base, ih, w0, row_ok, W, sxh, sxw, i, j, best, pos, acc,
+                 KW: tl.constexpr, DW: tl.constexpr, IS_MAX: tl.constexpr):
+    """Window element (i, j) of every output, read through the strides."""
+    iw = w0 + j * DW
+    ok = row_ok & (iw >= 0) & (iw < W)
+    v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+    return _window_element(v, ok, i * KW + j, best, pos, acc, IS_MAX)
+
+
+@triton.jit
+def _window_element(v, ok, k, best, pos, acc, IS_MAX: tl.constexpr):
+    """One window element v (valid where ok) at window position k."""
+    if IS_MAX:
+        best, pos = _max_update(v, ok, best, pos, k)
+    else:
+        acc += tl.where(ok, v, 0.0)
+    return best, pos, acc
+
+
 @triton.jit
 def _pool2d_forward_kernel(
     x_ptr,  # input (N, C, H, W), any strides
@@ -164,55 +230,23 @@ def _pool2d_forward_kernel(
     o = n * syn + c * syc + oh * syh + ow * syw
     h0 = oh * SH - PH
     w0 = ow * SW - PW
-    if IS_MAX:
-        best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
-        # (a running 'seen' flag instead cost 3 more operations a window element)
-        pos = (_first_inside(h0, DH) * KW + _first_inside(w0, DW)).to(tl.int32) + tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
+    # max: (best, pos); average: acc (the unused ones are compiled away)
+    best = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
+    # (a running 'seen' flag instead cost 3 more operations a window element)
+    pos = (_first_inside(h0, DH) * KW + _first_inside(w0, DW)).to(tl.int32) + tl.full([BLOCK_A, BLOCK_B], 0, tl.int32)
+    acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
+    seg = tl.arange(0, 2 * BLOCK_B)[None, :]  # PAIRS: a row segment's columns
+    if KH * KW <= UNROLL_WINDOW:
+        # unrolled: every row's loads are issued before the first compare
+        for i in tl.static_range(KH):
+            best, pos, acc = _pool_window_row(
+                i, base, h0, w0, oh, mask, H, W, OH, sxh, sxw, seg, best, pos, acc,
+                KW, PW, DH, DW, IS_MAX, PAIRS, True, BLOCK_A, BLOCK_B)
     else:
-        acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
-    if PAIRS:
-        # A stride-2 window read column by column is a stride-2 scalar load
-        # per window column (9 an output for 3x3, no vectors). Instead each
-        # input row under the tile is read as segments of 2 * BLOCK_B
-        # contiguous values starting at an even column (vector loads), each
-        # split into its even and odd columns: segment u (columns 2*ow0 + 2u
-        # ...) holds window column 2u + PW of every output of the tile in its
-        # even half and 2u + PW + 1 in its odd half.
-        seg = tl.arange(0, 2 * BLOCK_B)[None, :]
-        seg_w0 = tl.program_id(1) * (2 * BLOCK_B)
-    for i in range(KH):
-        ih = h0 + i * DH
-        row_ok = mask & (ih >= 0) & (ih < H)
-        if PAIRS:
-            seg_row_ok = (ih >= 0) & (ih < H) & (oh < OH)
-            for v in tl.static_range((KW - 1 - PW) // 2 + (PW + 1) // 2 + 1):
-                two_u = 2 * v - 2 * ((PW + 1) // 2)  # 2u: u from floor(-PW / 2) up
-                seg_w = seg_w0 + two_u + seg
-                both = tl.load(base + ih * sxh + seg_w, mask=seg_row_ok & (seg_w >= 0) & (seg_w < W), other=0.0)
-                even, odd = tl.split(tl.reshape(both.to(tl.float32), (BLOCK_A, BLOCK_B, 2)))
-                if two_u + PW >= 0:
-                    j = two_u + PW
-                    ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
-                    if IS_MAX:
-                        best, pos = _max_update(even, ok, best, pos, i * KW + j)
-                    else:
-                        acc += tl.where(ok, even, 0.0)
-                if two_u + PW + 1 < KW:
-                    j = two_u + PW + 1
-                    ok = row_ok & (w0 + j >= 0) & (w0 + j < W)
-                    if IS_MAX:
-                        best, pos = _max_update(odd, ok, best, pos, i * KW + j)
-                    else:
-                        acc += tl.where(ok, odd, 0.0)
-        else:
-            for j in range(KW):
-                iw = w0 + j * DW
-                ok = row_ok & (iw >= 0) & (iw < W)
-                v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
-                if IS_MAX:
-                    best, pos = _max_update(v, ok, best, pos, i * KW + j)
-                else:
-                    acc += v
+        for i in range(KH):
+            best, pos, acc = _pool_window_row(
+                i, base, h0, w0, oh, mask, H, W, OH, sxh, sxw, seg, best, pos, acc,
+                KW, PW, DH, DW, IS_MAX, PAIRS, False, BLOCK_A, BLOCK_B)
     if IS_MAX:
         tl.store(y_ptr + o, best.to(y_ptr.dtype.element_ty), mask=mask)
         tl.store(pos_ptr + o, pos.to(pos_ptr.dtype.element_ty), mask=mask)
