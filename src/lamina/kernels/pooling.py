@@ -318,6 +318,22 @@ def _window_gradient(dy_ptr, pos_ptr, off, ok, oh, ow, k, H, W, DIVISOR,
 
 
 @triton.jit
+def _overlap_candidate(dy_ptr, pos_ptr, base, qh, qw, h, w, mask, H, W, OH, OW, syh, syw, DIVISOR,
+                       KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                       PH: tl.constexpr, PW: tl.constexpr,
+                       IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr):
+    """What candidate window (qh, qw) of an undilated pool sends to input (h, w):
+    the window starting qh (qw) strides before the last one that holds it."""
+    oh = (h + PH) // SH - ((KH + SH - 1) // SH - 1 - qh)
+    i = h + PH - oh * SH
+    ow = (w + PW) // SW - ((KW + SW - 1) // SW - 1 - qw)
+    j = w + PW - ow * SW
+    ok = mask & (oh >= 0) & (oh < OH) & (i < KH) & (ow >= 0) & (ow < OW) & (j < KW)
+    return _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, i * KW + j, H, W,
+                            DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
+
+
+@triton.jit
 def _pool2d_backward_kernel(
     dy_ptr,  # (N, C, OH, OW), strides sy*
     pos_ptr,  # max: saved window positions, same strides as dy
@@ -344,17 +360,18 @@ def _pool2d_backward_kernel(
     elif DH == 1 and DW == 1:
         # undilated overlapping windows: the windows holding input t start at
         # o*S for o in [(t - K) // S + 1, t // S], at most cdiv(K, S) of them
-        # (2 x 2 for 3x3 stride 2, where the loop below tries all 9 offsets)
-        for qh in range((KH + SH - 1) // SH):
-            oh = (h + PH) // SH - ((KH + SH - 1) // SH - 1 - qh)
-            i = h + PH - oh * SH
-            ok_h = mask & (oh >= 0) & (oh < OH) & (i < KH)
-            for qw in range((KW + SW - 1) // SW):
-                ow = (w + PW) // SW - ((KW + SW - 1) // SW - 1 - qw)
-                j = w + PW - ow * SW
-                ok = ok_h & (ow >= 0) & (ow < OW) & (j < KW)
-                acc += _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, i * KW + j, H, W,
-                                        DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
+        # (2 x 2 for 3x3 stride 2, where the loop below tries all 9 offsets);
+        # unrolled when few (all loads in flight at once), as in the forward
+        if ((KH + SH - 1) // SH) * ((KW + SW - 1) // SW) <= UNROLL_WINDOW:
+            for qh in tl.static_range((KH + SH - 1) // SH):
+                for qw in tl.static_range((KW + SW - 1) // SW):
+                    acc += _overlap_candidate(dy_ptr, pos_ptr, base, qh, qw, h, w, mask, H, W, OH, OW, syh, syw,
+                                              DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
+        else:
+            for qh in range((KH + SH - 1) // SH):
+                for qw in range((KW + SW - 1) // SW):
+                    acc += _overlap_candidate(dy_ptr, pos_ptr, base, qh, qw, h, w, mask, H, W, OH, OW, syh, syw,
+                                              DIVISOR, KH, KW, SH, SW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
     else:
         for i in range(KH):
             oh, ok_h, _i = _window_of(h + PH, SH, DH, KH, OH, False, i)
