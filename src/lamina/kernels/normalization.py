@@ -1619,7 +1619,7 @@ def group_norm_forward(x, num_groups: int, weight, bias, eps: float, act=IDENTIT
                                                act_param=act_param, ACT=act, **flags)
         return y, mean, rstd
     if _gn_persistent_ok(xv, s):
-        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD)
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_FORWARD, act)
         _gn_persistent_forward_kernel[pgrid](
             xv, y, w, b, mean, rstd, n * num_groups, num_groups, cpg, s, eps, act_param,
             HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, ACT=act, **meta)
@@ -1657,7 +1657,7 @@ def group_norm_backward(dy, x, num_groups: int, weight, mean, rstd, has_bias: bo
     channel_part = torch.empty((2, n, c, s_tiles), dtype=torch.float32, device=x.device)
     b = bias if bias is not None else xv  # (the bias only feeds the activation's recomputed input)
     if tiles > 1 and _gn_persistent_ok(xv, s):
-        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD)
+        pgrid, meta = _gn_persistent_launch(xv, n * num_groups, cpg, s, _GN_PERSISTENT_BACKWARD, act)
         _gn_persistent_backward_kernel[pgrid](
             dyv, xv, dx, weight, b, mean, rstd, act_param, channel_part, n * num_groups, num_groups, cpg, s,
             HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, ACT=act, **meta)
@@ -1875,11 +1875,17 @@ def _gn_persistent_backward_kernel(
 
 
 # (programs per SM, tile elements, warps) of the forward and backward
-# persistent kernels; groups in flight = SMs x programs per SM
-# (H200 sweep, bench/NOTES-perf.md: 16-bit inputs run slowly with tiles of
-# several channels, so they take one channel a tile)
-_GN_PERSISTENT_FORWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
-_GN_PERSISTENT_BACKWARD = {4: (1, 16384, 16), 2: (4, 4096, 8)}
+# persistent kernels by (4-byte input?, with an activation?); groups in
+# flight = SMs x programs per SM. From a sweep at 16x512x64x64, 32 groups,
+# on an H200 (scripts/tune_group_norm.py, bench/results/h200-20261128-session9),
+# GB/s against the configuration before it: fp32 + SiLU forward 2109 vs
+# 1870 (two programs an SM hide the activation's arithmetic); bf16 forward
+# 2494 vs 2103 plain and 1822 vs 1744 with SiLU; bf16 + SiLU backward 1334
+# vs 929. The rest kept their measured best.
+_GN_PERSISTENT_FORWARD = {(True, False): (1, 16384, 16), (True, True): (2, 8192, 16),
+                          (False, False): (2, 16384, 16), (False, True): (4, 4096, 16)}
+_GN_PERSISTENT_BACKWARD = {(True, False): (1, 16384, 16), (True, True): (1, 16384, 16),
+                           (False, False): (4, 4096, 8), (False, True): (2, 8192, 16)}
 _GN_PERSISTENT_MIN_S = 1024  # shorter channel runs: the split kernels
 
 
@@ -1887,9 +1893,12 @@ def _gn_persistent_ok(xv: torch.Tensor, s: int) -> bool:
     return xv.is_contiguous() and s >= _GN_PERSISTENT_MIN_S
 
 
-def _gn_persistent_launch(x: torch.Tensor, groups: int, cpg: int, s: int, config):
-    """(grid, meta-parameters) of a persistent GroupNorm kernel."""
-    per_sm, tile, warps = config[4 if x.element_size() >= 4 else 2] if isinstance(config, dict) else config
+def _gn_persistent_launch(x: torch.Tensor, groups: int, cpg: int, s: int, config, act: int):
+    """(grid, meta-parameters) of a persistent GroupNorm kernel (``config``:
+    a table above, or one (programs per SM, tile, warps))."""
+    if isinstance(config, dict):
+        config = config[(x.element_size() >= 4, act != IDENTITY.value)]
+    per_sm, tile, warps = config
     sb = min(row_block(s), tile)
     cb = min(row_block(cpg), max(1, tile // sb))
     if x.is_cuda:
