@@ -39,6 +39,7 @@ import inspect
 
 import torch
 from torch._C import _are_functorch_transforms_active, _len_torch_dispatch_stack
+from torch.autograd.function import once_differentiable
 from torch._C._functorch import unwrap_if_dead
 
 # Tensor types that run the Python function directly; any other subclass
@@ -67,7 +68,12 @@ def _eager_function(op):
             return out
 
         @staticmethod
+        @once_differentiable
         def backward(ctx, *grads):
+            # once_differentiable: the formulas run lamina's kernels and
+            # reference, which autograd cannot differentiate again, so a
+            # second derivative through them (create_graph=True, then
+            # backward) raises instead of coming out silently as zero
             if grads[0] is None and ctx.lamina_first is not None:
                 shape, dtype, device = ctx.lamina_first
                 grads = (torch.zeros(shape, dtype=dtype, device=device),) + grads[1:]

@@ -16,6 +16,10 @@ environment variable ``LAMINA_COMPILE_MODE``:
 - ``'kernels'``: lamina's Triton kernels are traced into the compiled graph
   (custom_op.py, kernels/fast_launch.py) and Inductor launches them.
 
+The same holds outside torch.compile while a forward-mode AD level
+(``torch.autograd.forward_ad``) or a ``torch.func`` transform is active, on
+any device: lamina's ops have reverse-mode formulas only.
+
 Layers given lamina's own randomness explicitly (a ``seed`` or a
 ``generator``: masks that must equal the NumPy reference's), the in-place
 fused layers and DropBlock2d (no torch.nn twin) keep lamina's kernels in
@@ -31,6 +35,9 @@ import os
 
 import torch
 import torch.nn.functional as TF
+
+from torch._C import _are_functorch_transforms_active as _functorch_active
+from torch.autograd import forward_ad as _forward_ad
 
 from . import custom_op
 
@@ -57,9 +64,15 @@ def get_compile_mode() -> str:
 
 
 def torch_math(t: torch.Tensor) -> bool:
-    """torch.compile is tracing, the mode is ``'torch'``, and ``t`` would run
-    lamina's compiled kernels: the layer is to be written in PyTorch's ops."""
-    return torch.compiler.is_compiling() and _mode == "torch" and custom_op.runs_compiled_kernels(t)
+    """The layer is to be written in PyTorch's ops: torch.compile is tracing,
+    the mode is ``'torch'`` and ``t`` would run lamina's compiled kernels;
+    or, anywhere, a forward-mode AD level or a torch.func transform (vmap,
+    grad, jacrev, jvp, ...) is active. lamina's ops carry reverse-mode
+    formulas only, so there its layers are PyTorch's, whose tangents and
+    batching rules are exact."""
+    if torch.compiler.is_compiling():
+        return _mode == "torch" and custom_op.runs_compiled_kernels(t)
+    return _forward_ad._current_level >= 0 or _functorch_active()
 
 
 # --- the fused layers, as compositions of torch.nn.functional -------------------

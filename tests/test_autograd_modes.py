@@ -1,0 +1,55 @@
+"""Autograd beyond first-order reverse mode: forward-mode AD and torch.func
+transforms run PyTorch's ops in lamina's layers (under_compile.torch_math),
+so tangents, per-sample gradients and batching equal torch's; a second
+derivative through lamina's own formulas raises instead of coming out
+silently as zero (custom_op.py, once_differentiable)."""
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as TF
+
+import lamina.functional as LF
+
+D = torch.float64
+CASES = {  # name: (lamina function, torch function, input shape)
+    "relu": (LF.relu, TF.relu, (4, 6)),
+    "gelu_tanh": (lambda x: LF.gelu(x, approximate="tanh"), lambda x: TF.gelu(x, approximate="tanh"), (4, 6)),
+    "layer_norm": (lambda x: LF.layer_norm(x, (6,)), lambda x: TF.layer_norm(x, (6,)), (4, 6)),
+    "batch_norm": (lambda x: LF.batch_norm(x, None, None, training=True),
+                   lambda x: TF.batch_norm(x, None, None, training=True), (4, 3, 5)),
+    "group_norm": (lambda x: LF.group_norm(x, 3), lambda x: TF.group_norm(x, 3), (2, 6, 5)),
+    "max_pool2d": (lambda x: LF.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), (2, 3, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_ad_tangent_equals_torch(name):
+    lam, ref, shape = CASES[name]
+    x, t = torch.randn(shape, dtype=D), torch.randn(shape, dtype=D)
+    with fwAD.dual_level():
+        got = fwAD.unpack_dual(lam(fwAD.make_dual(x, t)))
+        want = fwAD.unpack_dual(ref(fwAD.make_dual(x, t)))
+    assert got.tangent is not None
+    torch.testing.assert_close(got.primal, want.primal)
+    torch.testing.assert_close(got.tangent, want.tangent)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_torch_func_transforms_equal_torch(name):
+    lam, ref, shape = CASES[name]
+    x = torch.randn(shape, dtype=D)
+    torch.testing.assert_close(torch.func.grad(lambda t: lam(t).pow(2).sum())(x),
+                               torch.func.grad(lambda t: ref(t).pow(2).sum())(x))
+    batch = torch.randn((3,) + shape, dtype=D)
+    torch.testing.assert_close(torch.func.vmap(lam)(batch), torch.func.vmap(ref)(batch))
+
+
+@pytest.mark.parametrize("name", ["relu", "layer_norm", "batch_norm"])
+def test_second_derivative_raises(name):
+    lam, _, shape = CASES[name]
+    x = torch.randn(shape, dtype=D, requires_grad=True)
+    (g,) = torch.autograd.grad(lam(x).pow(2).sum(), x, create_graph=True)
+    torch.testing.assert_close(g.detach(), torch.autograd.grad(CASES[name][1](x).pow(2).sum(), x)[0])
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.sum().backward()
