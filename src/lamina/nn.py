@@ -11,7 +11,10 @@ written in the same style."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.fx
 from torch import Tensor
 
 from . import functional as F
@@ -1179,3 +1182,31 @@ class AddRMSNorm(torch.nn.RMSNorm):
     def forward(self, x: Tensor, residual: Tensor):
         return F.add_rms_norm(x, residual, list(self.normalized_shape), self.weight, self.eps,
                               self.dropout_p, self.training, self.prenorm)
+
+
+# =============================================================================
+# torch.fx: lamina's modules are leaves, as torch.nn's are
+# =============================================================================
+#
+# torch.fx's symbolic trace keeps torch.nn's modules as single call_module
+# nodes (its default tracer tells them by their module path) and traces into
+# every other module's forward. Traced into, a lamina module's argument checks
+# meet fx Proxies, so tracing a model with lamina layers failed (torchvision's
+# feature extraction, timm's FX tests). Each forward below records itself as a
+# call_module node when it is given a Proxy, whatever the tracer.
+
+def _fx_leaf(forward):
+    @functools.wraps(forward)
+    def leaf_forward(self, *args, **kwargs):
+        if args and isinstance(args[0], torch.fx.Proxy):
+            tracer = args[0].tracer
+            return tracer.create_proxy("call_module", tracer.path_of_module(self), args, kwargs)
+        return forward(self, *args, **kwargs)
+
+    return leaf_forward
+
+
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, torch.nn.Module) and _cls.__module__ == __name__:
+        _cls.forward = _fx_leaf(_cls.forward)
+del _cls
