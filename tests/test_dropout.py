@@ -152,9 +152,14 @@ def test_non_contiguous_input_uses_row_major_mask():
     assert torch.equal(y != 0, keep)
 
 
-def test_integer_input_raises():
-    with pytest.raises(RuntimeError, match="floating-point"):
+def test_integer_input_is_torchs_call():
+    """Integers go to torch's dropout: its error below p = 1, zeros at p = 1;
+    lamina's own seeded stream refuses them."""
+    with pytest.raises(RuntimeError, match="can't be cast"):
         F.dropout(torch.arange(4), 0.5)
+    assert torch.equal(F.dropout(torch.arange(4), 1.0), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="floating-point"):
+        F.dropout(torch.arange(4), 0.5, seed=1)
 
 
 def test_module_matches_torch_module():

@@ -120,6 +120,13 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
     return forward_op, backward_op
 
 
+def _torch_only_dtype(t) -> bool:
+    """``t`` is a tensor of a dtype PyTorch's layer takes and lamina computes
+    in neither implementation (integers, bool, complex): lamina hands such a
+    call to PyTorch's own op, the reference for those dtypes."""
+    return isinstance(t, Tensor) and not t.is_floating_point()
+
+
 # --- relu ----------------------------------------------------------------------
 
 _relu_forward, _relu_backward = _activation_op("relu", saves="output")
@@ -149,6 +156,8 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
         >>> y.shape
         torch.Size([4])
     """
+    if _torch_only_dtype(input):
+        return TF.relu(input, inplace)
     validate.floating(input)
     if inplace and _is_relu_output(input):
         return input  # relu(y) is y, and y's gradient already masks y == 0 (see _mark_relu_output)
@@ -418,6 +427,8 @@ def sigmoid(input: Tensor) -> Tensor:
         >>> lamina.functional.sigmoid(torch.zeros(2))
         tensor([0.5000, 0.5000])
     """
+    if _torch_only_dtype(input):
+        return torch.sigmoid(input)
     validate.floating(input)
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return torch.sigmoid(input)
@@ -451,6 +462,8 @@ def tanh(input: Tensor) -> Tensor:
         >>> lamina.functional.tanh(torch.zeros(2))
         tensor([0., 0.])
     """
+    if _torch_only_dtype(input):
+        return torch.tanh(input)
     validate.floating(input)
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return torch.tanh(input)
@@ -489,6 +502,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         torch.Size([4])
     """
     validate.floating(input)
+    if not isinstance(approximate, str):
+        raise TypeError(f"gelu(): argument 'approximate' must be str, not {type(approximate).__name__}")
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
@@ -527,6 +542,8 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
         >>> y.shape
         torch.Size([2, 3])
     """
+    if _torch_only_dtype(input):
+        return TF.silu(input, inplace)
     validate.floating(input)
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return TF.silu(input, inplace)
@@ -913,9 +930,16 @@ def batch_norm(
     """
     validate.floating(input)
     if input.dim() < 2:
+        if input.dim() == 1 and input.numel() == 0:
+            return input.clone()  # PyTorch returns the empty batch
         raise validate.DimensionError(
             f"batch_norm: expected input with at least 2 dimensions (N, C, *), got {input.dim()}D input")
     _bn_check_params(input, running_mean, running_var, weight, bias)
+    if ((running_mean is not None and running_mean.requires_grad)
+            or (running_var is not None and running_var.requires_grad)) and torch.is_grad_enabled():
+        name = "running_mean" if running_mean is not None and running_mean.requires_grad else "running_var"
+        raise RuntimeError(f"batch_norm is not differentiable with respect to argument '{name}'. "
+                           "This input cannot have requires_grad True.")
     if input.is_cuda:
         # PyTorch's CUDA batch norm takes running statistics of any floating
         # dtype (its CPU kernels refuse a mismatch): read as the statistics'
@@ -1359,12 +1383,19 @@ def rms_norm(input: Tensor, normalized_shape: _List[int], weight: Optional[Tenso
         >>> y.shape
         torch.Size([3, 8])
     """
+    if _torch_only_dtype(input):
+        return TF.rms_norm(input, normalized_shape, weight, eps)
     shape = _check_normalized_shape(input, normalized_shape, weight)
     if eps is None:  # torch's rule: the epsilon of the computation dtype
         eps = torch.finfo(torch.float64 if input.dtype == torch.float64 else torch.float32).eps
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return TF.rms_norm(input, shape, weight, eps)
     y, _ = _rms_norm_forward(input, shape, weight, float(eps))
+    if not input.is_contiguous():
+        # PyTorch's rms_norm is elementwise math, whose output keeps a dense
+        # input's layout (channels_last stays channels_last); the kernels
+        # write rows
+        y = torch.empty_like(input).copy_(y)
     return y
 
 
@@ -1642,7 +1673,10 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
         (torch.Size([1, 2, 3, 3]), torch.int64)
     """
     op = "max_pool2d"
-    validate.pool_input(input, op)
+    if _torch_only_dtype(input):
+        return TF.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                             return_indices=return_indices)
+    validate.pool_input(input, op, nonempty=0)
     kernel_size = validate.pool_pair(kernel_size, "kernel_size", op)
     stride = validate.pool_pair(stride, "stride", op, allow_none=True) or kernel_size
     padding = validate.pool_pair(padding, "padding", op)
@@ -1761,11 +1795,13 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
         torch.Size([1, 2, 3, 3])
     """
     op = "avg_pool2d"
+    if _torch_only_dtype(input):
+        return TF.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     if isinstance(input, torch.Tensor) and input.dim() < 3:
         # PyTorch reads input.size(-3) first: an IndexError
         raise validate.InputDimensionError(
             f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input, got {input.dim()}D input of shape {tuple(input.shape)}")
-    validate.pool_input(input, op)
+    validate.pool_input(input, op, nonempty=0)
     kernel_size = validate.pool_pair(kernel_size, "kernel_size", op)
     stride = validate.pool_pair(stride, "stride", op, allow_none=True) or kernel_size
     padding = validate.pool_pair(padding, "padding", op)
@@ -1859,6 +1895,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
         torch.Size([1, 3, 2, 5])
     """
     op = "adaptive_avg_pool2d"
+    validate.adaptive_input_dims(input, output_size)
     validate.pool_input(input, op, nonempty=2)
     output_size = validate.adaptive_output_size(input, output_size, op)
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
@@ -1979,6 +2016,7 @@ def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False
         torch.Size([2, 3, 4, 4])
     """
     op = "adaptive_max_pool2d"
+    validate.adaptive_input_dims(input, output_size)
     validate.pool_input(input, op, nonempty=3 if input.dim() == 4 else 2)
     output_size = validate.adaptive_output_size(input, output_size, op)
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
@@ -2142,8 +2180,8 @@ def dropout(
     if not training or p == 0 or input.numel() == 0:
         return input
     if not input.is_floating_point():
-        # NotImplementedError (a RuntimeError) is what PyTorch's CUDA dropout
-        # raises for integers; its CPU one raises a plain RuntimeError
+        if seed is None and generator is None:
+            return TF.dropout(input, p, training, inplace)  # torch's answer for integers (p = 1: zeros; else its error)
         raise NotImplementedError(f"dropout: expected a floating-point input, got {input.dtype}")
     if seed is None and generator is None and torch_math(input):  # (under_compile.py: torch's random numbers)
         return TF.dropout(input, p, training, inplace)
@@ -2154,7 +2192,7 @@ def dropout(
 def _dropout_check_p(p) -> None:
     """torch's checks: ValueError out of [0, 1]; NaN gets past Python's
     comparison and torch's kernel rejects it with a RuntimeError."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    if not isinstance(p, (int, float)):  # (a bool is an int: dropout(x, True) is p = 1, as in torch)
         raise TypeError(f"dropout probability p must be a float, got {type(p).__name__}")
     if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")

@@ -68,8 +68,9 @@ def same_device(x: torch.Tensor, **others) -> None:
 
 
 def number(value, name: str, op: str) -> None:
-    """A Python int or float (not bool, not a string), as PyTorch's argument parser wants."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A Python int or float (a bool is an int, as PyTorch's argument parser
+    takes it; not a string)."""
+    if not isinstance(value, (int, float)):
         raise TypeError(f"{op}(): argument '{name}' must be a number, not {type(value).__name__}")
 
 
@@ -159,11 +160,20 @@ def pool_input(x: torch.Tensor, op: str, nonempty: int = 3) -> None:
     """A float tensor of 3 (C, H, W) or 4 (N, C, H, W) dimensions whose last
     ``nonempty`` dimensions are non-empty (PyTorch: C, H, W for max and average
     pooling, H and W for adaptive average pooling, C of a 3-D input may be empty
-    for adaptive max pooling)."""
+    for adaptive max pooling). ``nonempty=0``: the dimension count only
+    (max and average pooling check the padding's sign in between, as PyTorch
+    does, see pool_geometry)."""
     floating(x)
-    if x.dim() not in (3, 4) or any(s == 0 for s in x.shape[x.dim() - nonempty:]):
+    if x.dim() not in (3, 4):
+        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, got shape {tuple(x.shape)}")
+    if nonempty:
+        _pool_nonempty(x, op, nonempty)
+
+
+def _pool_nonempty(x: torch.Tensor, op: str, nonempty: int) -> None:
+    if any(s == 0 for s in x.shape[x.dim() - nonempty:]):
         what = "C, H and W" if nonempty == 3 else "H and W"
-        raise RuntimeError(f"{op}: expected a 3D (C, H, W) or 4D (N, C, H, W) input with non-zero {what}, "
+        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, with non-zero {what}, "
                            f"got shape {tuple(x.shape)}")
 
 
@@ -178,13 +188,14 @@ def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, c
     if min(dilation) <= 0:
         raise RuntimeError(f"{op}: dilation should be greater than zero, but got {dilation}")
     if min(padding) < 0:
-        raise RuntimeError(f"{op}: padding must be non-negative, but got {padding}")
-    for k, p in zip(kernel, padding):
+        raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {min(padding)}")
+    _pool_nonempty(x, op, 3)  # after the padding's sign, as PyTorch checks
+    for k, p, d in zip(kernel, padding, dilation):
         # PyTorch bounds the padding by half the undilated kernel (for max pool
         # too, whatever the dilation)
         if p > k // 2:
-            raise RuntimeError(f"{op}: pad should be at most half of kernel size, but got padding={padding} "
-                               f"and kernel_size={kernel}")
+            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
+                               f"kernel_size={k} and dilation={d}")
     h, w = x.shape[-2:]
     oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -195,6 +206,14 @@ def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, c
     return oh, ow
 
 
+def adaptive_input_dims(x, output_size) -> None:
+    """PyTorch's first check of an adaptive pool, in Python before its
+    kernel's: an output size given per dimension needs an input of at least
+    3 dimensions (ValueError; an int output size meets the kernel's check)."""
+    if isinstance(x, torch.Tensor) and x.dim() < 3 and isinstance(output_size, (list, tuple)):
+        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
+
+
 def adaptive_output_size(x: torch.Tensor, output_size, op: str):
     """output_size as a pair of non-negative ints, None entries taking the input's size."""
     if isinstance(output_size, int) and not isinstance(output_size, bool):
@@ -203,7 +222,7 @@ def adaptive_output_size(x: torch.Tensor, output_size, op: str):
             v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in output_size):
         raise TypeError(f"{op}(): argument 'output_size' must be an int or a tuple of ints (or None), got {output_size!r}")
     if len(output_size) != 2:
-        raise RuntimeError(f"{op}: output_size must be an int or a pair of ints (or None), got {output_size!r}")
+        raise RuntimeError(f"{op}: output_size must be 2 (an int or a pair of ints, or None), got {output_size!r}")
     out = tuple(int(x.shape[-2 + i]) if v is None else v for i, v in enumerate(output_size))
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in out):
         raise RuntimeError(f"{op}: output_size must be non-negative ints, got {output_size!r}")
