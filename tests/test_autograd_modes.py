@@ -51,5 +51,13 @@ def test_second_derivative_raises(name):
     x = torch.randn(shape, dtype=D, requires_grad=True)
     (g,) = torch.autograd.grad(lam(x).pow(2).sum(), x, create_graph=True)
     torch.testing.assert_close(g.detach(), torch.autograd.grad(CASES[name][1](x).pow(2).sum(), x)[0])
-    with pytest.raises(RuntimeError, match="differentiate twice"):
+    with pytest.raises(RuntimeError, match="second derivative through this layer is not implemented"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("fn", [lambda x: LF.avg_pool2d(x, 2), lambda x: LF.max_pool2d(x, 2, 1),
+                                lambda x: LF.adaptive_avg_pool2d(x, 3)])
+def test_pooling_second_derivative_is_exact(fn):
+    """The pooling backward ops have formulas of their own: gradgradcheck."""
+    x = torch.randn(1, 2, 6, 6, dtype=D, requires_grad=True)
+    assert torch.autograd.gradgradcheck(fn, (x,))

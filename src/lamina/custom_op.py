@@ -39,7 +39,6 @@ import inspect
 
 import torch
 from torch._C import _are_functorch_transforms_active, _len_torch_dispatch_stack
-from torch.autograd.function import once_differentiable
 from torch._C._functorch import unwrap_if_dead
 
 # Tensor types that run the Python function directly; any other subclass
@@ -68,12 +67,7 @@ def _eager_function(op):
             return out
 
         @staticmethod
-        @once_differentiable
         def backward(ctx, *grads):
-            # once_differentiable: the formulas run lamina's kernels and
-            # reference, which autograd cannot differentiate again, so a
-            # second derivative through them (create_graph=True, then
-            # backward) raises instead of coming out silently as zero
             if grads[0] is None and ctx.lamina_first is not None:
                 shape, dtype, device = ctx.lamina_first
                 grads = (torch.zeros(shape, dtype=dtype, device=device),) + grads[1:]
@@ -157,6 +151,9 @@ class LaminaOp:
         self.n_params = len(self.signature.parameters)
         self.backward = None
         self.setup_context = None
+        # an op named <layer>_backward is a layer's backward formula: with no
+        # formula of its own, autograd cannot differentiate through it
+        self.is_backward_formula = name.endswith("_backward")
         self.__name__ = getattr(fn, "__name__", name)
         self.__doc__ = fn.__doc__
 
@@ -188,9 +185,36 @@ class LaminaOp:
                 if type(a) not in PLAIN_TENSORS:
                     return self.op(*args)  # FakeTensor, FunctionalTensor, ...: a tracer is looking
                 wants_grad = wants_grad or a.requires_grad
-        if wants_grad and self.backward is not None and torch.is_grad_enabled():
-            return self.eager_apply(*args)
+        if wants_grad and torch.is_grad_enabled():
+            if self.backward is not None:
+                return self.eager_apply(*args)
+            if self.is_backward_formula:  # inside a backward with create_graph=True
+                return _no_second_derivative(self.fn(*args), args, self.__name__)
         return self.fn(*args)
+
+
+def _no_second_derivative(out, args, name: str):
+    """``out`` (a tensor or a tuple) tied to a node that raises when autograd
+    reaches it: a backward formula run with create_graph=True (a gradient
+    penalty, a Hessian-vector product) gives first derivatives whose own
+    derivative lamina does not have. A second backward through them raises,
+    as through PyTorch's once_differentiable, instead of a silent zero; the
+    first derivatives keep their values. The tie is an exact zero (an empty
+    slice's sum) computed from the formula's inputs through the raising node,
+    so every path from ``out`` back to those inputs meets it."""
+    needing = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    error = torch._C._functions.DelayedError(
+        f"lamina: {name.lstrip('_')} has no derivative of its own: a second derivative through this "
+        "layer is not implemented (torch.func transforms and forward-mode AD run PyTorch's ops instead)",
+        len(needing))
+    aliases = error(*needing)
+    aliases = aliases if isinstance(aliases, tuple) else (aliases,)
+    zero = sum(a.reshape(-1)[:0].sum() for a in aliases)
+
+    def tie(t):
+        return t + zero.to(t.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    return tuple(tie(t) for t in out) if isinstance(out, tuple) else tie(out)
 
 
 def custom_op(name: str, *, mutates_args=()):
