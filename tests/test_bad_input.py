@@ -338,3 +338,11 @@ def test_rms_norm_output_keeps_a_dense_layout():
     y = LF.rms_norm(x, [2, 2, 5])
     assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, TF.rms_norm(x, [2, 2, 5]))
+
+
+def test_layer_and_instance_norm_outputs_are_contiguous_as_torchs():
+    x = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    for lam, ref in ((LF.layer_norm(x, [5]), TF.layer_norm(x, [5])),
+                     (LF.instance_norm(x), TF.instance_norm(x))):
+        assert lam.stride() == ref.stride()
+        torch.testing.assert_close(lam, ref)

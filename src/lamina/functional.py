@@ -1129,7 +1129,9 @@ def instance_norm(
             _bn_update_running_stats(
                 running_mean, running_var, mean.reshape(n, c).mean(0), var.reshape(n, c).mean(0), spatial, momentum
             )
-    return y
+    # PyTorch's instance norm normalizes a contiguous (1, N*C, *) view: its
+    # output is contiguous whatever the input's layout
+    return y if y.is_contiguous() else y.contiguous()
 
 
 
@@ -1303,7 +1305,9 @@ def layer_norm(
     if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return TF.layer_norm(input, shape, weight, bias, eps)
     y, _, _ = _layer_norm_forward(input, shape, weight, bias, float(eps))
-    return y
+    # PyTorch's layer norm returns a contiguous tensor whatever the input's
+    # layout; the NumPy reference keeps a permuted input's order
+    return y if y.is_contiguous() else y.contiguous()
 
 
 # --- rms_norm --------------------------------------------------------------------
