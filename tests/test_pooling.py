@@ -229,9 +229,10 @@ def test_errors_like_torch(name, shape, kwargs):
         getattr(F, name)(x, **kwargs)
 
 
-def test_integer_input_rejected():
-    with pytest.raises(TypeError, match="floating"):
-        F.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int32), 2)
+def test_integer_input_is_torchs_answer():
+    """lamina pools floats; integer pooling is handed to PyTorch's op."""
+    x = torch.arange(32, dtype=torch.int32).reshape(2, 1, 4, 4)
+    assert torch.equal(F.max_pool2d(x, 2), torch.nn.functional.max_pool2d(x, 2))
 
 
 # --- nn modules --------------------------------------------------------------------
