@@ -45,7 +45,7 @@ def test_torch_func_transforms_equal_torch(name):
     torch.testing.assert_close(torch.func.vmap(lam)(batch), torch.func.vmap(ref)(batch))
 
 
-@pytest.mark.parametrize("name", ["relu", "layer_norm", "batch_norm"])
+@pytest.mark.parametrize("name", ["layer_norm", "batch_norm", "group_norm"])
 def test_second_derivative_raises(name):
     lam, _, shape = CASES[name]
     x = torch.randn(shape, dtype=D, requires_grad=True)
@@ -55,9 +55,29 @@ def test_second_derivative_raises(name):
         g.sum().backward()
 
 
-@pytest.mark.parametrize("fn", [lambda x: LF.avg_pool2d(x, 2), lambda x: LF.max_pool2d(x, 2, 1),
-                                lambda x: LF.adaptive_avg_pool2d(x, 3)])
-def test_pooling_second_derivative_is_exact(fn):
-    """The pooling backward ops have formulas of their own: gradgradcheck."""
+SECOND_ORDER = {  # pooling: formulas of its own; activations: their backward in PyTorch's ops
+    "avg_pool2d": lambda x: LF.avg_pool2d(x, 2),
+    "max_pool2d": lambda x: LF.max_pool2d(x, 2, 1),
+    "adaptive_avg_pool2d": lambda x: LF.adaptive_avg_pool2d(x, 3),
+    "relu": LF.relu,
+    "leaky_relu": lambda x: LF.leaky_relu(x, 0.2),
+    "sigmoid": LF.sigmoid,
+    "tanh": LF.tanh,
+    "gelu": LF.gelu,
+    "gelu_tanh": lambda x: LF.gelu(x, approximate="tanh"),
+    "silu": LF.silu,
+    "swish": lambda x: LF.swish(x, 1.5),
+    "prelu": lambda x: LF.prelu(x, torch.linspace(0.1, 0.3, 2, dtype=D)),
+}
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+def test_second_derivative_is_exact(name):
     x = torch.randn(1, 2, 6, 6, dtype=D, requires_grad=True)
-    assert torch.autograd.gradgradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(SECOND_ORDER[name], (x,))
+
+
+def test_prelu_weight_second_derivative():
+    x = torch.randn(2, 3, 4, dtype=D, requires_grad=True)
+    w = torch.rand(3, dtype=D, requires_grad=True)
+    assert torch.autograd.gradgradcheck(LF.prelu, (x, w))

@@ -154,6 +154,9 @@ class LaminaOp:
         # an op named <layer>_backward is a layer's backward formula: with no
         # formula of its own, autograd cannot differentiate through it
         self.is_backward_formula = name.endswith("_backward")
+        # the same formula in differentiable PyTorch ops (set by the layer),
+        # taken only there: inside a backward run with create_graph=True
+        self.differentiable = None
         self.__name__ = getattr(fn, "__name__", name)
         self.__doc__ = fn.__doc__
 
@@ -189,6 +192,8 @@ class LaminaOp:
             if self.backward is not None:
                 return self.eager_apply(*args)
             if self.is_backward_formula:  # inside a backward with create_graph=True
+                if self.differentiable is not None:
+                    return self.differentiable(*args)  # PyTorch's ops: exact higher derivatives
                 return _no_second_derivative(self.fn(*args), args, self.__name__)
         return self.fn(*args)
 

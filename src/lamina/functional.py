@@ -63,7 +63,8 @@ def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
 
 # --- the parameterless activations: one custom-op pair each ---------------------
 
-def _activation_op(name: str, saves: str, param_type: str | None = None, reference_cache_extra: tuple = ()):
+def _activation_op(name: str, saves: str, param_type: str | None = None, reference_cache_extra: tuple = (),
+                   torch_backward=None):
     """``lamina::<name>_forward`` / ``lamina::<name>_backward`` for an
     elementwise activation: forward f(x) (or f(x, param), ``param`` one
     argument of type ``param_type``: gelu's approximate, swish's beta);
@@ -71,7 +72,8 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
     relu, sigmoid, tanh) or the input x (``saves='input'``). CUDA tensors run
     the kernels' ``<name>_forward`` / ``<name>_backward``, the others the
     reference's (its backward cache is (saved, *param) +
-    ``reference_cache_extra``)."""
+    ``reference_cache_extra``). ``torch_backward(dy, saved, *param)``: the
+    backward in PyTorch's differentiable ops, for second derivatives."""
     ref_forward = getattr(ref_activation, f"{name}_forward")
     ref_backward = getattr(ref_activation, f"{name}_backward")
 
@@ -117,6 +119,7 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
         return (backward_op(dy, saved, *ctx.param),) + (None,) * len(ctx.param)
 
     forward_op.register_autograd(grad, setup_context=setup)
+    backward_op.differentiable = torch_backward
     return forward_op, backward_op
 
 
@@ -129,7 +132,8 @@ def _torch_only_dtype(t) -> bool:
 
 # --- relu ----------------------------------------------------------------------
 
-_relu_forward, _relu_backward = _activation_op("relu", saves="output")
+_relu_forward, _relu_backward = _activation_op(
+    "relu", saves="output", torch_backward=lambda dy, y: torch.ops.aten.threshold_backward(dy, y, 0))
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -244,6 +248,11 @@ def _leaky_relu_backward(dy: Tensor, saved: Tensor, negative_slope: float) -> Te
     return to_torch(dx, dy)
 
 
+# second derivatives: x > 0 exactly where the saved output or mask is > 0
+_leaky_relu_backward.differentiable = (
+    lambda dy, saved, negative_slope: torch.where(saved > 0, dy, dy * negative_slope))
+
+
 @_leaky_relu_backward.register_fake
 def _(dy, saved, negative_slope):
     return torch.empty_like(dy)
@@ -347,6 +356,21 @@ def _prelu_backward(dy: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tens
     return to_torch(dx, x), to_torch(dweight, weight)
 
 
+def _prelu_grad_torch(dy: Tensor, x: Tensor, weight: Tensor):
+    """prelu's (dx, dweight) in PyTorch's ops (second derivatives): weight
+    per channel (dim 1) or one for all."""
+    per_channel = weight.numel() > 1
+    w = weight.reshape((1, -1) + (1,) * (x.dim() - 2)) if per_channel else weight.reshape(())
+    negative = x <= 0
+    dx = torch.where(negative, w * dy, dy)
+    dw_elem = torch.where(negative, x * dy, torch.zeros_like(dy))
+    dims = [d for d in range(x.dim()) if not (per_channel and d == 1)]
+    return dx, dw_elem.sum(dim=dims).reshape(weight.shape)
+
+
+_prelu_backward.differentiable = _prelu_grad_torch
+
+
 @_prelu_backward.register_fake
 def _(dy, x, weight):
     return torch.empty_like(x), torch.empty_like(weight)
@@ -402,7 +426,8 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
 
 # --- sigmoid -----------------------------------------------------------------------
 
-_sigmoid_forward, _sigmoid_backward = _activation_op("sigmoid", saves="output")
+_sigmoid_forward, _sigmoid_backward = _activation_op("sigmoid", saves="output",
+                                                     torch_backward=torch.ops.aten.sigmoid_backward)
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -437,7 +462,7 @@ def sigmoid(input: Tensor) -> Tensor:
 
 # --- tanh --------------------------------------------------------------------------
 
-_tanh_forward, _tanh_backward = _activation_op("tanh", saves="output")
+_tanh_forward, _tanh_backward = _activation_op("tanh", saves="output", torch_backward=torch.ops.aten.tanh_backward)
 
 
 def tanh(input: Tensor) -> Tensor:
@@ -472,7 +497,9 @@ def tanh(input: Tensor) -> Tensor:
 
 # --- gelu --------------------------------------------------------------------------
 
-_gelu_forward, _gelu_backward = _activation_op("gelu", saves="input", param_type="str")
+_gelu_forward, _gelu_backward = _activation_op(
+    "gelu", saves="input", param_type="str",
+    torch_backward=lambda dy, x, approximate: torch.ops.aten.gelu_backward(dy, x, approximate=approximate))
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -514,7 +541,15 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 # --- silu and swish ------------------------------------------------------------
 
 # the reference computes silu as swish with beta = 1
-_silu_forward, _silu_backward = _activation_op("silu", saves="input", reference_cache_extra=(1.0,))
+def _swish_grad_torch(dy: Tensor, x: Tensor, beta: float) -> Tensor:
+    """dy * d/dx [x sigmoid(beta x)] in PyTorch's ops (second derivatives)."""
+    s = torch.sigmoid(beta * x)
+    return dy * s * (1 + beta * x * (1 - s))
+
+
+_silu_forward, _silu_backward = _activation_op(
+    "silu", saves="input", reference_cache_extra=(1.0,),
+    torch_backward=lambda dy, x: _swish_grad_torch(dy, x, 1.0))  # (aten's silu_backward has no derivative)
 
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -619,7 +654,8 @@ def _activation_in_place(input: Tensor, name: str, param: float = 0.0) -> Tensor
     return input
 
 
-_swish_forward, _swish_backward = _activation_op("swish", saves="input", param_type="float")
+_swish_forward, _swish_backward = _activation_op("swish", saves="input", param_type="float",
+                                                 torch_backward=lambda dy, x, beta: _swish_grad_torch(dy, x, beta))
 
 
 def swish(input: Tensor, beta: float = 1.0) -> Tensor:
