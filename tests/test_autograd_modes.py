@@ -1,8 +1,9 @@
 """Autograd beyond first-order reverse mode: forward-mode AD and torch.func
 transforms run PyTorch's ops in lamina's layers (under_compile.torch_math),
-so tangents, per-sample gradients and batching equal torch's; a second
-derivative through lamina's own formulas raises instead of coming out
-silently as zero (custom_op.py, once_differentiable)."""
+so tangents, per-sample gradients and batching equal torch's; second
+derivatives are exact for pooling, the activations and the norms, and raise
+through the fused layers instead of coming out silently as zero
+(custom_op.py)."""
 
 import pytest
 import torch
@@ -45,12 +46,19 @@ def test_torch_func_transforms_equal_torch(name):
     torch.testing.assert_close(torch.func.vmap(lam)(batch), torch.func.vmap(ref)(batch))
 
 
-@pytest.mark.parametrize("name", ["layer_norm", "batch_norm", "group_norm"])
+FUSED = {  # layers whose backward has no formula of its own: a second derivative raises
+    "batch_norm_act": (lambda x: LF.batch_norm_act(x, None, None, training=True, act="silu"),
+                       lambda x: TF.silu(TF.batch_norm(x, None, None, training=True))),
+    "bias_act": (lambda x: LF.bias_act(x, torch.ones(6, dtype=D), "gelu"), lambda x: TF.gelu(x + 1)),
+}
+
+
+@pytest.mark.parametrize("name", FUSED)
 def test_second_derivative_raises(name):
-    lam, _, shape = CASES[name]
-    x = torch.randn(shape, dtype=D, requires_grad=True)
+    lam, ref = FUSED[name]
+    x = torch.randn(4, 6, 5, 6, dtype=D, requires_grad=True)
     (g,) = torch.autograd.grad(lam(x).pow(2).sum(), x, create_graph=True)
-    torch.testing.assert_close(g.detach(), torch.autograd.grad(CASES[name][1](x).pow(2).sum(), x)[0])
+    torch.testing.assert_close(g.detach(), torch.autograd.grad(ref(x).pow(2).sum(), x)[0])
     with pytest.raises(RuntimeError, match="second derivative through this layer is not implemented"):
         g.sum().backward()
 
@@ -68,6 +76,13 @@ SECOND_ORDER = {  # pooling: formulas of its own; activations: their backward in
     "silu": LF.silu,
     "swish": lambda x: LF.swish(x, 1.5),
     "prelu": lambda x: LF.prelu(x, torch.linspace(0.1, 0.3, 2, dtype=D)),
+    # norms: their gradients in PyTorch's ops when built with create_graph
+    "layer_norm": lambda x: LF.layer_norm(x, (6,)),
+    "rms_norm": lambda x: LF.rms_norm(x, (6, 6)),
+    "group_norm": lambda x: LF.group_norm(x, 2),
+    "instance_norm": LF.instance_norm,
+    "batch_norm_train": lambda x: LF.batch_norm(x, None, None, training=True),
+    "batch_norm_eval": lambda x: LF.batch_norm(x, torch.zeros(2, dtype=D), torch.full((2,), 2.0, dtype=D)),
 }
 
 
@@ -77,7 +92,10 @@ def test_second_derivative_is_exact(name):
     assert torch.autograd.gradgradcheck(SECOND_ORDER[name], (x,))
 
 
-def test_prelu_weight_second_derivative():
+def test_parameter_second_derivatives():
     x = torch.randn(2, 3, 4, dtype=D, requires_grad=True)
-    w = torch.rand(3, dtype=D, requires_grad=True)
+    w, b = torch.rand(3, dtype=D, requires_grad=True), torch.rand(3, dtype=D, requires_grad=True)
     assert torch.autograd.gradgradcheck(LF.prelu, (x, w))
+    assert torch.autograd.gradgradcheck(lambda t, w_, b_: LF.batch_norm(t, None, None, w_, b_, training=True), (x, w, b))
+    w4, b4 = torch.rand(4, dtype=D, requires_grad=True), torch.rand(4, dtype=D, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t, w_, b_: LF.layer_norm(t, (4,), w_, b_), (x, w4, b4))

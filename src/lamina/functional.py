@@ -832,18 +832,59 @@ def _(dy, x, weight, mean, rstd, training, param_grads=True):
     return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
 
 
+def _norm_grads_torch(torch_forward, dy, x, weight, has_bias: bool, bias_dims):
+    """(dx, dweight, dbias) of ``torch_forward(x, weight)`` (a norm in
+    PyTorch's ops, its bias left out) at upstream gradient dy, built with
+    create_graph: inside a backward run with create_graph=True the norms'
+    gradients are PyTorch's, exact to any order. dbias is dy summed over
+    ``bias_dims``."""
+    wanted = [t for t in (x, weight) if t is not None and t.requires_grad]
+    with torch.enable_grad():
+        y = torch_forward(x, weight)
+        found = iter(torch.autograd.grad(y, wanted, dy, create_graph=True, allow_unused=True)) if wanted else iter(())
+    dx = next(found) if x.requires_grad else None
+    dweight = next(found) if weight is not None and weight.requires_grad else None
+    dbias = dy.sum(dim=bias_dims) if has_bias else None
+    return dx, dweight, dbias
+
+
+def _bias_dims(x: Tensor, how) -> list:
+    """The dims a norm's bias gradient sums over: all but the normalized
+    trailing ones (layer norm: ``how`` the normalized shape), or all but the
+    channels (group norm: ``how`` the group count)."""
+    if isinstance(how, int):
+        return [d for d in range(x.dim()) if d != 1]
+    return list(range(x.dim() - len(how)))
+
+
 def _batch_norm_setup(ctx, inputs, output):
-    x, weight, bias, _, _, training, _ = inputs
+    x, weight, bias, _, _, training, eps = inputs
     _, mean, rstd, _ = output
     ctx.save_for_backward(x, weight, mean, rstd)
-    ctx.training = training
+    ctx.training, ctx.eps = training, eps
     ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _batch_norm_torch(x: Tensor, weight, mean: Tensor, rstd: Tensor, training: bool, eps: float) -> Tensor:
+    """Batch norm without bias in PyTorch's ops (second derivatives): batch
+    statistics in training, the saved (running) ones otherwise."""
+    if training:
+        return TF.batch_norm(x, None, None, weight, None, True, 0.0, eps)
+    per_channel = (1, -1) + (1,) * (x.dim() - 2)
+    # detached: constants in evaluation (the op's own outputs: through them
+    # autograd would come back into this very formula)
+    y = (x - mean.detach().reshape(per_channel).to(x.dtype)) * rstd.detach().reshape(per_channel).to(x.dtype)
+    return y if weight is None else y * weight.reshape(per_channel)
 
 
 def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
     param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-    dx, dw, db = _batch_norm_backward(dy, x, weight, mean, rstd, ctx.training, param_grads)
+    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+        dx, dw, db = _norm_grads_torch(lambda t, w: _batch_norm_torch(t, w, mean, rstd, ctx.training, ctx.eps),
+                                       dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
+    else:
+        dx, dw, db = _batch_norm_backward(dy, x, weight, mean, rstd, ctx.training, param_grads)
     return (
         dx,
         None if weight is None else _as(dw, weight.dtype),
@@ -1077,15 +1118,20 @@ def _(dy, x, weight, mean, rstd):
 
 
 def _instance_norm_setup(ctx, inputs, output):
-    x, weight, bias, _ = inputs
+    x, weight, bias, eps = inputs
     _, mean, rstd, _ = output
     ctx.save_for_backward(x, weight, mean, rstd)
+    ctx.eps = eps
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
 def _instance_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _instance_norm_backward(dy, x, weight, mean, rstd)
+    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+        dx, dw, db = _norm_grads_torch(lambda t, w: TF.instance_norm(t, None, None, w, None, True, 0.0, ctx.eps),
+                                       dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
+    else:
+        dx, dw, db = _instance_norm_backward(dy, x, weight, mean, rstd)
     return (
         dx,
         None if weight is None else _as(dw, weight.dtype),
@@ -1283,26 +1329,34 @@ def _(dy, x, normalized_shape, weight, mean, rstd, has_bias):
     return x.new_empty(x.shape), dweight, dbias
 
 
-def _register_affine_norm_autograd(forward_op, backward_op) -> None:
+def _register_affine_norm_autograd(forward_op, backward_op, torch_forward) -> None:
     """Autograd for a norm op ``(x, how, weight, bias, eps) -> (y, mean, rstd)``
     (``how``: layer norm's normalized_shape, group norm's num_groups) whose
     backward op is ``(dy, x, how, weight, mean, rstd, has_bias) -> (dx,
-    dweight, dbias)``; the statistics' own gradients are ignored."""
+    dweight, dbias)``; the statistics' own gradients are ignored.
+    ``torch_forward(x, how, weight, eps)``: the norm in PyTorch's ops, no bias
+    (second derivatives, _norm_grads_torch)."""
 
     def setup(ctx, inputs, output):
         x, how, weight, bias, eps = inputs
-        ctx.how, ctx.has_bias = how, bias is not None
+        ctx.how, ctx.has_bias, ctx.eps = how, bias is not None, eps
         ctx.save_for_backward(x, weight, output[1], output[2])
 
     def grad(ctx, dy, _dmean, _drstd):
         x, weight, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = backward_op(dy, x, ctx.how, weight, mean, rstd, ctx.has_bias)
+        if torch.is_grad_enabled():  # create_graph=True
+            dx, dweight, dbias = _norm_grads_torch(
+                lambda t, w: torch_forward(t, ctx.how, w, ctx.eps), dy, x, weight, ctx.has_bias,
+                _bias_dims(x, ctx.how))
+        else:
+            dx, dweight, dbias = backward_op(dy, x, ctx.how, weight, mean, rstd, ctx.has_bias)
         return dx, None, dweight if weight is not None else None, dbias if ctx.has_bias else None, None
 
     forward_op.register_autograd(grad, setup_context=setup)
 
 
-_register_affine_norm_autograd(_layer_norm_forward, _layer_norm_backward)
+_register_affine_norm_autograd(_layer_norm_forward, _layer_norm_backward,
+                               lambda x, shape, w, eps: TF.layer_norm(x, shape, w, None, eps))
 
 
 def layer_norm(
@@ -1382,13 +1436,17 @@ def _(dy, x, normalized_shape, weight, rstd):
 
 def _rms_norm_setup(ctx, inputs, output):
     x, normalized_shape, weight, eps = inputs
-    ctx.normalized_shape = normalized_shape
+    ctx.normalized_shape, ctx.eps = normalized_shape, eps
     ctx.save_for_backward(x, weight, output[1])
 
 
 def _rms_norm_grad(ctx, dy, _drstd):
     x, weight, rstd = ctx.saved_tensors
-    dx, dweight = _rms_norm_backward(dy, x, ctx.normalized_shape, weight, rstd)
+    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+        dx, dweight, _ = _norm_grads_torch(lambda t, w: TF.rms_norm(t, ctx.normalized_shape, w, ctx.eps),
+                                           dy, x, weight, False, None)
+    else:
+        dx, dweight = _rms_norm_backward(dy, x, ctx.normalized_shape, weight, rstd)
     return dx, None, dweight if weight is not None else None, None
 
 
@@ -1489,7 +1547,8 @@ def _(dy, x, num_groups, weight, mean, rstd, has_bias):
     return torch.empty_like(x), x.new_empty(c if weight is not None else 0, dtype=pdtype), x.new_empty(c if has_bias else 0, dtype=pdtype)
 
 
-_register_affine_norm_autograd(_group_norm_forward, _group_norm_backward)
+_register_affine_norm_autograd(_group_norm_forward, _group_norm_backward,
+                               lambda x, groups, w, eps: TF.group_norm(x, groups, w, None, eps))
 
 
 def group_norm(
