@@ -99,3 +99,12 @@ def test_parameter_second_derivatives():
     assert torch.autograd.gradgradcheck(lambda t, w_, b_: LF.batch_norm(t, None, None, w_, b_, training=True), (x, w, b))
     w4, b4 = torch.rand(4, dtype=D, requires_grad=True), torch.rand(4, dtype=D, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda t, w_, b_: LF.layer_norm(t, (4,), w_, b_), (x, w4, b4))
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "layer_norm", "rms_norm", "batch_norm_train", "instance_norm"])
+def test_batched_gradients(name):
+    """gradcheck's batched-gradient check (autograd's own vmap over the
+    backward, as in is_grads_batched): the backward formulas take PyTorch's
+    ops there."""
+    x = torch.randn(1, 2, 6, 6, dtype=D, requires_grad=True)
+    assert torch.autograd.gradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)

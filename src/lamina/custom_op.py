@@ -39,7 +39,7 @@ import inspect
 
 import torch
 from torch._C import _are_functorch_transforms_active, _len_torch_dispatch_stack
-from torch._C._functorch import unwrap_if_dead
+from torch._C._functorch import is_legacy_batchedtensor, unwrap_if_dead
 
 # Tensor types that run the Python function directly; any other subclass
 # (FakeTensor, FunctionalTensor, ...) means a tracer is looking.
@@ -195,6 +195,8 @@ class LaminaOp:
                 if self.differentiable is not None:
                     return self.differentiable(*args)  # PyTorch's ops: exact higher derivatives
                 return _no_second_derivative(self.fn(*args), args, self.__name__)
+        if self.differentiable is not None and (_are_functorch_transforms_active() or is_legacy_batchedtensor(args[0])):
+            return self.differentiable(*args)  # a backward under vmap (batched gradients): PyTorch's ops
         return self.fn(*args)
 
 

@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as TF
+from torch._C import _are_functorch_transforms_active
+from torch._C._functorch import is_legacy_batchedtensor
 from torch import Tensor
 
 from . import validate
@@ -832,6 +834,14 @@ def _(dy, x, weight, mean, rstd, training, param_grads=True):
     return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
 
 
+def _differentiable_backward(dy: Tensor) -> bool:
+    """A backward formula must build a graph or run batched
+    (create_graph=True: grad mode is on inside the backward; batched
+    gradients: a torch.func vmap, or autograd's own for is_grads_batched):
+    the norms then take PyTorch's ops."""
+    return torch.is_grad_enabled() or _are_functorch_transforms_active() or is_legacy_batchedtensor(dy)
+
+
 def _norm_grads_torch(torch_forward, dy, x, weight, has_bias: bool, bias_dims):
     """(dx, dweight, dbias) of ``torch_forward(x, weight)`` (a norm in
     PyTorch's ops, its bias left out) at upstream gradient dy, built with
@@ -844,7 +854,7 @@ def _norm_grads_torch(torch_forward, dy, x, weight, has_bias: bool, bias_dims):
         found = iter(torch.autograd.grad(y, wanted, dy, create_graph=True, allow_unused=True)) if wanted else iter(())
     dx = next(found) if x.requires_grad else None
     dweight = next(found) if weight is not None and weight.requires_grad else None
-    dbias = dy.sum(dim=bias_dims) if has_bias else None
+    dbias = (dy.sum(dim=bias_dims) if bias_dims else dy) if has_bias else None  # (sum(dim=[]) sums all)
     return dx, dweight, dbias
 
 
@@ -880,7 +890,7 @@ def _batch_norm_torch(x: Tensor, weight, mean: Tensor, rstd: Tensor, training: b
 def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
     param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dw, db = _norm_grads_torch(lambda t, w: _batch_norm_torch(t, w, mean, rstd, ctx.training, ctx.eps),
                                        dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
     else:
@@ -1127,7 +1137,7 @@ def _instance_norm_setup(ctx, inputs, output):
 
 def _instance_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
-    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dw, db = _norm_grads_torch(lambda t, w: TF.instance_norm(t, None, None, w, None, True, 0.0, ctx.eps),
                                        dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
     else:
@@ -1344,7 +1354,7 @@ def _register_affine_norm_autograd(forward_op, backward_op, torch_forward) -> No
 
     def grad(ctx, dy, _dmean, _drstd):
         x, weight, mean, rstd = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True
+        if _differentiable_backward(dy):  # create_graph=True, or batched
             dx, dweight, dbias = _norm_grads_torch(
                 lambda t, w: torch_forward(t, ctx.how, w, ctx.eps), dy, x, weight, ctx.has_bias,
                 _bias_dims(x, ctx.how))
@@ -1442,7 +1452,7 @@ def _rms_norm_setup(ctx, inputs, output):
 
 def _rms_norm_grad(ctx, dy, _drstd):
     x, weight, rstd = ctx.saved_tensors
-    if torch.is_grad_enabled():  # create_graph=True: PyTorch's ops, differentiable again
+    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dweight, _ = _norm_grads_torch(lambda t, w: TF.rms_norm(t, ctx.normalized_shape, w, ctx.eps),
                                            dy, x, weight, False, None)
     else:
