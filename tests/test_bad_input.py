@@ -342,7 +342,9 @@ def test_rms_norm_output_keeps_a_dense_layout():
 
 def test_layer_and_instance_norm_outputs_are_contiguous_as_torchs():
     x = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    stats = (torch.zeros(3), torch.ones(3))
     for lam, ref in ((LF.layer_norm(x, [5]), TF.layer_norm(x, [5])),
-                     (LF.instance_norm(x), TF.instance_norm(x))):
+                     (LF.instance_norm(x), TF.instance_norm(x)),
+                     (LF.instance_norm(x, *stats, use_input_stats=False), TF.instance_norm(x, *stats, use_input_stats=False))):
         assert lam.stride() == ref.stride()
         torch.testing.assert_close(lam, ref)

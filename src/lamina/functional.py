@@ -1142,6 +1142,8 @@ def _instance_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
                                        dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
     else:
         dx, dw, db = _instance_norm_backward(dy, x, weight, mean, rstd)
+        if not dx.is_contiguous():  # PyTorch's is contiguous (see instance_norm)
+            dx = dx.contiguous()
     return (
         dx,
         None if weight is None else _as(dw, weight.dtype),
@@ -1205,7 +1207,8 @@ def instance_norm(
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+        y = batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+        return y if y.is_contiguous() else y.contiguous()  # PyTorch's layout (see below)
     spatial = 1
     for d in input.shape[2:]:
         spatial *= d
@@ -1339,13 +1342,14 @@ def _(dy, x, normalized_shape, weight, mean, rstd, has_bias):
     return x.new_empty(x.shape), dweight, dbias
 
 
-def _register_affine_norm_autograd(forward_op, backward_op, torch_forward) -> None:
+def _register_affine_norm_autograd(forward_op, backward_op, torch_forward, contiguous_dx: bool) -> None:
     """Autograd for a norm op ``(x, how, weight, bias, eps) -> (y, mean, rstd)``
     (``how``: layer norm's normalized_shape, group norm's num_groups) whose
     backward op is ``(dy, x, how, weight, mean, rstd, has_bias) -> (dx,
     dweight, dbias)``; the statistics' own gradients are ignored.
     ``torch_forward(x, how, weight, eps)``: the norm in PyTorch's ops, no bias
-    (second derivatives, _norm_grads_torch)."""
+    (second derivatives, _norm_grads_torch). ``contiguous_dx``: dx is
+    contiguous whatever x's layout, as PyTorch's (layer norm's) is."""
 
     def setup(ctx, inputs, output):
         x, how, weight, bias, eps = inputs
@@ -1360,13 +1364,15 @@ def _register_affine_norm_autograd(forward_op, backward_op, torch_forward) -> No
                 _bias_dims(x, ctx.how))
         else:
             dx, dweight, dbias = backward_op(dy, x, ctx.how, weight, mean, rstd, ctx.has_bias)
+            if contiguous_dx and not dx.is_contiguous():  # (the NumPy reference keeps x's order)
+                dx = dx.contiguous()
         return dx, None, dweight if weight is not None else None, dbias if ctx.has_bias else None, None
 
     forward_op.register_autograd(grad, setup_context=setup)
 
 
 _register_affine_norm_autograd(_layer_norm_forward, _layer_norm_backward,
-                               lambda x, shape, w, eps: TF.layer_norm(x, shape, w, None, eps))
+                               lambda x, shape, w, eps: TF.layer_norm(x, shape, w, None, eps), contiguous_dx=True)
 
 
 def layer_norm(
@@ -1457,6 +1463,8 @@ def _rms_norm_grad(ctx, dy, _drstd):
                                            dy, x, weight, False, None)
     else:
         dx, dweight = _rms_norm_backward(dy, x, ctx.normalized_shape, weight, rstd)
+        if not dx.is_contiguous():  # PyTorch's is contiguous; the NumPy reference keeps x's order
+            dx = dx.contiguous()
     return dx, None, dweight if weight is not None else None, None
 
 
@@ -1558,7 +1566,7 @@ def _(dy, x, num_groups, weight, mean, rstd, has_bias):
 
 
 _register_affine_norm_autograd(_group_norm_forward, _group_norm_backward,
-                               lambda x, groups, w, eps: TF.group_norm(x, groups, w, None, eps))
+                               lambda x, groups, w, eps: TF.group_norm(x, groups, w, None, eps), contiguous_dx=False)
 
 
 def group_norm(
