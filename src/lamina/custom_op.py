@@ -191,13 +191,19 @@ class LaminaOp:
         if wants_grad and torch.is_grad_enabled():
             if self.backward is not None:
                 return self.eager_apply(*args)
-            if self.is_backward_formula:  # inside a backward with create_graph=True
-                if self.differentiable is not None:
-                    return self.differentiable(*args)  # PyTorch's ops: exact higher derivatives
+            if self.is_backward_formula and self.differentiable is None:  # create_graph=True, no PyTorch form
                 return _no_second_derivative(self.fn(*args), args, self.__name__)
-        if self.differentiable is not None and (_are_functorch_transforms_active() or is_legacy_batchedtensor(args[0])):
-            return self.differentiable(*args)  # a backward under vmap (batched gradients): PyTorch's ops
+        if self.differentiable is not None and differentiable_backward(args[0]):
+            return self.differentiable(*args)  # PyTorch's ops: exact higher derivatives, batching rules
         return self.fn(*args)
+
+
+def differentiable_backward(dy) -> bool:
+    """A backward formula must build a graph (create_graph=True: grad mode
+    is on inside the backward) or run batched (a torch.func vmap, or
+    autograd's own for is_grads_batched): lamina's kernels and reference
+    can do neither, so the formula takes its PyTorch form."""
+    return torch.is_grad_enabled() or _are_functorch_transforms_active() or is_legacy_batchedtensor(dy)
 
 
 def _no_second_derivative(out, args, name: str):

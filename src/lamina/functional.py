@@ -19,13 +19,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as TF
-from torch._C import _are_functorch_transforms_active
-from torch._C._functorch import is_legacy_batchedtensor
 from torch import Tensor
 
 from . import validate
 from . import under_compile
-from .custom_op import PLAIN_TENSORS, custom_op, eager_apply
+from .custom_op import PLAIN_TENSORS, custom_op, differentiable_backward, eager_apply
 from .under_compile import torch_math
 from .backend import kernels, to_numpy, to_torch, use_kernels
 from .reference import activation as ref_activation
@@ -834,14 +832,6 @@ def _(dy, x, weight, mean, rstd, training, param_grads=True):
     return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
 
 
-def _differentiable_backward(dy: Tensor) -> bool:
-    """A backward formula must build a graph or run batched
-    (create_graph=True: grad mode is on inside the backward; batched
-    gradients: a torch.func vmap, or autograd's own for is_grads_batched):
-    the norms then take PyTorch's ops."""
-    return torch.is_grad_enabled() or _are_functorch_transforms_active() or is_legacy_batchedtensor(dy)
-
-
 def _norm_grads_torch(torch_forward, dy, x, weight, has_bias: bool, bias_dims):
     """(dx, dweight, dbias) of ``torch_forward(x, weight)`` (a norm in
     PyTorch's ops, its bias left out) at upstream gradient dy, built with
@@ -890,7 +880,7 @@ def _batch_norm_torch(x: Tensor, weight, mean: Tensor, rstd: Tensor, training: b
 def _batch_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
     param_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
+    if differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dw, db = _norm_grads_torch(lambda t, w: _batch_norm_torch(t, w, mean, rstd, ctx.training, ctx.eps),
                                        dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
     else:
@@ -1137,7 +1127,7 @@ def _instance_norm_setup(ctx, inputs, output):
 
 def _instance_norm_grad(ctx, dy, _dmean, _drstd, _dvar):
     x, weight, mean, rstd = ctx.saved_tensors
-    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
+    if differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dw, db = _norm_grads_torch(lambda t, w: TF.instance_norm(t, None, None, w, None, True, 0.0, ctx.eps),
                                        dy, x, weight, ctx.bias_dtype is not None, _bias_dims(x, 1))
     else:
@@ -1358,7 +1348,7 @@ def _register_affine_norm_autograd(forward_op, backward_op, torch_forward, conti
 
     def grad(ctx, dy, _dmean, _drstd):
         x, weight, mean, rstd = ctx.saved_tensors
-        if _differentiable_backward(dy):  # create_graph=True, or batched
+        if differentiable_backward(dy):  # create_graph=True, or batched
             dx, dweight, dbias = _norm_grads_torch(
                 lambda t, w: torch_forward(t, ctx.how, w, ctx.eps), dy, x, weight, ctx.has_bias,
                 _bias_dims(x, ctx.how))
@@ -1458,7 +1448,7 @@ def _rms_norm_setup(ctx, inputs, output):
 
 def _rms_norm_grad(ctx, dy, _drstd):
     x, weight, rstd = ctx.saved_tensors
-    if _differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
+    if differentiable_backward(dy):  # create_graph=True, or batched: PyTorch's ops, differentiable again
         dx, dweight, _ = _norm_grads_torch(lambda t, w: TF.rms_norm(t, ctx.normalized_shape, w, ctx.eps),
                                            dy, x, weight, False, None)
     else:
