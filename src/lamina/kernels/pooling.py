@@ -48,6 +48,11 @@ from .launch import cdiv, next_power_of_2, same_layout
 
 TILE = 1024  # elements a program (a 2-D tile: _tile / _tiling)
 WARPS = 4
+# the NCHW forward with even/odd segment reads (PAIRS): bfloat16 max 3x3/s2
+# 114 -> 86 us and 2x2 62 -> 54 on an H200 at 64x64x112x112 against 1024 on
+# 4 warps, float32 within 2 % (scripts/probe_variants.py)
+PAIRS_TILE = 2048
+PAIRS_WARPS = 8
 # the per-plane reduction of global average pooling: this many elements a
 # program (whole planes of H*W contiguous elements, padded to a power of two)
 PLANE_BLOCK = 4096
@@ -122,13 +127,27 @@ def _tile(C, A, B, blocks_a, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
 
 
 @triton.jit
-def _max_update(v, ok, best, pos, k):
-    """One window element v (valid where ok, window position k) into the
-    running (best, pos): strict > keeps the first max; NaN always wins (the
-    last NaN). ``pos`` starts at the window's first valid position, so a
-    window of -inf values answers that position, as PyTorch does."""
-    better = ok & ((v > best) | (v != v))
+def _max_update(v, best, pos, k):
+    """One window element v (window position k) into the running (best,
+    pos): strict > keeps the first max; NaN always wins (the last NaN).
+    Where the window leaves the input the loads give -inf (_outside), which
+    never wins, so no mask is needed here. ``pos`` starts at the window's
+    first valid position, so a window of -inf values answers that position,
+    as PyTorch does."""
+    better = (v > best) | (v != v)
     return tl.where(better, v, best), tl.where(better, k, pos)
+
+
+@triton.jit
+def _outside(IS_MAX: tl.constexpr):
+    """What a masked window load gives: -inf for max (never wins), 0 for
+    average (adds nothing). The window updates then need no mask: on an
+    H200-class sm_90 build the masks were most of a max-pool forward's
+    instructions (4 integer compares a window element)."""
+    if IS_MAX:
+        return float("-inf")
+    else:
+        return 0.0
 
 
 @triton.jit
@@ -169,16 +188,15 @@ def _pool_window_row(i, base, h0, w0, oh, mask, H, W, OH, sxh, sxw, seg, best, p
         for v in tl.static_range((KW - 1 - PW) // 2 + (PW + 1) // 2 + 1):
             two_u = 2 * v - 2 * ((PW + 1) // 2)  # 2u: u from floor(-PW / 2) up
             seg_w = tl.program_id(1) * (2 * BLOCK_B) + two_u + seg
-            both = tl.load(base + ih * sxh + seg_w, mask=seg_row_ok & (seg_w >= 0) & (seg_w < W), other=0.0)
+            # (a column outside the input loads _outside, and so does every
+            # column of a row outside it: that is each window's own bound)
+            both = tl.load(base + ih * sxh + seg_w, mask=seg_row_ok & (seg_w >= 0) & (seg_w < W),
+                           other=_outside(IS_MAX))
             even, odd = tl.split(tl.reshape(both.to(tl.float32), (BLOCK_A, BLOCK_B, 2)))
             if two_u + PW >= 0:
-                j = two_u + PW
-                best, pos, acc = _window_element(even, row_ok & (w0 + j >= 0) & (w0 + j < W), i * KW + j,
-                                                 best, pos, acc, IS_MAX)
+                best, pos, acc = _window_element(even, i * KW + two_u + PW, best, pos, acc, IS_MAX)
             if two_u + PW + 1 < KW:
-                j = two_u + PW + 1
-                best, pos, acc = _window_element(odd, row_ok & (w0 + j >= 0) & (w0 + j < W), i * KW + j,
-                                                 best, pos, acc, IS_MAX)
+                best, pos, acc = _window_element(odd, i * KW + two_u + PW + 1, best, pos, acc, IS_MAX)
     elif UNROLL:
         for j in tl.static_range(KW):
             best, pos, acc = _window_load(base, ih, w0, row_ok, W, sxh, sxw, i, j, best, pos, acc, KW, DW, IS_MAX)
@@ -194,17 +212,18 @@ def _window_load(base, ih, w0, row_ok, W, sxh, sxw, i, j, best, pos, acc,
     """Window element (i, j) of every output, read through the strides."""
     iw = w0 + j * DW
     ok = row_ok & (iw >= 0) & (iw < W)
-    v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
-    return _window_element(v, ok, i * KW + j, best, pos, acc, IS_MAX)
+    v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=_outside(IS_MAX)).to(tl.float32)
+    return _window_element(v, i * KW + j, best, pos, acc, IS_MAX)
 
 
 @triton.jit
-def _window_element(v, ok, k, best, pos, acc, IS_MAX: tl.constexpr):
-    """One window element v (valid where ok) at window position k."""
+def _window_element(v, k, best, pos, acc, IS_MAX: tl.constexpr):
+    """One window element v at window position k (_outside where the
+    window leaves the input)."""
     if IS_MAX:
-        best, pos = _max_update(v, ok, best, pos, k)
+        best, pos = _max_update(v, best, pos, k)
     else:
-        acc += tl.where(ok, v, 0.0)
+        acc += v
     return best, pos, acc
 
 
@@ -388,14 +407,14 @@ def _pool2d_backward_kernel(
 # launchers: max pool and average pool
 # =============================================================================
 
-@functools.lru_cache(maxsize=1024)  # pure in five ints, asked twice a pool's forward+backward (host time)
-def _tiling(n: int, c: int, a: int, b: int, channels_last: bool):
+@functools.lru_cache(maxsize=1024)  # pure in its ints, asked twice a pool's forward+backward (host time)
+def _tiling(n: int, c: int, a: int, b: int, channels_last: bool, tile: int):
     """(blocks_a, BLOCK_A, BLOCK_B, grid) of the 2-D tiles _tile walks over an
-    (n, c, a, b) tensor: about TILE elements a program, the inner block the
+    (n, c, a, b) tensor: about ``tile`` elements a program, the inner block the
     contiguous dimension (columns b for NCHW, channels for channels_last)."""
     inner, outer_len = (c, a * b) if channels_last else (b, a)
     block_b = min(next_power_of_2(inner), 128)
-    block_a = max(1, min(TILE // block_b, next_power_of_2(outer_len)))
+    block_a = max(1, min(tile // block_b, next_power_of_2(outer_len)))
     blocks_a = cdiv(outer_len, block_a)
     grid = ((n if channels_last else n * c) * blocks_a, cdiv(inner, block_b))
     return blocks_a, block_a, block_b, grid
@@ -410,8 +429,9 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
     pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kernel_size[0] * kernel_size[1]), x.device) if is_max else x
     idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
            else x.new_empty((0,), dtype=torch.int64))
+    pairs = not cl and stride[1] == 2 and dilation[1] == 1 and x.stride(3) == 1
     if y.numel():
-        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
+        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, PAIRS_TILE if pairs else TILE)
         _pool2d_forward_kernel[grid](
             x, y, pos, idx if return_indices else x,
             c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y), float(divisor_override or 0),
@@ -419,8 +439,7 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
             PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
             COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
-            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
-            PAIRS=not cl and stride[1] == 2 and dilation[1] == 1 and x.stride(3) == 1,
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=PAIRS_WARPS if pairs else WARPS, PAIRS=pairs,
         )
     return y, pos, idx
 
@@ -435,7 +454,7 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
     # each input element lies in at most one window along a dimension
     non_overlap = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel_size, stride, dilation))
     if dx.numel():
-        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last))
+        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last), TILE)
         _pool2d_backward_kernel[grid](
             dy, pos if is_max else dy, dx,
             c, h, w, oh, ow, blocks_a, *_strides(dy), *_strides(dx), float(divisor_override or 0),
@@ -503,9 +522,9 @@ def _adaptive_pool2d_forward_kernel(
         for j in range(KMAX_W):
             iw = ws + j
             ok = row_ok & (iw < we)
-            v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+            v = tl.load(base + ih * sxh + iw * sxw, mask=ok, other=_outside(IS_MAX)).to(tl.float32)
             if IS_MAX:
-                best, pos = _max_update(v, ok, best, pos, i * KMAX_W + j)
+                best, pos = _max_update(v, best, pos, i * KMAX_W + j)
             else:
                 acc += v
     if IS_MAX:
@@ -651,7 +670,7 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
             INDEX64=_needs_int64(x), num_warps=4,
         )
         return y, pos, idx
-    blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl)
+    blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, TILE)
     _adaptive_pool2d_forward_kernel[grid](
         x, y, pos, idx if return_indices else x,
         c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y),
@@ -670,7 +689,7 @@ def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
     total = dx.numel()
     if total and not is_max and oh == 1 and ow == 1:
         # NCHW: the planes as rows of one (N*C, H*W) matrix (small planes, e.g. 7x7, make poor tiles alone)
-        tiling = _tiling(n, c, h, w, True) if channels_last else _tiling(1, 1, n * c, h * w, False)
+        tiling = _tiling(n, c, h, w, True, TILE) if channels_last else _tiling(1, 1, n * c, h * w, False, TILE)
         blocks_a, block_a, block_b, grid = tiling
         _global_avg_pool_backward_kernel[grid](
             dy, dx, n, c, h, w, blocks_a, dy.stride(0), dy.stride(1), *_strides(dx),
@@ -678,7 +697,7 @@ def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
             BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
     elif total and oh and ow:
-        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last))
+        blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last), TILE)
         _adaptive_pool2d_backward_kernel[grid](
             dy, pos if is_max else dy, dx,
             c, h, w, oh, ow, blocks_a, *_strides(dy), *_strides(dx),
