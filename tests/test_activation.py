@@ -597,3 +597,24 @@ def test_gelu_erfc_form_is_float32_accurate():
     nan = torch.tensor([float("nan")], device=device)
     assert act.activation_forward(nan, act.GELU_ERFC).isnan().all()
     assert act.activation_backward(torch.ones_like(nan), nan, act.GELU_ERFC).isnan().all()
+
+
+def test_tanh_16bit_form_is_accurate_to_a_16bit_rounding():
+    # 16-bit tanh runs a short form (kernels.activation.TANH_16BIT). Run on
+    # float32 tensors, its kernel shows the form's own error: within 1.5e-5
+    # relative of tanh everywhere (a float16 half-ulp is 2.4e-4), odd to
+    # float32 rounding, saturated at +-1, and NaN stays NaN; its backward is
+    # tanh's (from y)
+    from lamina.backend import kernels
+
+    act = kernels("activation")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.cat([torch.linspace(-12, 12, 6001, dtype=torch.float64), torch.logspace(-30, 0, 301, dtype=torch.float64),
+                   torch.tensor([0.25, -0.25, 0.2499999, 1e30, -1e30, float("inf"), float("-inf"), 0.0, -0.0])])
+    x32 = x.float().to(device)
+    y = act.activation_forward(x32, act.TANH_16BIT).double().cpu()
+    torch.testing.assert_close(y, torch.tanh(x32.double().cpu()), rtol=1.5e-5, atol=0)
+    torch.testing.assert_close(act.activation_forward(-x32, act.TANH_16BIT).double().cpu(), -y, rtol=1e-6, atol=0)
+    assert act.activation_forward(torch.tensor([float("nan")], device=device), act.TANH_16BIT).isnan().all()
+    dx = act.activation_backward(torch.ones_like(x32), y.float().to(device), act.TANH_16BIT).double().cpu()
+    torch.testing.assert_close(dx, 1 - y * y, rtol=1e-6, atol=1e-7)
