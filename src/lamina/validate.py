@@ -177,8 +177,28 @@ def _pool_nonempty(x: torch.Tensor, op: str, nonempty: int) -> None:
                            f"got shape {tuple(x.shape)}")
 
 
+# Geometries that passed pool_geometry, keyed by the input's (C, H, W) and
+# the pool's arguments: a model asks the same few every step, and the checks
+# cost ~4 us of host time a call on the CPU host (more on a card's host)
+_GEOMETRIES_SEEN: dict = {}
+_GEOMETRIES_KEPT = 4096
+
+
 def pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, ceil_mode: bool):
     """Checks kernel/stride/padding/dilation like PyTorch and returns the output (OH, OW)."""
+    if torch.compiler.is_compiling():  # (symbolic sizes are no dictionary keys)
+        return _check_pool_geometry(x, op, kernel, stride, padding, dilation, ceil_mode)
+    key = (x.shape[-3:], kernel, stride, padding, dilation, ceil_mode)
+    out = _GEOMETRIES_SEEN.get(key)
+    if out is None:
+        out = _check_pool_geometry(x, op, kernel, stride, padding, dilation, ceil_mode)
+        if len(_GEOMETRIES_SEEN) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES_SEEN.clear()
+        _GEOMETRIES_SEEN[key] = out
+    return out
+
+
+def _check_pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dilation, ceil_mode: bool):
     from .reference.pooling import pool_output_size
 
     if min(kernel) <= 0:
