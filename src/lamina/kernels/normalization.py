@@ -1266,11 +1266,15 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     # torch ops); two separate results: a custom op's outputs must not alias
     dweight = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_weight else empty
     dbias = torch.empty(normalized_shape, dtype=pdtype, device=x.device) if has_bias else empty.clone()
-    # narrow column blocks: several programs share the (programs x N) sum
-    sum_block = min(256, next_power_of_2(n))
+    # narrow column blocks, so that ~100-250 programs share the (programs x N)
+    # sum: 16 programs of 256 columns took 44 us over the 528 x 2 x 4096
+    # float32 partials of a 32768x4096 layer norm on an H200, a sixteenth of
+    # its backward (scripts/probe_cells.py); ~4096 partials a step
+    sum_block = max(32, min(256, next_power_of_2(cdiv(n, 256))))
+    sum_rows = max(16, min(next_power_of_2(programs), 4096 // sum_block))
     _row_norm_sum_partials_kernel[(cdiv(n, sum_block),)](
         part, dweight if has_weight else part, dbias if has_bias else part, programs, n, 2 * n, n,
-        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=32, BLOCK=sum_block, num_warps=4,
+        HAS_WEIGHT=has_weight, HAS_BIAS=has_bias, BLOCK_P=sum_rows, BLOCK=sum_block, num_warps=4,
     )
     return dx, dweight, dbias
 
