@@ -39,6 +39,7 @@ import inspect
 
 import torch
 from torch._C import _are_functorch_transforms_active, _len_torch_dispatch_stack
+from torch._C import _is_tracing as _jit_tracing
 from torch._C._functorch import is_legacy_batchedtensor, unwrap_if_dead
 
 # Tensor types that run the Python function directly; any other subclass
@@ -177,8 +178,10 @@ class LaminaOp:
             bound.apply_defaults()
             args = tuple(bound.arguments.values())
         # (_len_torch_dispatch_stack: the C call behind
-        # _get_current_dispatch_mode, without its Python frame: host time)
-        if torch.compiler.is_compiling() or _len_torch_dispatch_stack():
+        # _get_current_dispatch_mode, without its Python frame: host time.
+        # torch.jit.trace records dispatcher ops: through the registered op
+        # its graph calls lamina again, instead of storing this result)
+        if torch.compiler.is_compiling() or _len_torch_dispatch_stack() or _jit_tracing():
             return self.op(*args)
         # one pass over the arguments (host time): a traced tensor sends the
         # call to the registered op, a plain one asking for grad to autograd

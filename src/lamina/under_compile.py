@@ -18,7 +18,9 @@ environment variable ``LAMINA_COMPILE_MODE``:
 
 The same holds outside torch.compile while a forward-mode AD level
 (``torch.autograd.forward_ad``) or a ``torch.func`` transform is active, on
-any device: lamina's ops have reverse-mode formulas only.
+any device: lamina's ops have reverse-mode formulas only; and while
+``torch.jit.trace`` (or ``torch.onnx.export``'s tracer) records a model: it
+records PyTorch ops, and would take a lamina result as a constant.
 
 Layers given lamina's own randomness explicitly (a ``seed`` or a
 ``generator``: masks that must equal the NumPy reference's), the in-place
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as TF
 
 from torch._C import _are_functorch_transforms_active as _functorch_active
+from torch._C import _is_tracing as _jit_tracing
 from torch.autograd import forward_ad as _forward_ad
 
 from . import custom_op
@@ -67,12 +70,14 @@ def torch_math(t: torch.Tensor) -> bool:
     """The layer is to be written in PyTorch's ops: torch.compile is tracing,
     the mode is ``'torch'`` and ``t`` would run lamina's compiled kernels;
     or, anywhere, a forward-mode AD level or a torch.func transform (vmap,
-    grad, jacrev, jvp, ...) is active. lamina's ops carry reverse-mode
-    formulas only, so there its layers are PyTorch's, whose tangents and
-    batching rules are exact."""
+    grad, jacrev, jvp, ...) is active, or torch.jit's tracer is recording.
+    lamina's ops carry reverse-mode formulas only, so there its layers are
+    PyTorch's, whose tangents and batching rules are exact; the tracer sees
+    PyTorch's ops only (a kernel's or the NumPy reference's result would be
+    recorded as a constant)."""
     if torch.compiler.is_compiling():
         return _mode == "torch" and custom_op.runs_compiled_kernels(t)
-    return _forward_ad._current_level >= 0 or _functorch_active()
+    return _forward_ad._current_level >= 0 or _functorch_active() or _jit_tracing()
 
 
 # --- the fused layers, as compositions of torch.nn.functional -------------------

@@ -1,0 +1,122 @@
+"""torch.jit.trace (and so torch.onnx.export's tracer) over lamina's layers.
+
+The tracer records the ops a call makes. A lamina layer that runs a kernel
+or the NumPy reference makes no op the tracer can see, so it would store the
+result as a constant: a traced model that ignores its input. While tracing,
+the layers torch has are written in PyTorch's ops (under_compile.torch_math),
+and the others (lamina's own random masks, DropBlock2d) go through their
+registered torch.library ops, which the traced graph calls again.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+
+import lamina.functional as F
+import lamina.nn as L
+
+
+def _x4():
+    return torch.randn(2, 3, 6, 6)
+
+
+def _x2():
+    return torch.randn(4, 3)
+
+
+# name, module factory, input factory
+MODULES = [
+    ("ReLU", lambda: L.ReLU(), _x4),
+    ("LeakyReLU", lambda: L.LeakyReLU(0.1), _x4),
+    ("PReLU", lambda: L.PReLU(3), _x4),
+    ("Sigmoid", lambda: L.Sigmoid(), _x4),
+    ("Tanh", lambda: L.Tanh(), _x4),
+    ("GELU", lambda: L.GELU(), _x4),
+    ("GELU-tanh", lambda: L.GELU("tanh"), _x4),
+    ("SiLU", lambda: L.SiLU(), _x4),
+    ("Swish", lambda: L.Swish(1.5), _x4),
+    ("BatchNorm2d", lambda: L.BatchNorm2d(3), _x4),
+    ("BatchNorm2d-eval", lambda: L.BatchNorm2d(3).eval(), _x4),
+    ("BatchNorm1d", lambda: L.BatchNorm1d(3), _x2),
+    ("InstanceNorm2d", lambda: L.InstanceNorm2d(3, affine=True), _x4),
+    ("LayerNorm", lambda: L.LayerNorm(6), _x4),
+    ("RMSNorm", lambda: L.RMSNorm(6), _x4),
+    ("GroupNorm", lambda: L.GroupNorm(1, 3), _x4),
+    ("MaxPool2d", lambda: L.MaxPool2d(3, 2, 1), _x4),
+    ("AvgPool2d", lambda: L.AvgPool2d(2), _x4),
+    ("AdaptiveAvgPool2d", lambda: L.AdaptiveAvgPool2d(2), _x4),
+    ("AdaptiveMaxPool2d", lambda: L.AdaptiveMaxPool2d(2), _x4),
+    ("Dropout-eval", lambda: L.Dropout(0.5).eval(), _x4),
+    ("BatchNormAct2d", lambda: L.BatchNormAct2d(3), _x4),
+    ("BatchNormAct2d-eval", lambda: L.BatchNormAct2d(3, act="silu").eval(), _x4),
+    ("GroupNormAct", lambda: L.GroupNormAct(1, 3), _x4),
+    ("DropBlock2d-eval", lambda: L.DropBlock2d(0.2, 3).eval(), _x4),
+]
+
+
+def _trace(fn, example, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.trace(fn, example, **kwargs)
+
+
+@pytest.mark.parametrize("name,make,make_input", MODULES, ids=[m[0] for m in MODULES])
+def test_traced_module_computes_from_its_input(name, make, make_input, each_backend):
+    torch.manual_seed(0)
+    module = make()
+    traced = _trace(module, make_input())
+    # a fresh input: a graph holding the traced call's result as a constant fails here
+    # (each backward before the next call: a batch norm's next training
+    # call updates the running statistics its saved graph holds)
+    x = make_input().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y = traced(x)
+    y.sum().backward()
+    y_ref = module(x_ref)
+    y_ref.sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_traced_model_saves_and_loads(backend):
+    backend("auto")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(L.BatchNorm2d(3), L.ReLU(), L.MaxPool2d(2), L.LayerNorm(3)).eval()
+    traced = _trace(model, _x4())
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    x = _x4()
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_traced_fused_add_norm(backend):
+    backend("auto")
+    torch.manual_seed(0)
+    for module in (L.AddLayerNorm(6), L.AddRMSNorm(6, prenorm=True)):
+        traced = _trace(module, (_x4(), _x4()), check_trace=False)
+        x, r = _x4(), _x4()
+        torch.testing.assert_close(traced(x, r), module(x, r), rtol=1e-5, atol=1e-6)
+
+
+def test_traced_lamina_masks_stay_lamina_and_random(each_backend):
+    """DropBlock2d and a seeded dropout keep lamina's masks in the traced
+    graph: a generator-drawn seed is drawn again at every call, an explicit
+    seed gives the same mask as eager."""
+    x = torch.ones(2, 3, 12, 12)
+    traced = _trace(L.DropBlock2d(0.3, 3), x, check_trace=False)
+    first, second = traced(x), traced(x)
+    assert not torch.equal(first, second)
+    assert torch.equal(traced(torch.zeros_like(x)), torch.zeros_like(x))  # computed from the input
+
+    def seeded(t):
+        return F.dropout(t, 0.5, seed=3)
+
+    traced = _trace(seeded, x, check_trace=False)
+    x2 = torch.randn_like(x)
+    assert torch.equal(traced(x2), seeded(x2))
