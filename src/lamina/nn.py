@@ -12,12 +12,15 @@ written in the same style."""
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.fx
+import torch.nn.functional as TF
 from torch import Tensor
 
 from . import functional as F
+from . import under_compile
 
 __all__ = ["ReLU"]
 
@@ -45,6 +48,9 @@ class ReLU(torch.nn.ReLU):
     def forward(self, input: Tensor) -> Tensor:
         return F.relu(input, inplace=self.inplace)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.relu(input, inplace=self.inplace)
+
 
 __all__ += ["LeakyReLU", "PReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Swish"]
 
@@ -71,6 +77,9 @@ class LeakyReLU(torch.nn.LeakyReLU):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.leaky_relu(input, self.negative_slope, self.inplace)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.leaky_relu(input, self.negative_slope, self.inplace)
 
 
 class PReLU(torch.nn.PReLU):
@@ -103,6 +112,9 @@ class PReLU(torch.nn.PReLU):
     def forward(self, input: Tensor) -> Tensor:
         return F.prelu(input, self.weight)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.prelu(input, self.weight)
+
 
 class Sigmoid(torch.nn.Sigmoid):
     r"""Applies the logistic sigmoid elementwise, stable for any :math:`|x|`:
@@ -125,6 +137,9 @@ class Sigmoid(torch.nn.Sigmoid):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
+
+    def _torch_forward(self, input: Tensor):
+        return torch.sigmoid(input)
 
 
 class Tanh(torch.nn.Tanh):
@@ -149,6 +164,9 @@ class Tanh(torch.nn.Tanh):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.tanh(input)
+
+    def _torch_forward(self, input: Tensor):
+        return torch.tanh(input)
 
 
 class GELU(torch.nn.GELU):
@@ -176,6 +194,9 @@ class GELU(torch.nn.GELU):
     def forward(self, input: Tensor) -> Tensor:
         return F.gelu(input, approximate=self.approximate)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.gelu(input, approximate=self.approximate)
+
 
 class SiLU(torch.nn.SiLU):
     r"""Applies the sigmoid linear unit (Elfwing et al., 2018; Swish with
@@ -200,6 +221,9 @@ class SiLU(torch.nn.SiLU):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.silu(input, inplace=self.inplace)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.silu(input, inplace=self.inplace)
 
 
 class Swish(torch.nn.Module):
@@ -228,6 +252,9 @@ class Swish(torch.nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return F.swish(input, self.beta)
 
+    def _torch_forward(self, input: Tensor):
+        return input * torch.sigmoid(self.beta * input)
+
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
 
@@ -254,6 +281,25 @@ def _batch_norm_module_forward(module, input: Tensor) -> Tensor:
     running_mean, running_var, bn_training, factor = _batch_norm_module_state(module)
     weight, bias = _module_tensor(module, module._parameters, "weight"), _module_tensor(module, module._parameters, "bias")
     return F.batch_norm(input, running_mean, running_var, weight, bias, bn_training, factor, module.eps)
+
+
+def _torch_batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                      weight: Optional[Tensor], bias: Optional[Tensor], num_batches_tracked: Optional[Tensor],
+                      training: bool, track_running_stats: bool, momentum: Optional[float], eps: float) -> Tensor:
+    """A batch-norm module's forward under TorchScript (the note at the end
+    of this module): torch.nn's _BatchNorm.forward in PyTorch's ops."""
+    factor = 0.0
+    if momentum is not None:
+        factor = momentum
+    if training and track_running_stats and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        if momentum is None:
+            factor = 1.0 / float(num_batches_tracked)
+    bn_training = training or (running_mean is None and running_var is None)
+    if training and not track_running_stats:
+        running_mean = None
+        running_var = None
+    return TF.batch_norm(input, running_mean, running_var, weight, bias, bn_training, factor, eps)
 
 
 def _module_tensor(module, table, name: str):
@@ -326,6 +372,11 @@ class BatchNorm1d(torch.nn.BatchNorm1d):
     def forward(self, input: Tensor) -> Tensor:
         return _batch_norm_module_forward(self, input)
 
+    def _torch_forward(self, input: Tensor):
+        self._check_input_dim(input)
+        return _torch_batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                 self.num_batches_tracked, self.training, self.track_running_stats, self.momentum, self.eps)
+
 
 class BatchNorm2d(torch.nn.BatchNorm2d):
     r"""Batch normalization (Ioffe & Szegedy, 2015) over a 4D input
@@ -363,6 +414,11 @@ class BatchNorm2d(torch.nn.BatchNorm2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return _batch_norm_module_forward(self, input)
+
+    def _torch_forward(self, input: Tensor):
+        self._check_input_dim(input)
+        return _torch_batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                 self.num_batches_tracked, self.training, self.track_running_stats, self.momentum, self.eps)
 
 
 # --- SyncBatchNorm ----------------------------------------------------------------
@@ -585,6 +641,12 @@ class InstanceNorm1d(torch.nn.InstanceNorm1d):
     def forward(self, input: Tensor) -> Tensor:
         return _instance_norm_module_forward(self, input)
 
+    def _torch_forward(self, input: Tensor):
+        self._check_input_dim(input)
+        if input.dim() == self._get_no_batch_dim():
+            return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._apply_instance_norm(input)
+
 
 class InstanceNorm2d(torch.nn.InstanceNorm2d):
     r"""Instance normalization (Ulyanov et al., 2016) over a 3D (unbatched) or 4D
@@ -618,6 +680,12 @@ class InstanceNorm2d(torch.nn.InstanceNorm2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return _instance_norm_module_forward(self, input)
+
+    def _torch_forward(self, input: Tensor):
+        self._check_input_dim(input)
+        if input.dim() == self._get_no_batch_dim():
+            return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._apply_instance_norm(input)
 
 
 
@@ -660,6 +728,9 @@ class LayerNorm(torch.nn.LayerNorm):
     def forward(self, input: Tensor) -> Tensor:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
 
 class RMSNorm(torch.nn.RMSNorm):
     r"""Root mean square layer normalization (Zhang & Sennrich, 2019,
@@ -690,6 +761,9 @@ class RMSNorm(torch.nn.RMSNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.rms_norm(input, self.normalized_shape, self.weight, self.eps)
 
 
 class GroupNorm(torch.nn.GroupNorm):
@@ -723,6 +797,9 @@ class GroupNorm(torch.nn.GroupNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
 
 # =============================================================================
@@ -763,6 +840,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
 
 class AvgPool2d(torch.nn.AvgPool2d):
     r"""2-D average pooling: the mean of each window, padding counted as zeros:
@@ -798,6 +879,10 @@ class AvgPool2d(torch.nn.AvgPool2d):
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
 
+    def _torch_forward(self, input: Tensor):
+        return TF.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                             self.count_include_pad, self.divisor_override)
+
 
 class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
     r"""Adaptive 2-D average pooling to a fixed ``output_size``. Output (i, j)
@@ -824,6 +909,9 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.adaptive_avg_pool2d(input, self.output_size)
 
 
 class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
@@ -853,6 +941,9 @@ class AdaptiveMaxPool2d(torch.nn.AdaptiveMaxPool2d):
 
     def forward(self, input: Tensor):
         return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
 
 
@@ -889,6 +980,9 @@ class Dropout(torch.nn.Dropout):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout(input, self.p, self.training, self.inplace)
+
+    def _torch_forward(self, input: Tensor):
+        return TF.dropout(input, self.p, self.training, self.inplace)
 
 
 class DropConnect(torch.nn.Module):
@@ -970,6 +1064,21 @@ class DropBlock2d(torch.nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return F.drop_block2d(input, self.p, self.block_size, self.inplace, self.eps, self.training)
 
+    def _torch_forward(self, input: Tensor):
+        # the same recipe in PyTorch's ops and random numbers: block seeds
+        # drawn where a whole block fits, each grown to a block by a max pool
+        if not self.training or self.p == 0.0:
+            return input
+        n, c, h, w = input.shape
+        b = min(min(self.block_size, w), h)
+        gamma = self.p * h * w / (b * b * (h - b + 1) * (w - b + 1))
+        seeds = torch.bernoulli(torch.full([n, c, h - b + 1, w - b + 1], gamma, dtype=input.dtype, device=input.device))
+        keep = 1.0 - TF.max_pool2d(TF.pad(seeds, [b // 2, b // 2, b // 2, b // 2]), [b, b], [1, 1], [b // 2, b // 2])
+        scale = keep.numel() / (self.eps + keep.sum())
+        if self.inplace:
+            return input.mul_(keep).mul_(scale)
+        return input * keep * scale
+
     def __repr__(self) -> str:
         # torchvision's repr (eps not shown)
         return f"{self.__class__.__name__}(p={self.p}, block_size={self.block_size}, inplace={self.inplace})"
@@ -1045,6 +1154,12 @@ class BatchNormAct2d(torch.nn.BatchNorm2d):
             act=self.act, negative_slope=self.negative_slope, inplace=self.inplace,
         )
 
+    def _torch_forward(self, input: Tensor):
+        self._check_input_dim(input)
+        y = _torch_batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                              self.num_batches_tracked, self.training, self.track_running_stats, self.momentum, self.eps)
+        return under_compile.activation(y, self.act, self.negative_slope)
+
 
 class GroupNormAct(torch.nn.GroupNorm):
     r"""Group normalization (Wu & He, 2018) followed by an activation (SiLU by
@@ -1087,6 +1202,9 @@ class GroupNormAct(torch.nn.GroupNorm):
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm_act(input, self.num_groups, self.weight, self.bias, self.eps, self.act)
 
+    def _torch_forward(self, input: Tensor):
+        return under_compile.activation(TF.group_norm(input, self.num_groups, self.weight, self.bias, self.eps), self.act)
+
 
 class AddLayerNorm(torch.nn.LayerNorm):
     r"""Residual add (with dropout on the branch) and layer normalization (Ba et
@@ -1122,6 +1240,8 @@ class AddLayerNorm(torch.nn.LayerNorm):
         (torch.Size([2, 4, 8]), torch.Size([2, 4, 8]))
     """
 
+    __constants__ = [*torch.nn.LayerNorm.__constants__, "prenorm"]  # (TorchScript: see _torch_forward)
+
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
                  dropout_p: float = 0.0, prenorm: bool = False, device=None, dtype=None) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
@@ -1134,6 +1254,13 @@ class AddLayerNorm(torch.nn.LayerNorm):
     def forward(self, x: Tensor, residual: Tensor):
         return F.add_layer_norm(x, residual, self.normalized_shape, self.weight, self.bias, self.eps,
                                 self.dropout_p, self.training, self.prenorm)
+
+    def _torch_forward(self, x: Tensor, residual: Tensor):
+        total = TF.dropout(x, self.dropout_p, self.training) + residual
+        y = TF.layer_norm(total, self.normalized_shape, self.weight, self.bias, self.eps)
+        if self.prenorm:  # (a constant: one return type a scripted module)
+            return y, total
+        return y
 
 
 class AddRMSNorm(torch.nn.RMSNorm):
@@ -1170,6 +1297,8 @@ class AddRMSNorm(torch.nn.RMSNorm):
         torch.Size([3, 8])
     """
 
+    __constants__ = [*torch.nn.RMSNorm.__constants__, "prenorm"]  # (TorchScript: see _torch_forward)
+
     def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True,
                  dropout_p: float = 0.0, prenorm: bool = False, device=None, dtype=None) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
@@ -1182,6 +1311,13 @@ class AddRMSNorm(torch.nn.RMSNorm):
     def forward(self, x: Tensor, residual: Tensor):
         return F.add_rms_norm(x, residual, list(self.normalized_shape), self.weight, self.eps,
                               self.dropout_p, self.training, self.prenorm)
+
+    def _torch_forward(self, x: Tensor, residual: Tensor):
+        total = TF.dropout(x, self.dropout_p, self.training) + residual
+        y = TF.rms_norm(total, self.normalized_shape, self.weight, self.eps)
+        if self.prenorm:  # (a constant: one return type a scripted module)
+            return y, total
+        return y
 
 
 # =============================================================================
@@ -1206,7 +1342,38 @@ def _fx_leaf(forward):
     return leaf_forward
 
 
+# =============================================================================
+# TorchScript: lamina's modules script as PyTorch's
+# =============================================================================
+#
+# torch.jit.script compiles a module's forward from its source, and lamina's
+# kernels and NumPy reference are Python it cannot compile. So each forward
+# is one of the two below: in Python, the module's own (lamina's) forward;
+# under torch.jit.script, its _torch_forward: what torch.nn's module of the
+# same name computes, in PyTorch's ops (and, for the fused layers, the
+# composition of them). A scripted lamina model runs PyTorch's kernels, with
+# the same parameters and buffers. TorchScript skips the branch it does not
+# take, so lamina's Python is never compiled. (DropConnect, which wraps any
+# module, and SyncBatchNorm, whose torch.nn twin does not script either,
+# keep their forward.)
+
+def _forward_one(self, input: Tensor):
+    if torch.jit.is_scripting():
+        return self._torch_forward(input)
+    return self._lamina_forward(input)
+
+
+def _forward_two(self, x: Tensor, residual: Tensor):
+    if torch.jit.is_scripting():
+        return self._torch_forward(x, residual)
+    return self._lamina_forward(x, residual)
+
+
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, torch.nn.Module) and _cls.__module__ == __name__:
-        _cls.forward = _fx_leaf(_cls.forward)
+        if "_torch_forward" in vars(_cls):
+            _cls._lamina_forward = _fx_leaf(_cls.forward)
+            _cls.forward = _forward_two if "residual" in inspect.signature(_cls.forward).parameters else _forward_one
+        else:
+            _cls.forward = _fx_leaf(_cls.forward)
 del _cls

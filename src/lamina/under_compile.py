@@ -99,7 +99,7 @@ def activation(y: torch.Tensor, act: str, negative_slope: float = 0.01, approxim
         return TF.gelu(y, approximate="tanh" if act == "gelu_tanh" else approximate)
     if act == "identity":
         return y
-    raise ValueError(f"unknown activation {act!r}")
+    raise ValueError("unknown activation " + act)  # (no f-string: TorchScript compiles this function)
 
 
 def add_norm(norm, x, residual, p: float, prenorm: bool):

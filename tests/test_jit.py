@@ -1,4 +1,5 @@
-"""torch.jit.trace (and so torch.onnx.export's tracer) over lamina's layers.
+"""torch.jit over lamina's layers: torch.jit.trace (and so the legacy
+torch.onnx.export built on it) and torch.jit.script.
 
 The tracer records the ops a call makes. A lamina layer that runs a kernel
 or the NumPy reference makes no op the tracer can see, so it would store the
@@ -6,6 +7,11 @@ result as a constant: a traced model that ignores its input. While tracing,
 the layers torch has are written in PyTorch's ops (under_compile.torch_math),
 and the others (lamina's own random masks, DropBlock2d) go through their
 registered torch.library ops, which the traced graph calls again.
+
+torch.jit.script compiles a module's forward from its source; under it a
+lamina module is what torch.nn's module of the same name computes, in
+PyTorch's ops (nn.py's TorchScript note): the scripted module must equal the
+eager one, forward and gradients, and save and load.
 """
 
 from __future__ import annotations
@@ -120,3 +126,85 @@ def test_traced_lamina_masks_stay_lamina_and_random(each_backend):
     traced = _trace(seeded, x, check_trace=False)
     x2 = torch.randn_like(x)
     assert torch.equal(traced(x2), seeded(x2))
+
+
+def _script(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
+
+
+SCRIPTED = MODULES + [
+    ("BatchNorm2d-cumulative", lambda: L.BatchNorm2d(3, momentum=None), _x4),
+    ("InstanceNorm2d-unbatched", lambda: L.InstanceNorm2d(3), lambda: torch.randn(3, 6, 6)),
+    ("MaxPool2d-indices", lambda: L.MaxPool2d(2, return_indices=True), _x4),
+    ("AdaptiveMaxPool2d-indices", lambda: L.AdaptiveMaxPool2d(2, return_indices=True), _x4),
+    ("BatchNormAct2d-leaky", lambda: L.BatchNormAct2d(3, act="leaky_relu", negative_slope=0.2), _x4),
+]
+
+
+def _as_tuple(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+@pytest.mark.parametrize("name,make,make_input", SCRIPTED, ids=[m[0] for m in SCRIPTED])
+def test_scripted_module_equals_eager(name, make, make_input, each_backend):
+    torch.manual_seed(0)
+    module = make()
+    twin = make()
+    twin.load_state_dict(module.state_dict())
+    scripted = _script(twin)
+    x = make_input().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    y = _as_tuple(scripted(x))
+    y_ref = _as_tuple(module(x_ref))
+    for a, b in zip(y, y_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    y[0].sum().backward()
+    y_ref[0].sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    # running statistics, counters: the same state after the step
+    for (key, a), b in zip(scripted.state_dict().items(), module.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_scripted_add_norm(prenorm, backend):
+    backend("auto")
+    torch.manual_seed(0)
+    for module in (L.AddLayerNorm(6, prenorm=prenorm), L.AddRMSNorm(6, prenorm=prenorm)):
+        scripted = _script(module)
+        x, r = _x4(), _x4()
+        for a, b in zip(_as_tuple(scripted(x, r)), _as_tuple(module(x, r))):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_scripted_model_saves_and_loads(backend):
+    backend("auto")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(L.BatchNorm2d(3), L.ReLU(), L.MaxPool2d(2), L.GroupNormAct(1, 3), L.Dropout(0.1)).eval()
+    buffer = io.BytesIO()
+    torch.jit.save(_script(model), buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    x = _x4()
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_scripted_drop_block_drops_blocks_and_rescales(backend):
+    """Scripted DropBlock2d draws PyTorch's random numbers (not lamina's
+    masks): in training it zeroes whole blocks and scales what it keeps by
+    numel / kept; in eval it is the identity."""
+    backend("auto")
+    torch.manual_seed(0)
+    module = L.DropBlock2d(0.3, 3)
+    scripted = _script(module)
+    x = torch.ones(4, 8, 16, 16)
+    y = scripted(x)
+    kept = y != 0
+    assert 0 < int(kept.sum()) < x.numel()
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], x.numel() / (1e-6 + float(kept.sum()))))
+    # a dropped position's 3x3 neighbourhood holds a whole dropped block
+    dropped = (~kept).float()
+    assert (torch.nn.functional.max_pool2d(-torch.nn.functional.max_pool2d(-dropped, 3, 1, 1), 3, 1, 1) == dropped).all()
+    assert torch.equal(_script(module.eval())(x), x)
