@@ -1,0 +1,85 @@
+"""Sweep the fused add + layer/RMS norm launch shapes on the card: the
+forward and backward launchers (kernels/fused.py) timed alone, do_bench
+median, at the benchmark matrix's 32768x4096, fp32 and bf16, next to
+torch.compile of the same composition and a copy. The add+norm kernels take
+the row norm's tiles (tune_row_norm.py), tuned for one input stream; the
+fused forward reads two and writes two, and its float32 cells of the
+session-10 matrix sat at 0.95 of torch.compile. One line per case: the
+default config first, then every config, GB/s of the textbook bytes
+(forward 4n, backward 3n: dy, s in, ds out); the best becomes the default.
+
+    PYTHONPATH=src python scripts/tune_add_norm.py
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as TF
+from triton.testing import do_bench
+
+from lamina.kernels import fused as K
+from lamina.kernels import normalization as N
+
+M, N_COLS = 32768, 4096
+FORWARD = [(rows, warps) for rows in (1, 2, 4) for warps in (4, 8, 16)]
+BACKWARD = [(rows, warps, per_sm) for rows in (1, 2) for warps in (4, 8, 16) for per_sm in (1, 2, 4)]
+
+
+def gbs(nbytes: float, ms: float) -> int:
+    return round(nbytes / ms / 1e6)
+
+
+def main() -> None:
+    bench = (lambda f: do_bench(f, warmup=5, rep=20, return_mode="median"))
+    default_fwd, default_bwd = K._row_forward_config, N._row_backward_config
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(M, N_COLS, device="cuda", dtype=dtype)
+        r = torch.randn_like(x)
+        dy = torch.randn_like(x)
+        w = torch.randn(N_COLS, device="cuda", dtype=dtype)
+        b = torch.randn(N_COLS, device="cuda", dtype=dtype)
+        size = x.numel() * x.element_size()
+        out = torch.empty_like(x)
+        copy = gbs(2 * size, bench(lambda: out.copy_(x)))
+        for rms in (False, True):
+            bias = None if rms else b
+            line = [f"{'add+rms' if rms else 'add+ln'} {M}x{N_COLS} {str(dtype)[6:]}: copy {copy}"]
+
+            def composition(a, res):
+                s = a + res
+                return (TF.rms_norm(s, (N_COLS,), w) if rms else TF.layer_norm(s, (N_COLS,), w, b)), s
+
+            compiled = torch.compile(composition)
+            compiled(x, r)
+            line.append(f"compile fwd {gbs(4 * size, bench(lambda: compiled(x, r)))}")
+
+            def forward():
+                return K.add_norm_forward(x, r, (N_COLS,), w, bias, 1e-5, 0.0, None, 0, rms)
+
+            y, s, mean, rstd = forward()
+
+            def backward():
+                return K.add_norm_backward(dy, None, s, (N_COLS,), w, mean, rstd, not rms, 0.0, None, 0, rms)
+
+            line.append(f"lamina fwd {gbs(4 * size, bench(forward))} {default_fwd(N_COLS, x.element_size())}")
+            line.append(f"bwd {gbs(3 * size, bench(backward))} {default_bwd(N_COLS, x.element_size())}")
+            print(" | ".join(line), flush=True)
+            block = N.row_block(N_COLS)
+            row = []
+            for rows, warps in FORWARD:
+                K._row_forward_config = (lambda n_, e_, rr=rows, wp=warps: (rr, block, False, wp))
+                row.append(f"{rows}/{warps}:{gbs(4 * size, bench(forward))}")
+            K._row_forward_config = default_fwd
+            print("   fwd rows/warps:GB/s  " + " ".join(row), flush=True)
+            row = []
+            for rows, warps, per_sm in BACKWARD:
+                N._row_backward_config = (lambda n_, e_, rr=rows, wp=warps, sm=per_sm: (rr, block, False, wp, sm))
+                row.append(f"{rows}/{warps}/{per_sm}:{gbs(3 * size, bench(backward))}")
+            N._row_backward_config = default_bwd
+            print("   bwd rows/warps/per_sm:GB/s  " + " ".join(row), flush=True)
+        del x, r, dy, out
+
+
+if __name__ == "__main__":
+    main()
