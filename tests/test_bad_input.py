@@ -338,11 +338,20 @@ def test_bools_and_empty_inputs_taken_as_torch_takes_them():
                                    TF.batch_norm(x, rm.clone(), torch.ones(3), training=True))
 
 
-def test_rms_norm_output_keeps_a_dense_layout():
-    x = torch.randn(4, 2, 2, 5).to(memory_format=torch.channels_last)
-    y = LF.rms_norm(x, [2, 2, 5])
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, TF.rms_norm(x, [2, 2, 5]))
+@pytest.mark.parametrize("be", ["reference", "triton"])
+def test_rms_norm_output_and_input_gradient_keep_a_dense_layout(be, backend):
+    """PyTorch's rms_norm is elementwise math: y and dx keep a dense
+    input's layout (torch's test_memory_format checks dx too), and a
+    non-dense input gets contiguous ones."""
+    backend(be)
+    for x0 in (torch.randn(4, 2, 2, 5).to(memory_format=torch.channels_last), torch.randn(4, 2, 2, 10)[..., ::2]):
+        x, x_ref = x0.clone(memory_format=torch.preserve_format).requires_grad_(), x0.clone().requires_grad_()
+        y, y_ref = LF.rms_norm(x, [2, 2, 5]), TF.rms_norm(x_ref, [2, 2, 5])
+        dy = torch.empty_like(y).copy_(torch.rand(y.shape))  # (as torch's test_memory_format makes it)
+        (dx,), (dx_ref,) = torch.autograd.grad(y, x, dy), torch.autograd.grad(y_ref, x_ref, dy)
+        assert (y.stride(), dx.stride()) == (y_ref.stride(), dx_ref.stride())
+        torch.testing.assert_close(y, y_ref)
+        torch.testing.assert_close(dx, dx_ref)
 
 
 def test_layer_and_instance_norm_outputs_are_contiguous_as_torchs():

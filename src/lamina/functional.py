@@ -1453,8 +1453,11 @@ def _rms_norm_grad(ctx, dy, _drstd):
                                            dy, x, weight, False, None)
     else:
         dx, dweight = _rms_norm_backward(dy, x, ctx.normalized_shape, weight, rstd)
-        if not dx.is_contiguous():  # PyTorch's is contiguous; the NumPy reference keeps x's order
-            dx = dx.contiguous()
+        if not x.is_contiguous():
+            # PyTorch's rms_norm is elementwise math: its dx keeps a dense x's
+            # layout (channels_last stays channels_last), else is contiguous,
+            # as empty_like(x); the kernels write rows, the reference x's order
+            dx = torch.empty_like(x).copy_(dx)
     return dx, None, dweight if weight is not None else None, None
 
 
