@@ -51,12 +51,15 @@ def test_group_norm_persistent(kn, monkeypatch, affine):
     monkeypatch.setattr(kn, "_RN_WHOLE_GROUP_BACKWARD", 16)
     monkeypatch.setattr(kn, "_GN_PERSISTENT_FORWARD", (1, 128, 4))  # 2 channels x 64 a tile
     monkeypatch.setattr(kn, "_GN_PERSISTENT_BACKWARD", (1, 8, 4))
+    torch.manual_seed(0)
     x = _leaf(2, 6, 5, 7, scale=3.0, shift=1e3)  # a large mean: the shifted sums must hold
     w = _leaf(6) if affine else None
     b = _leaf(6) if affine else None
     got, want = _grads(lambda x, w, b: F.group_norm(x, 3, w, b), lambda x, w, b: torch.nn.functional.group_norm(x, 3, w, b), x, [w, b])
+    # float32 x - mean near 1e3 is good to ~6e-5, so a 70-term dweight sum to
+    # ~2e-4; sums that cancelled would be off by O(1)
     for g, r in zip(got, want):
-        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-3)
 
 
 _TORCH_ACTS = {"silu": torch.nn.functional.silu, "relu": torch.relu, "gelu": torch.nn.functional.gelu,
