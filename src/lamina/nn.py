@@ -1329,13 +1329,19 @@ class AddRMSNorm(torch.nn.RMSNorm):
 # every other module's forward. Traced into, a lamina module's argument checks
 # meet fx Proxies, so tracing a model with lamina layers failed (torchvision's
 # feature extraction, timm's FX tests). Each forward below records itself as a
-# call_module node when it is given a Proxy, whatever the tracer.
+# call_module node when it is given a Proxy, whatever the tracer; traced as
+# the root (torch.fx.symbolic_trace(lamina.nn.ReLU())), a module gives its
+# PyTorch form (_torch_forward, the TorchScript note below), op by op.
 
 def _fx_leaf(forward):
     @functools.wraps(forward)
     def leaf_forward(self, *args, **kwargs):
         if args and isinstance(args[0], torch.fx.Proxy):
             tracer = args[0].tracer
+            if getattr(tracer, "root", None) is self and hasattr(self, "_torch_forward"):
+                # traced as the root, a module is no leaf of itself: its
+                # PyTorch form op by op, as a torch.nn module traces
+                return self._torch_forward(*args, **kwargs)
             return tracer.create_proxy("call_module", tracer.path_of_module(self), args, kwargs)
         return forward(self, *args, **kwargs)
 
