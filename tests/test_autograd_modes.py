@@ -101,6 +101,22 @@ def test_parameter_second_derivatives():
     assert torch.autograd.gradgradcheck(lambda t, w_, b_: LF.layer_norm(t, (4,), w_, b_), (x, w4, b4))
 
 
+def test_prelu_double_backward_at_non_finite_inputs():
+    """With create_graph=True prelu's backward takes its PyTorch form: a NaN
+    input takes the weight's side there too, as in PyTorch and the
+    reference (x > 0 is false for NaN; x <= 0 is false as well)."""
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0, -3.0, 0.0], dtype=D)
+    w = torch.tensor(0.25, dtype=D, requires_grad=True)
+    dy = torch.full_like(x, 0.5)
+    grads = []
+    for prelu, create_graph in ((TF.prelu, True), (LF.prelu, True), (LF.prelu, False)):
+        xx = x.clone().requires_grad_()
+        grads.append(torch.autograd.grad(prelu(xx, w), (xx, w), dy, create_graph=create_graph))
+    for lamina_grads in grads[1:]:
+        for got, want in zip(lamina_grads, grads[0]):
+            torch.testing.assert_close(got, want, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["relu", "gelu", "silu", "layer_norm", "rms_norm", "batch_norm_train", "instance_norm"])
 def test_batched_gradients(name):
     """gradcheck's batched-gradient check (autograd's own vmap over the

@@ -361,9 +361,9 @@ def _prelu_grad_torch(dy: Tensor, x: Tensor, weight: Tensor):
     per channel (dim 1) or one for all."""
     per_channel = weight.numel() > 1
     w = weight.reshape((1, -1) + (1,) * (x.dim() - 2)) if per_channel else weight.reshape(())
-    negative = x <= 0
-    dx = torch.where(negative, w * dy, dy)
-    dw_elem = torch.where(negative, x * dy, torch.zeros_like(dy))
+    positive = x > 0  # (not x <= 0: a NaN input takes the weight's side, as in PyTorch and the reference)
+    dx = torch.where(positive, dy, w * dy)
+    dw_elem = torch.where(positive, torch.zeros_like(dy), x * dy)
     dims = [d for d in range(x.dim()) if not (per_channel and d == 1)]
     return dx, dw_elem.sum(dim=dims).reshape(weight.shape)
 
