@@ -209,13 +209,18 @@ def _check_pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dila
         raise RuntimeError(f"{op}: dilation should be greater than zero, but got {dilation}")
     if min(padding) < 0:
         raise RuntimeError(f"{op}: pad must be non-negative, but got pad: {min(padding)}")
-    _pool_nonempty(x, op, 3)  # after the padding's sign, as PyTorch checks
+    # PyTorch's checks in its order: its output-size arithmetic bounds the
+    # padding by half the dilated kernel, then its shape check wants a
+    # non-empty input and bounds the padding by half the undilated kernel
+    # (stricter with a dilation, max pool's)
     for k, p, d in zip(kernel, padding, dilation):
-        # PyTorch bounds the padding by half the undilated kernel (for max pool
-        # too, whatever the dilation)
-        if p > k // 2:
+        if p > ((k - 1) * d + 1) // 2:
             raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
+    _pool_nonempty(x, op, 3)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                           f"padW = {padding[1]}, padH = {padding[0]}, kW = {kernel[1]}, kH = {kernel[0]}")
     h, w = x.shape[-2:]
     oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
