@@ -250,5 +250,9 @@ def adaptive_output_size(x: torch.Tensor, output_size, op: str):
         raise RuntimeError(f"{op}: output_size must be 2 (an int or a pair of ints, or None), got {output_size!r}")
     out = tuple(int(x.shape[-2 + i]) if v is None else v for i, v in enumerate(output_size))
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in out):
-        raise RuntimeError(f"{op}: output_size must be non-negative ints, got {output_size!r}")
+        if op == "adaptive_max_pool2d":  # PyTorch's words: its output allocation's
+            raise RuntimeError(f"Trying to create tensor with negative dimension {min(out)}: "
+                               f"[{', '.join(str(s) for s in (*x.shape[:-2], *out))}]")
+        raise RuntimeError(f"{op}: elements of output_size must be greater than or equal to 0 but received "
+                           f"{{{out[0]}, {out[1]}}}")
     return out
