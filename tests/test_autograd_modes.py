@@ -67,6 +67,9 @@ SECOND_ORDER = {  # pooling: formulas of its own; activations: their backward in
     "avg_pool2d": lambda x: LF.avg_pool2d(x, 2),
     "max_pool2d": lambda x: LF.max_pool2d(x, 2, 1),
     "adaptive_avg_pool2d": lambda x: LF.adaptive_avg_pool2d(x, 3),
+    "adaptive_max_pool2d": lambda x: LF.adaptive_max_pool2d(x, (4, 5)),
+    "max_pool2d_ceil": lambda x: LF.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+    "avg_pool2d_ceil_divisor": lambda x: LF.avg_pool2d(x, 3, 2, 1, ceil_mode=True, divisor_override=4),
     "relu": LF.relu,
     "leaky_relu": lambda x: LF.leaky_relu(x, 0.2),
     "sigmoid": LF.sigmoid,
@@ -117,10 +120,27 @@ def test_prelu_double_backward_at_non_finite_inputs():
             torch.testing.assert_close(got, want, equal_nan=True)
 
 
-@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "layer_norm", "rms_norm", "batch_norm_train", "instance_norm"])
-def test_batched_gradients(name):
+BATCHED = ["relu", "gelu", "silu", "layer_norm", "rms_norm", "batch_norm_train", "instance_norm", "group_norm",
+           "max_pool2d", "max_pool2d_ceil", "avg_pool2d", "avg_pool2d_ceil_divisor", "adaptive_avg_pool2d",
+           "adaptive_max_pool2d"]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", BATCHED)
+def test_batched_gradients(name, layout):
     """gradcheck's batched-gradient check (autograd's own vmap over the
-    backward, as in is_grads_batched): the backward formulas take PyTorch's
-    ops there."""
-    x = torch.randn(1, 2, 6, 6, dtype=D, requires_grad=True)
+    backward, as in is_grads_batched; OpInfo's default): the backward
+    formulas take PyTorch's ops there. Pooling's second derivatives too."""
+    x = torch.randn(1, 2, 6, 6, dtype=D)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     assert torch.autograd.gradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)
+    if "pool" in name:
+        assert torch.autograd.gradgradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)
+
+
+def test_group_norm_batched_parameter_gradients():
+    x = torch.randn(2, 6, 5, dtype=D, requires_grad=True)
+    w, b = torch.rand(6, dtype=D, requires_grad=True), torch.rand(6, dtype=D, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: LF.group_norm(a[0], 3, *a[1:]), (x, w, b), check_batched_grad=True)

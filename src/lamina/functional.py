@@ -23,6 +23,8 @@ from torch import Tensor
 
 from . import validate
 from . import under_compile
+from torch._C._functorch import is_legacy_batchedtensor
+
 from .custom_op import PLAIN_TENSORS, custom_op, differentiable_backward, eager_apply
 from .under_compile import torch_math
 from .backend import kernels, to_numpy, to_torch, use_kernels
@@ -1558,8 +1560,18 @@ def _(dy, x, num_groups, weight, mean, rstd, has_bias):
     return torch.empty_like(x), x.new_empty(c if weight is not None else 0, dtype=pdtype), x.new_empty(c if has_bias else 0, dtype=pdtype)
 
 
-_register_affine_norm_autograd(_group_norm_forward, _group_norm_backward,
-                               lambda x, groups, w, eps: TF.group_norm(x, groups, w, None, eps), contiguous_dx=False)
+def _group_norm_torch(x: Tensor, groups: int, weight: Optional[Tensor], eps: float) -> Tensor:
+    """group_norm (no bias) in elementary PyTorch ops, for the backward's
+    PyTorch form: autograd's batched gradients run it under a vmap, where the
+    backward of torch's own group_norm broadcasts its statistics wrongly."""
+    n, c = x.shape[:2]
+    xg = x.reshape(n, groups, -1)
+    mean = xg.mean(-1, keepdim=True)
+    y = ((xg - mean) * torch.rsqrt(xg.var(-1, unbiased=False, keepdim=True) + eps)).reshape(x.shape)
+    return y if weight is None else y * weight.reshape((1, c) + (1,) * (x.dim() - 2))
+
+
+_register_affine_norm_autograd(_group_norm_forward, _group_norm_backward, _group_norm_torch, contiguous_dx=False)
 
 
 def group_norm(
@@ -1720,8 +1732,11 @@ _max_pool2d_forward.register_autograd(_max_pool2d_grad, setup_context=_max_pool2
 
 
 def _gather_at(ddx: Tensor, indices: Tensor) -> Tensor:
-    """ddx (N, C, H, W) read at flat per-plane indices (N, C, OH, OW)."""
-    return ddx.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+    """ddx (N, C, H, W) read at flat per-plane indices (N, C, OH, OW).
+    (reshape, not flatten: autograd's batched gradients run this under a
+    vmap that has no rule for flatten)"""
+    n, c = indices.shape[:2]
+    return ddx.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1)).view(indices.shape)
 
 
 def _max_pool2d_indices(pos, input_size, kernel_size, stride, padding, dilation):
@@ -1747,6 +1762,30 @@ def _max_pool2d_backward_grad(ctx, ddx):
 
 
 _max_pool2d_backward.register_autograd(_max_pool2d_backward_grad, setup_context=_max_pool2d_backward_setup)
+
+
+def _scatter_to(dy: Tensor, indices: Tensor, input_size, channels_last: bool) -> Tensor:
+    """dx (N, C, H, W): dy added at flat per-plane indices (N, C, OH, OW) --
+    a max pool's backward in PyTorch's ops, taken where a backward must run
+    batched (custom_op.differentiable_backward)."""
+    n, c, h, w = input_size
+    dx = torch.zeros((n, c, h * w), dtype=dy.dtype, device=dy.device)
+    dx = dx.scatter_add(2, indices.reshape(n, c, -1), dy.reshape(n, c, -1)).view(n, c, h, w)
+    return _pool_grad_layout(dx, channels_last)
+
+
+def _pool_grad_layout(dx: Tensor, channels_last: bool) -> Tensor:
+    """A pooling gradient from PyTorch's ops in the input's memory format;
+    under autograd's batched gradients (a vmap that cannot ask a tensor for
+    channels_last) as it comes."""
+    if is_legacy_batchedtensor(dx):
+        return dx
+    return dx.contiguous(memory_format=torch.channels_last) if channels_last else dx.contiguous()
+
+
+_max_pool2d_backward.differentiable = (
+    lambda dy, pos, input_size, kernel_size, stride, padding, dilation, channels_last: _scatter_to(
+        dy, _max_pool2d_indices(pos, input_size, kernel_size, stride, padding, dilation), input_size, channels_last))
 
 
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
@@ -1854,18 +1893,39 @@ def _avg_pool2d_grad(ctx, dy):
 _avg_pool2d_forward.register_autograd(_avg_pool2d_grad, setup_context=_avg_pool2d_setup)
 
 
+def _avg_pool2d_ceil_mode(dy: Tensor, input_size, kernel_size, stride, padding) -> bool:
+    """The forward's ceil_mode: whichever rounding gives dy's size."""
+    floor_hw = _pool_output_hw(torch.empty(input_size, device="meta"), kernel_size, stride, padding, (1, 1), False)
+    return tuple(floor_hw) != tuple(dy.shape[2:])
+
+
 def _avg_pool2d_backward_setup(ctx, inputs, output):
     dy, input_size, kernel_size, stride, padding, count_include_pad, divisor_override, _ = inputs
-    # the forward's ceil_mode: whichever rounding gives dy's size
-    floor_hw = _pool_output_hw(torch.empty(input_size, device="meta"), kernel_size, stride, padding, (1, 1), False)
-    ceil_mode = tuple(floor_hw) != tuple(dy.shape[2:])
+    ceil_mode = _avg_pool2d_ceil_mode(dy, input_size, kernel_size, stride, padding)
     ctx.args = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _avg_pool2d_backward_torch(dy, input_size, kernel_size, stride, padding, count_include_pad, divisor_override,
+                               channels_last):
+    """avg_pool2d's backward in PyTorch's op (batched gradients); the input
+    it asks for is read for its size only."""
+    like = torch.zeros((), dtype=dy.dtype, device=dy.device).expand(input_size)
+    dx = torch.ops.aten.avg_pool2d_backward(dy, like, kernel_size, stride, padding,
+                                            _avg_pool2d_ceil_mode(dy, input_size, kernel_size, stride, padding),
+                                            count_include_pad, divisor_override or None)
+    return _pool_grad_layout(dx, channels_last)
+
+
+_avg_pool2d_backward.differentiable = _avg_pool2d_backward_torch
 
 
 def _avg_pool2d_backward_grad(ctx, ddx):
     """Double backward: backward is the transpose of the (linear) average
-    pool, so its adjoint is the average pool itself."""
-    return (_avg_pool2d_forward(ddx, *ctx.args),) + (None,) * 7
+    pool, so its adjoint is the average pool itself (PyTorch's: the double
+    backward may run batched)."""
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override = ctx.args
+    return (TF.avg_pool2d(ddx, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override or None),
+            ) + (None,) * 7
 
 
 _avg_pool2d_backward.register_autograd(_avg_pool2d_backward_grad, setup_context=_avg_pool2d_backward_setup)
@@ -1973,12 +2033,23 @@ def _adaptive_avg_pool2d_backward_setup(ctx, inputs, output):
 
 
 def _adaptive_avg_pool2d_backward_grad(ctx, ddx):
-    """Double backward: the adjoint of the (linear) backward is the pool itself."""
-    return _adaptive_avg_pool2d_forward(ddx, ctx.output_size), None, None
+    """Double backward: the adjoint of the (linear) backward is the pool
+    itself (PyTorch's: the double backward may run batched)."""
+    return TF.adaptive_avg_pool2d(ddx, ctx.output_size), None, None
 
 
 _adaptive_avg_pool2d_backward.register_autograd(_adaptive_avg_pool2d_backward_grad,
                                                 setup_context=_adaptive_avg_pool2d_backward_setup)
+
+
+def _adaptive_avg_pool2d_backward_torch(dy, input_size, channels_last):
+    """In PyTorch's op (batched gradients); its input is read for its size."""
+    like = torch.zeros((), dtype=dy.dtype, device=dy.device).expand(input_size)
+    dx = torch.ops.aten._adaptive_avg_pool2d_backward(dy, like)
+    return _pool_grad_layout(dx, channels_last)
+
+
+_adaptive_avg_pool2d_backward.differentiable = _adaptive_avg_pool2d_backward_torch
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
@@ -2098,6 +2169,9 @@ def _adaptive_max_pool2d_backward_grad(ctx, ddx):
 
 _adaptive_max_pool2d_backward.register_autograd(_adaptive_max_pool2d_backward_grad,
                                                 setup_context=_adaptive_max_pool2d_backward_setup)
+_adaptive_max_pool2d_backward.differentiable = (
+    lambda dy, pos, input_size, channels_last: _scatter_to(
+        dy, _adaptive_max_pool2d_indices(pos, input_size), input_size, channels_last))
 
 
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
