@@ -140,7 +140,9 @@ def test_batched_gradients(name, layout):
         assert torch.autograd.gradgradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)
 
 
-def test_group_norm_batched_parameter_gradients():
-    x = torch.randn(2, 6, 5, dtype=D, requires_grad=True)
+@pytest.mark.parametrize("shape", [(2, 6, 5), (0, 6)])
+def test_group_norm_batched_parameter_gradients(shape):
+    x = torch.randn(shape, dtype=D, requires_grad=True)
     w, b = torch.rand(6, dtype=D, requires_grad=True), torch.rand(6, dtype=D, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: LF.group_norm(a[0], 3, *a[1:]), (x, w, b), check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(lambda *a: LF.group_norm(a[0], 3, *a[1:]), (x, w, b))

@@ -347,19 +347,27 @@ def test_bools_and_empty_inputs_taken_as_torch_takes_them():
 
 
 @pytest.mark.parametrize("be", ["reference", "triton"])
-def test_rms_norm_output_and_input_gradient_keep_a_dense_layout(be, backend):
-    """PyTorch's rms_norm is elementwise math: y and dx keep a dense
-    input's layout (torch's test_memory_format checks dx too), and a
-    non-dense input gets contiguous ones."""
+def test_rms_norm_output_and_gradients_keep_pytorchs_layouts(be, backend):
+    """PyTorch's rms_norm is elementwise math: y keeps a dense input's
+    layout, dx takes a dense upstream gradient's (torch's test_memory_format
+    checks both), non-dense ones give contiguous results, and the weight's
+    gradient is contiguous as the weight."""
     backend(be)
+    w0 = torch.rand(2, 2, 5)
     for x0 in (torch.randn(4, 2, 2, 5).to(memory_format=torch.channels_last), torch.randn(4, 2, 2, 10)[..., ::2]):
-        x, x_ref = x0.clone(memory_format=torch.preserve_format).requires_grad_(), x0.clone().requires_grad_()
-        y, y_ref = LF.rms_norm(x, [2, 2, 5]), TF.rms_norm(x_ref, [2, 2, 5])
-        dy = torch.empty_like(y).copy_(torch.rand(y.shape))  # (as torch's test_memory_format makes it)
-        (dx,), (dx_ref,) = torch.autograd.grad(y, x, dy), torch.autograd.grad(y_ref, x_ref, dy)
-        assert (y.stride(), dx.stride()) == (y_ref.stride(), dx_ref.stride())
-        torch.testing.assert_close(y, y_ref)
-        torch.testing.assert_close(dx, dx_ref)
+        for dy_like_y in (True, False):
+            x, x_ref = x0.clone(memory_format=torch.preserve_format).requires_grad_(), x0.clone().requires_grad_()
+            w, w_ref = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+            y, y_ref = LF.rms_norm(x, [2, 2, 5], w), TF.rms_norm(x_ref, [2, 2, 5], w_ref)
+            dy = torch.rand(y.shape)
+            if dy_like_y:
+                dy = torch.empty_like(y).copy_(dy)  # (as torch's test_memory_format makes it)
+            grads, grads_ref = torch.autograd.grad(y, (x, w), dy), torch.autograd.grad(y_ref, (x_ref, w_ref), dy)
+            assert y.stride() == y_ref.stride()
+            assert [g.stride() for g in grads] == [g.stride() for g in grads_ref]
+            torch.testing.assert_close(y, y_ref)
+            for g, g_ref in zip(grads, grads_ref):
+                torch.testing.assert_close(g, g_ref)
 
 
 def test_layer_and_instance_norm_outputs_are_contiguous_as_torchs():

@@ -15,16 +15,16 @@ instead (:mod:`lamina.under_compile`: the compile modes).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as TF
 from torch import Tensor
+from torch._C._functorch import is_legacy_batchedtensor
 
 from . import validate
 from . import under_compile
-from torch._C._functorch import is_legacy_batchedtensor
-
 from .custom_op import PLAIN_TENSORS, custom_op, differentiable_backward, eager_apply
 from .under_compile import torch_math
 from .backend import kernels, to_numpy, to_torch, use_kernels
@@ -1455,11 +1455,14 @@ def _rms_norm_grad(ctx, dy, _drstd):
                                            dy, x, weight, False, None)
     else:
         dx, dweight = _rms_norm_backward(dy, x, ctx.normalized_shape, weight, rstd)
-        if not x.is_contiguous():
-            # PyTorch's rms_norm is elementwise math: its dx keeps a dense x's
-            # layout (channels_last stays channels_last), else is contiguous,
-            # as empty_like(x); the kernels write rows, the reference x's order
-            dx = torch.empty_like(x).copy_(dx)
+        if not (dx.is_contiguous() and dy.is_contiguous()):
+            # PyTorch's rms_norm is elementwise math: its dx takes the
+            # upstream gradient's layout when that is dense (a channels_last
+            # y's gradient gives a channels_last dx), else is contiguous, as
+            # empty_like(dy); the kernels write rows, the reference x's order
+            dx = torch.empty_like(dy).copy_(dx)
+        if weight is not None and not dweight.is_contiguous():  # (the reference sums in x's order)
+            dweight = dweight.contiguous()
     return dx, None, dweight if weight is not None else None, None
 
 
@@ -1565,9 +1568,10 @@ def _group_norm_torch(x: Tensor, groups: int, weight: Optional[Tensor], eps: flo
     PyTorch form: autograd's batched gradients run it under a vmap, where the
     backward of torch's own group_norm broadcasts its statistics wrongly."""
     n, c = x.shape[:2]
-    xg = x.reshape(n, groups, -1)
+    xg = x.reshape(n, groups, (c // groups) * math.prod(x.shape[2:]))  # (no -1: n may be 0)
     mean = xg.mean(-1, keepdim=True)
-    y = ((xg - mean) * torch.rsqrt(xg.var(-1, unbiased=False, keepdim=True) + eps)).reshape(x.shape)
+    centered = xg - mean
+    y = (centered * torch.rsqrt((centered * centered).mean(-1, keepdim=True) + eps)).reshape(x.shape)
     return y if weight is None else y * weight.reshape((1, c) + (1,) * (x.dim() - 2))
 
 
