@@ -165,7 +165,12 @@ CASES = [
      r"elements of output_size must be greater than or equal to 0 but received \{-1, 0\}"),
     ("adaptive_max_2d_input", lambda F: F.adaptive_max_pool2d(torch.randn(5, 5), 2), r"3D|4D"),
     ("adaptive_max_2d_input_pair", lambda F: F.adaptive_max_pool2d(torch.randn(5, 5), (2, 2)), r"dimension should be at least 3"),
-    ("adaptive_max_empty_height", lambda F: F.adaptive_max_pool2d(torch.randn(2, 3, 0, 5), 2), r"non-zero"),
+    ("adaptive_max_empty_height", lambda F: F.adaptive_max_pool2d(torch.randn(2, 3, 0, 5), 2),
+     r"non-zero size for non-batch dimensions, but input has sizes \[2, 3, 0, 5\] with dimension 2 being empty"),
+    ("max_pool_empty_height", lambda F: F.max_pool2d(torch.randn(1, 0, 10), 1),
+     r"Expected 3D or 4D \(batch mode\) tensor with optional 0 dim batch size for input, but got:\[1, 0, 10\]"),
+    ("avg_pool_empty_channels", lambda F: F.avg_pool2d(torch.randn(2, 0, 5, 5), 1),
+     r"Expected 3D or 4D \(batch mode\) tensor with optional 0 dim batch size for input"),
     ("adaptive_max_int", lambda F: F.adaptive_max_pool2d(ints(), 2), r"floating-point"),
     # ---- dropout ------------------------------------------------------------
     ("dropout_p_negative", lambda F: F.dropout(x4(), -0.1), r"between 0 and 1, but got -0.1"),

@@ -171,10 +171,19 @@ def pool_input(x: torch.Tensor, op: str, nonempty: int = 3) -> None:
 
 
 def _pool_nonempty(x: torch.Tensor, op: str, nonempty: int) -> None:
-    if any(s == 0 for s in x.shape[x.dim() - nonempty:]):
-        what = "C, H and W" if nonempty == 3 else "H and W"
-        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, with non-zero {what}, "
-                           f"got shape {tuple(x.shape)}")
+    """The last ``nonempty`` dimensions are non-empty (adaptive pools; in
+    PyTorch's words)."""
+    for d in range(x.dim() - nonempty, x.dim()):
+        if x.shape[d] == 0:
+            raise RuntimeError(f"{op}(): Expected input to have non-zero size for non-batch dimensions, but input has "
+                               f"sizes {list(x.shape)} with dimension {d} being empty")
+
+
+def _window_pool_nonempty(x: torch.Tensor) -> None:
+    """Max and average pooling: C, H and W non-empty, N may be 0 (PyTorch's words)."""
+    if any(s == 0 for s in x.shape[-3:]):
+        raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got:{list(x.shape)}")
 
 
 # Geometries that passed pool_geometry, keyed by the input's (C, H, W) and
@@ -217,7 +226,7 @@ def _check_pool_geometry(x: torch.Tensor, op: str, kernel, stride, padding, dila
         if p > ((k - 1) * d + 1) // 2:
             raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
-    _pool_nonempty(x, op, 3)
+    _window_pool_nonempty(x)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
                            f"padW = {padding[1]}, padH = {padding[0]}, kW = {kernel[1]}, kH = {kernel[0]}")
