@@ -86,6 +86,9 @@ SECOND_ORDER = {  # pooling: formulas of its own; activations: their backward in
     "instance_norm": LF.instance_norm,
     "batch_norm_train": lambda x: LF.batch_norm(x, None, None, training=True),
     "batch_norm_eval": lambda x: LF.batch_norm(x, torch.zeros(2, dtype=D), torch.full((2,), 2.0, dtype=D)),
+    # dropout: dy times the regenerated (or saved) mask, in PyTorch's ops
+    "dropout": lambda x: LF.dropout(x, 0.3, seed=1),
+    "drop_block2d": lambda x: LF.drop_block2d(x, 0.3, 3, seed=2),
 }
 
 
@@ -122,7 +125,7 @@ def test_prelu_double_backward_at_non_finite_inputs():
 
 BATCHED = ["relu", "gelu", "silu", "layer_norm", "rms_norm", "batch_norm_train", "instance_norm", "group_norm",
            "max_pool2d", "max_pool2d_ceil", "avg_pool2d", "avg_pool2d_ceil_divisor", "adaptive_avg_pool2d",
-           "adaptive_max_pool2d"]
+           "adaptive_max_pool2d", "dropout", "drop_block2d"]
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -136,7 +139,7 @@ def test_batched_gradients(name, layout):
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     assert torch.autograd.gradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)
-    if "pool" in name:
+    if "pool" in name or "drop" in name:
         assert torch.autograd.gradgradcheck(SECOND_ORDER[name], (x,), check_batched_grad=True)
 
 

@@ -2309,6 +2309,11 @@ def _dropout_setup(ctx, inputs, output):
 
 def _dropout_grad(ctx, dy):
     (seed,) = ctx.saved_tensors
+    if differentiable_backward(dy):
+        # create_graph=True or batched: dy times the mask regenerated on a
+        # plain tensor of ones laid out as the output, in PyTorch's ops
+        ones = torch.empty_strided(dy.shape, ctx.stride, dtype=dy.dtype, device=dy.device).fill_(1.0)
+        return dy * _dropout_backward(ones, ctx.p, seed, ctx.offset), None, None, None
     dy = _with_strides(dy, ctx.stride)
     return _dropout_backward(dy, ctx.p, seed, ctx.offset), None, None, None
 
@@ -2474,6 +2479,10 @@ def _drop_block2d_backward(dy: Tensor, mask: Tensor, scale: Tensor) -> Tensor:
         return kernels("dropout").drop_block2d_backward(dy, mask, scale)
     cache = (to_numpy(mask).astype(bool), to_numpy(scale)[0])
     return to_torch(ref_dropout.drop_block2d_backward(to_numpy(dy), cache), dy)
+
+
+# create_graph=True or batched: dy * mask * scale in PyTorch's ops
+_drop_block2d_backward.differentiable = lambda dy, mask, scale: dy * (mask.to(dy.dtype) * scale.to(dy.dtype))
 
 
 @_drop_block2d_backward.register_fake
