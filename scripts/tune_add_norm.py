@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as TF
-from triton.testing import do_bench
 
 from lamina.kernels import fused as K
 from lamina.kernels import normalization as N
+from sweep import bench, copy_gbs, gbs, print_header
 
 M, N_COLS = 32768, 4096
 FORWARD = [(rows, warps) for rows in (1, 2, 4) for warps in (4, 8, 16)]
 BACKWARD = [(rows, warps, per_sm) for rows in (1, 2) for warps in (4, 8, 16) for per_sm in (1, 2, 4)]
 
 
-def gbs(nbytes: float, ms: float) -> int:
-    return round(nbytes / ms / 1e6)
-
-
 def main() -> None:
-    bench = (lambda f: do_bench(f, warmup=5, rep=20, return_mode="median"))
     default_fwd, default_bwd = K._row_forward_config, N._row_backward_config
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    print_header()
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(M, N_COLS, device="cuda", dtype=dtype)
         r = torch.randn_like(x)
@@ -40,8 +35,7 @@ def main() -> None:
         w = torch.randn(N_COLS, device="cuda", dtype=dtype)
         b = torch.randn(N_COLS, device="cuda", dtype=dtype)
         size = x.numel() * x.element_size()
-        out = torch.empty_like(x)
-        copy = gbs(2 * size, bench(lambda: out.copy_(x)))
+        copy = copy_gbs(x)
         for rms in (False, True):
             bias = None if rms else b
             line = [f"{'add+rms' if rms else 'add+ln'} {M}x{N_COLS} {str(dtype)[6:]}: copy {copy}"]
@@ -78,7 +72,7 @@ def main() -> None:
                 row.append(f"{rows}/{warps}/{per_sm}:{gbs(3 * size, bench(backward))}")
             N._row_backward_config = default_bwd
             print("   bwd rows/warps/per_sm:GB/s  " + " ".join(row), flush=True)
-        del x, r, dy, out
+        del x, r, dy
 
 
 if __name__ == "__main__":

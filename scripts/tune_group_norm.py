@@ -13,22 +13,17 @@ the textbook bytes (forward 2n, backward 3n).
 from __future__ import annotations
 
 import torch
-from triton.testing import do_bench
 
 from lamina.kernels import normalization as N
 from lamina.kernels.activation import IDENTITY, SWISH
+from sweep import bench, gbs, print_header
 
 CONFIGS = [(per_sm, tile, warps) for per_sm in (1, 2, 4) for tile in (4096, 8192, 16384) for warps in (4, 8, 16)]
 
 
-def gbs(nbytes: float, ms: float) -> int:
-    return round(nbytes / ms / 1e6)
-
-
 def main() -> None:
-    bench = (lambda f: do_bench(f, warmup=5, rep=20, return_mode="median"))
     default_fwd, default_bwd = N._GN_PERSISTENT_FORWARD, N._GN_PERSISTENT_BACKWARD
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    print_header()
     groups = 32
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(16, 512, 64, 64, device="cuda", dtype=dtype)

@@ -17,17 +17,13 @@ import argparse
 
 import torch
 import torch.nn.functional as TF
-from triton.testing import do_bench
 
 from lamina.kernels import normalization as N
+from sweep import bench, copy_gbs, gbs, print_header
 
 SHAPES = [(32768, 4096), (131072, 1024)]
 FORWARD = [(rows, warps) for rows in (1, 2, 4, 8, 16) for warps in (4, 8, 16)]
 BACKWARD = [(rows, warps, per_sm) for rows in (1, 2, 4, 8) for warps in (4, 8, 16) for per_sm in (1, 2, 4)]
-
-
-def gbs(nbytes: float, ms: float) -> int:
-    return round(nbytes / ms / 1e6)
 
 
 def main() -> None:
@@ -35,9 +31,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer configs")
     p.add_argument("--no-compile", action="store_true")
     args = p.parse_args()
-    bench = (lambda f: do_bench(f, warmup=5, rep=20, return_mode="median"))
     default_fwd, default_bwd = N._row_forward_config, N._row_backward_config
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    print_header()
     for dtype in (torch.float32, torch.bfloat16):
         for m, n in SHAPES:
             x = torch.randn(m, n, device="cuda", dtype=dtype)
@@ -45,8 +40,7 @@ def main() -> None:
             w = torch.randn(n, device="cuda", dtype=dtype)
             b = torch.randn(n, device="cuda", dtype=dtype)
             size = x.numel() * x.element_size()
-            out = torch.empty_like(x)
-            copy = gbs(2 * size, bench(lambda: out.copy_(x)))
+            copy = copy_gbs(x)
             for rms in (False, True):
                 name = f"{'rms' if rms else 'ln'} {m}x{n} {str(dtype)[6:]}"
                 bias = None if rms else b
@@ -81,7 +75,7 @@ def main() -> None:
                     bwd_row.append(f"{rows}/{warps}/{per_sm}:{gbs(3 * size, bench(back))}")
                 N._row_backward_config = default_bwd
                 print("   bwd rows/warps/per_sm:GB/s  " + " ".join(bwd_row), flush=True)
-            del x, dy, out
+            del x, dy
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""What the card sweeps (scripts/tune_*.py) share: one timer, one unit, one
+header line."""
+
+from __future__ import annotations
+
+import torch
+from triton.testing import do_bench
+
+
+def bench(fn) -> float:
+    """Median milliseconds of ``fn`` on the card (do_bench flushes L2 between repetitions)."""
+    return do_bench(fn, warmup=5, rep=20, return_mode="median")
+
+
+def gbs(nbytes: float, ms: float) -> int:
+    """GB/s of ``nbytes`` moved in ``ms`` milliseconds."""
+    return round(nbytes / ms / 1e6)
+
+
+def copy_gbs(x: torch.Tensor) -> int:
+    """GB/s of a device copy of ``x`` (read + write): the roof a sweep is read against."""
+    out = torch.empty_like(x)
+    return gbs(2 * x.numel() * x.element_size(), bench(lambda: out.copy_(x)))
+
+
+def print_header() -> None:
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
