@@ -23,5 +23,14 @@ def copy_gbs(x: torch.Tensor) -> int:
     return gbs(2 * x.numel() * x.element_size(), bench(lambda: out.copy_(x)))
 
 
+def row_inputs(m: int, n: int, dtype: torch.dtype):
+    """(x, dy, weight, bias, bytes of x) of a row norm over (m, n) rows on the card."""
+    x = torch.randn(m, n, device="cuda", dtype=dtype)
+    dy = torch.randn_like(x)
+    w = torch.randn(n, device="cuda", dtype=dtype)
+    b = torch.randn(n, device="cuda", dtype=dtype)
+    return x, dy, w, b, x.numel() * x.element_size()
+
+
 def print_header() -> None:
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)

@@ -18,7 +18,7 @@ import torch.nn.functional as TF
 
 from lamina.kernels import fused as K
 from lamina.kernels import normalization as N
-from sweep import bench, copy_gbs, gbs, print_header
+from sweep import bench, copy_gbs, gbs, print_header, row_inputs
 
 M, N_COLS = 32768, 4096
 FORWARD = [(rows, warps) for rows in (1, 2, 4) for warps in (4, 8, 16)]
@@ -29,12 +29,8 @@ def main() -> None:
     default_fwd, default_bwd = K._row_forward_config, N._row_backward_config
     print_header()
     for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(M, N_COLS, device="cuda", dtype=dtype)
+        x, dy, w, b, size = row_inputs(M, N_COLS, dtype)
         r = torch.randn_like(x)
-        dy = torch.randn_like(x)
-        w = torch.randn(N_COLS, device="cuda", dtype=dtype)
-        b = torch.randn(N_COLS, device="cuda", dtype=dtype)
-        size = x.numel() * x.element_size()
         copy = copy_gbs(x)
         for rms in (False, True):
             bias = None if rms else b

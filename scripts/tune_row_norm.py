@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as TF
 
 from lamina.kernels import normalization as N
-from sweep import bench, copy_gbs, gbs, print_header
+from sweep import bench, copy_gbs, gbs, print_header, row_inputs
 
 SHAPES = [(32768, 4096), (131072, 1024)]
 FORWARD = [(rows, warps) for rows in (1, 2, 4, 8, 16) for warps in (4, 8, 16)]
@@ -35,11 +35,7 @@ def main() -> None:
     print_header()
     for dtype in (torch.float32, torch.bfloat16):
         for m, n in SHAPES:
-            x = torch.randn(m, n, device="cuda", dtype=dtype)
-            dy = torch.randn_like(x)
-            w = torch.randn(n, device="cuda", dtype=dtype)
-            b = torch.randn(n, device="cuda", dtype=dtype)
-            size = x.numel() * x.element_size()
+            x, dy, w, b, size = row_inputs(m, n, dtype)
             copy = copy_gbs(x)
             for rms in (False, True):
                 name = f"{'rms' if rms else 'ln'} {m}x{n} {str(dtype)[6:]}"
