@@ -368,18 +368,36 @@ def test_kernels_many_programs(name, backend):
     torch.testing.assert_close(dx, dx_t, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["relu", "leaky_relu_neg", "tanh", "gelu_tanh", "prelu"])
-@pytest.mark.parametrize("be", BACKENDS)
-def test_channels_last_kept(name, be, backend):
-    backend(be)
-    lamina_fn, torch_fn = OPS[name]
-    x = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
-    dy = torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last)
-    y, dx = forward_backward(lamina_fn, x, dy)
-    y_t, dx_t = forward_backward(torch_fn, x, dy)
-    if be == "triton":
-        assert y.is_contiguous(memory_format=torch.channels_last)
-        assert dx.is_contiguous(memory_format=torch.channels_last)
+def _layout(name: str, t: torch.Tensor) -> torch.Tensor:
+    if name == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if name == "permuted":  # dense, H and W swapped in memory
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    if name == "sliced":  # not dense
+        return torch.cat([t, t], dim=3)[..., ::2]
+    return t
+
+
+# (input layout, upstream-gradient layout): channels_last kept, and where the
+# two differ, the gradient laid out as PyTorch's backward lays it out (led by
+# the saved tensor for the ReLU family and PReLU, by the gradient otherwise)
+LAYOUT_PAIRS = [("channels_last", "channels_last"), ("channels_last", "contiguous"), ("contiguous", "channels_last"),
+                ("permuted", "contiguous"), ("sliced", "permuted"), ("permuted", "sliced")]
+PRELU_3 = (lambda x: F.prelu(x, torch.tensor([0.1, 0.2, 0.3], dtype=x.dtype)),
+           lambda x: TF.prelu(x, torch.tensor([0.1, 0.2, 0.3], dtype=x.dtype)))
+
+
+@pytest.mark.parametrize("pair", LAYOUT_PAIRS, ids="-".join)
+@pytest.mark.parametrize("name", [n for n in OPS if not n.startswith("swish")] + ["prelu_per_channel"])
+def test_layouts_are_pytorchs(name, pair, each_backend):
+    lamina_fn, torch_fn = PRELU_3 if name == "prelu_per_channel" else OPS[name]
+    dtype = torch.float64 if each_backend == "reference" else torch.float32
+    torch.manual_seed(0)
+    x = _layout(pair[0], torch.randn(2, 3, 5, 4, dtype=dtype)).requires_grad_(True)
+    dy = _layout(pair[1], torch.randn(2, 3, 5, 4, dtype=dtype))
+    # autograd.grad: the backward's own result (a leaf's .grad may be restrided)
+    (y, dx), (y_t, dx_t) = ((y, *torch.autograd.grad(y, x, dy)) for y in (lamina_fn(x), torch_fn(x)))
+    assert (y.stride(), dx.stride()) == (y_t.stride(), dx_t.stride())
     torch.testing.assert_close(y, y_t, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dx, dx_t, rtol=1e-5, atol=1e-5)
 

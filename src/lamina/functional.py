@@ -28,6 +28,7 @@ from . import under_compile
 from .custom_op import PLAIN_TENSORS, custom_op, differentiable_backward, eager_apply
 from .under_compile import torch_math
 from .backend import kernels, to_numpy, to_torch, use_kernels
+from .layout import empty_result, in_result_layout
 from .reference import activation as ref_activation
 
 __all__ = ["relu"]
@@ -66,7 +67,7 @@ def _original_for_inplace(input: Tensor, inplace: bool) -> Tensor:
 # --- the parameterless activations: one custom-op pair each ---------------------
 
 def _activation_op(name: str, saves: str, param_type: str | None = None, reference_cache_extra: tuple = (),
-                   torch_backward=None):
+                   torch_backward=None, dy_first: bool = True):
     """``lamina::<name>_forward`` / ``lamina::<name>_backward`` for an
     elementwise activation: forward f(x) (or f(x, param), ``param`` one
     argument of type ``param_type``: gelu's approximate, swish's beta);
@@ -75,7 +76,10 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
     the kernels' ``<name>_forward`` / ``<name>_backward``, the others the
     reference's (its backward cache is (saved, *param) +
     ``reference_cache_extra``). ``torch_backward(dy, saved, *param)``: the
-    backward in PyTorch's differentiable ops, for second derivatives."""
+    backward in PyTorch's differentiable ops, for second derivatives.
+    Results are laid out as PyTorch's (lamina.layout), the gradient led by
+    dy (``dy_first``, as PyTorch's sigmoid/tanh/gelu/silu backward) or by
+    the saved tensor (relu's threshold_backward)."""
     ref_forward = getattr(ref_activation, f"{name}_forward")
     ref_backward = getattr(ref_activation, f"{name}_backward")
 
@@ -83,13 +87,16 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
         if use_kernels(x):
             return getattr(_act_kernels(), f"{name}_forward")(x, *param)
         y, _ = ref_forward(to_numpy(x), *param)
-        return to_torch(y, x)
+        return in_result_layout(to_torch(y, x), (x,))
+
+    def grad_operands(dy, saved):
+        return (dy, saved) if dy_first else (saved, dy)
 
     def run_backward(dy, saved, *param):
         if use_kernels(saved):
             return getattr(_act_kernels(), f"{name}_backward")(dy, saved, *param)
         cache = (to_numpy(saved),) + param + reference_cache_extra
-        return to_torch(ref_backward(to_numpy(dy), cache), saved)
+        return in_result_layout(to_torch(ref_backward(to_numpy(dy), cache), dy), grad_operands(dy, saved))
 
     # torch.library reads the op's schema from the Python signature
     if param_type is None:
@@ -109,8 +116,8 @@ def _activation_op(name: str, saves: str, param_type: str | None = None, referen
     forward.__name__, backward.__name__ = f"_{name}_forward", f"_{name}_backward"
     forward_op = custom_op(f"lamina::{name}_forward", mutates_args=())(forward)
     backward_op = custom_op(f"lamina::{name}_backward", mutates_args=())(backward)
-    forward_op.register_fake(lambda x, param=None: torch.empty_like(x))
-    backward_op.register_fake(lambda dy, saved, param=None: torch.empty_like(saved))
+    forward_op.register_fake(lambda x, param=None: empty_result((x,)))
+    backward_op.register_fake(lambda dy, saved, param=None: empty_result(grad_operands(dy, saved), dy.dtype))
 
     def setup(ctx, inputs, output):
         ctx.save_for_backward(output if saves == "output" else inputs[0])
@@ -135,7 +142,7 @@ def _torch_only_dtype(t) -> bool:
 # --- relu ----------------------------------------------------------------------
 
 _relu_forward, _relu_backward = _activation_op(
-    "relu", saves="output", torch_backward=lambda dy, y: torch.ops.aten.threshold_backward(dy, y, 0))
+    "relu", saves="output", torch_backward=lambda dy, y: torch.ops.aten.threshold_backward(dy, y, 0), dy_first=False)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -229,16 +236,17 @@ def _leaky_relu_forward(x: Tensor, negative_slope: float) -> tuple[Tensor, Tenso
         y, mask = _act_kernels().leaky_relu_forward(x, negative_slope)
         return y, mask
     y, (saved, _) = ref_activation.leaky_relu_forward(to_numpy(x), negative_slope)
+    y = in_result_layout(to_torch(y, x), (x,))
     if negative_slope >= 0:
-        return to_torch(y, x), x.new_empty((0,), dtype=torch.uint8)
-    return to_torch(y, x), to_torch(saved, x, dtype=torch.uint8)
+        return y, x.new_empty((0,), dtype=torch.uint8)
+    return y, in_result_layout(to_torch(saved, x, dtype=torch.uint8), (x,))
 
 
 @_leaky_relu_forward.register_fake
 def _(x, negative_slope):
     if negative_slope >= 0:
-        return torch.empty_like(x), x.new_empty((0,), dtype=torch.uint8)
-    return torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
+        return empty_result((x,)), x.new_empty((0,), dtype=torch.uint8)
+    return empty_result((x,)), empty_result((x,), torch.uint8)
 
 
 @custom_op("lamina::leaky_relu_backward", mutates_args=())
@@ -247,7 +255,7 @@ def _leaky_relu_backward(dy: Tensor, saved: Tensor, negative_slope: float) -> Te
     if use_kernels(dy):
         return _act_kernels().leaky_relu_backward(dy, saved, negative_slope)
     dx = ref_activation.leaky_relu_backward(to_numpy(dy), (to_numpy(saved), negative_slope))
-    return to_torch(dx, dy)
+    return in_result_layout(to_torch(dx, dy), (saved, dy))  # led by saved, as PyTorch's leaky_relu_backward
 
 
 # second derivatives: x > 0 exactly where the saved output or mask is > 0
@@ -257,7 +265,7 @@ _leaky_relu_backward.differentiable = (
 
 @_leaky_relu_backward.register_fake
 def _(dy, saved, negative_slope):
-    return torch.empty_like(dy)
+    return empty_result((saved, dy), dy.dtype)
 
 
 def _leaky_relu_setup(ctx, inputs, output):
@@ -342,12 +350,12 @@ def _prelu_forward(x: Tensor, weight: Tensor) -> Tensor:
     if use_kernels(x):
         return _act_kernels().prelu_forward(x, weight)
     y, _ = ref_activation.prelu_forward(to_numpy(x), to_numpy(weight))
-    return to_torch(y, x)
+    return in_result_layout(to_torch(y, x), (x,))
 
 
 @_prelu_forward.register_fake
 def _(x, weight):
-    return torch.empty_like(x)
+    return empty_result((x,))
 
 
 @custom_op("lamina::prelu_backward", mutates_args=())
@@ -355,7 +363,7 @@ def _prelu_backward(dy: Tensor, x: Tensor, weight: Tensor) -> tuple[Tensor, Tens
     if use_kernels(x):
         return _act_kernels().prelu_backward(dy, x, weight)
     dx, dweight = ref_activation.prelu_backward(to_numpy(dy), (to_numpy(x), to_numpy(weight)))
-    return to_torch(dx, x), to_torch(dweight, weight)
+    return in_result_layout(to_torch(dx, x), (x, dy)), to_torch(dweight, weight)
 
 
 def _prelu_grad_torch(dy: Tensor, x: Tensor, weight: Tensor):
@@ -375,7 +383,7 @@ _prelu_backward.differentiable = _prelu_grad_torch
 
 @_prelu_backward.register_fake
 def _(dy, x, weight):
-    return torch.empty_like(x), torch.empty_like(weight)
+    return empty_result((x, dy), dy.dtype), torch.empty_like(weight)
 
 
 def _prelu_setup(ctx, inputs, output):

@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import empty_result, in_result_layout
 from .launch import (
     ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, elementwise_grid, is_dense, next_power_of_2, same_layout,
 )
@@ -304,11 +305,17 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
     return (y, mask) if write_mask else y
 
 
-def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float = 0.0) -> torch.Tensor:
-    """dx from dy and what forward saved, in saved's memory format and dy's dtype."""
-    saved = dense(saved)
-    dy = same_layout(dy, saved)
-    dx = torch.empty_like(saved, dtype=dy.dtype)
+def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float = 0.0,
+                        dy_first: bool = False) -> torch.Tensor:
+    """dx from dy and what forward saved, in dy's dtype and in the layout
+    PyTorch's backward gives it (lamina.layout): led by saved (ReLU,
+    LeakyReLU) or, with ``dy_first``, by dy (Sigmoid, Tanh, GELU, SiLU)."""
+    if dy.stride() == saved.stride() and is_dense(saved):  # one dense layout: the common case (host time)
+        dx = torch.empty_like(saved, dtype=dy.dtype)
+    else:
+        dx = empty_result((dy, saved) if dy_first else (saved, dy), dy.dtype)
+        saved = same_layout(saved, dx)
+        dy = same_layout(dy, dx)
     n = saved.numel()
     if n:
         block = elementwise_block(dx.element_size())
@@ -361,7 +368,7 @@ def sigmoid_forward(x):
 
 
 def sigmoid_backward(dy, y):
-    return activation_backward(dy, y, SIGMOID)
+    return activation_backward(dy, y, SIGMOID, dy_first=True)
 
 
 def tanh_forward(x):
@@ -369,7 +376,7 @@ def tanh_forward(x):
 
 
 def tanh_backward(dy, y):
-    return activation_backward(dy, y, TANH)
+    return activation_backward(dy, y, TANH, dy_first=True)
 
 
 def gelu_id(approximate: str, dtype: torch.dtype):
@@ -385,7 +392,7 @@ def gelu_forward(x, approximate="none"):
 
 
 def gelu_backward(dy, x, approximate="none"):
-    return activation_backward(dy, x, gelu_id(approximate, x.dtype))
+    return activation_backward(dy, x, gelu_id(approximate, x.dtype), dy_first=True)
 
 
 def swish_forward(x, beta=1.0):
@@ -393,7 +400,7 @@ def swish_forward(x, beta=1.0):
 
 
 def swish_backward(dy, x, beta=1.0):
-    return activation_backward(dy, x, SWISH, beta)
+    return activation_backward(dy, x, SWISH, beta, dy_first=True)
 
 
 def silu_forward(x):
@@ -496,6 +503,9 @@ def _prelu_blocks(R, K):
 
 
 def prelu_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y in the layout PyTorch gives it (lamina.layout): where the plan walks
+    a copy of x in another layout, y is copied back."""
+    original = x
     x, R, K, C, on_rows = _prelu_plan(x, weight.numel())
     y = torch.empty_like(x)
     if x.numel():
@@ -503,11 +513,13 @@ def prelu_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         _prelu_forward_kernel[(n_r * n_k,)](
             x, weight.contiguous(), y, R, K, C, n_k, CHANNEL_ON_ROWS=on_rows,
             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=ELEMENTWISE_WARPS)
-    return y
+    return y if x is original else in_result_layout(y, (original,))
 
 
 def prelu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
-    """(dx, dweight); dweight has weight's shape and dtype."""
+    """(dx, dweight); dweight has weight's shape and dtype, dx the layout
+    PyTorch's backward gives it (led by x, then dy)."""
+    original = (x, dy)
     x, R, K, C, on_rows = _prelu_plan(x, weight.numel())
     dy = same_layout(dy, x)
     dx = torch.empty_like(x, dtype=dy.dtype)
@@ -522,4 +534,6 @@ def prelu_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
         dweight = partial.view(R // C, C, n_k).sum(dim=(0, 2))
     else:
         dweight = partial.sum(dim=0)
+    if x is not original[0] or dy is not original[1]:  # copies were walked
+        dx = in_result_layout(dx, original)
     return dx, dweight.reshape(weight.shape).to(weight.dtype)

@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from ..layout import empty_result
+
 # Unused pointers: a kernel whose flags leave a pointer unused still takes a
 # tensor for it. lamina passes one the kernel only reads (usually the input),
 # never one it writes: traced by torch.compile (fast_launch.py), a written
@@ -73,10 +75,11 @@ def is_dense(t: torch.Tensor) -> bool:
 
 
 def dense(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when dense (any dimension order), else a contiguous copy.
+    """``t`` itself when dense (any dimension order), else a dense copy in the
+    layout PyTorch gives an elementwise result of ``t`` (lamina.layout).
     Elementwise kernels walk a dense tensor's storage in memory order, so the
     output keeps the input's memory format."""
-    return t if is_dense(t) else t.contiguous()
+    return t if is_dense(t) else empty_result((t,)).copy_(t)
 
 
 def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
