@@ -1207,8 +1207,8 @@ def instance_norm(
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-        y = batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-        return y if y.is_contiguous() else y.contiguous()  # PyTorch's layout (see below)
+        # PyTorch's layouts (see below): output and gradient contiguous
+        return batch_norm(input.contiguous(), running_mean, running_var, weight, bias, False, momentum, eps)
     spatial = 1
     for d in input.shape[2:]:
         spatial *= d
@@ -2030,7 +2030,11 @@ def _(dy, input_size, channels_last):
 
 
 def _adaptive_avg_pool2d_setup(ctx, inputs, output):
-    ctx.geometry = (list(inputs[0].shape), _is_channels_last(inputs[0]))
+    # the gradient's layout is PyTorch's: its 1x1 pool is a mean over (H, W),
+    # whose backward (an expanded gradient divided) is contiguous whatever
+    # the input's layout; other sizes keep the input's
+    global_mean = list(inputs[1]) == [1, 1]
+    ctx.geometry = (list(inputs[0].shape), _is_channels_last(inputs[0]) and not global_mean)
 
 
 def _adaptive_avg_pool2d_grad(ctx, dy):
