@@ -11,7 +11,9 @@ registered torch.library ops, which the traced graph calls again.
 torch.jit.script compiles a module's forward from its source; under it a
 lamina module is what torch.nn's module of the same name computes, in
 PyTorch's ops (nn.py's TorchScript note): the scripted module must equal the
-eager one, forward and gradients, and save and load.
+eager one, forward and gradients, and save and load. Code that calls
+lamina's functionals scripts too (lamina/torchscript.py): PyTorch's op in
+each one's place.
 """
 
 from __future__ import annotations
@@ -208,3 +210,34 @@ def test_scripted_drop_block_drops_blocks_and_rescales(backend):
     dropped = (~kept).float()
     assert (torch.nn.functional.max_pool2d(-torch.nn.functional.max_pool2d(-dropped, 3, 1, 1), 3, 1, 1) == dropped).all()
     assert torch.equal(_script(module.eval())(x), x)
+
+
+# --- scripted code calling lamina's functionals (lamina/torchscript.py) -----------
+# (module-level defs: torch.jit.script compiles from source)
+
+def _activations(x):
+    y = F.relu(x) + F.relu_(x.clone()) + F.leaky_relu(x, 0.2) + F.leaky_relu_(x.clone(), 0.3)
+    y = y + F.prelu(x, torch.full([3], 0.25)) + F.sigmoid(x) + F.tanh(x)
+    return y + F.gelu(x) + F.gelu(x, approximate="tanh") + F.silu(x) + F.swish(x, 1.5)
+
+
+def _norms(x):
+    y = F.batch_norm(x, torch.zeros(3), torch.ones(3)) + F.batch_norm(x, None, None, training=True)
+    y = y + F.instance_norm(x) + F.layer_norm(x, [6, 6]) + F.rms_norm(x, [6], torch.ones(6), 1e-6)
+    return y + F.group_norm(x, 3, torch.ones(3), torch.zeros(3))
+
+
+def _pools(x):
+    y = F.avg_pool2d(x, 2).sum() + F.avg_pool2d(x, [3, 3], 2, 1, ceil_mode=True, count_include_pad=False).sum()
+    return y + F.adaptive_avg_pool2d(x, 1).sum() + F.adaptive_avg_pool2d(x, [2, 3]).sum()
+
+
+@pytest.mark.parametrize("fn", [_activations, _norms, _pools], ids=lambda f: f.__name__.strip("_"))
+def test_scripted_functionals(fn, each_backend):
+    torch.manual_seed(0)
+    x = _x4()
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(fn), buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    torch.testing.assert_close(loaded(x.clone()), fn(x.clone()), rtol=1e-5, atol=1e-5)

@@ -3368,3 +3368,16 @@ def dropout_add(
     if seed is None and generator is None and torch_math(x):  # inside torch.compile on a GPU (under_compile.py)
         return TF.dropout(x, p, training) + residual
     return _dropout_add_forward(x, residual, float(p), _seed_for(seed, generator, x), 0)
+
+
+# TorchScript: scripting code that calls these functionals compiles PyTorch's
+# ops in their place (lamina/torchscript.py)
+def _attach_torchscript_twins():
+    import sys
+
+    from . import torchscript
+
+    torchscript.attach(sys.modules[__name__])
+
+
+_attach_torchscript_twins()
