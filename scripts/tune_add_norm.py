@@ -64,8 +64,11 @@ def main() -> None:
             print("   fwd rows/warps:GB/s  " + " ".join(row), flush=True)
             row = []
             for rows, warps, per_sm in BACKWARD:
-                N._row_backward_config = (lambda n_, e_, rr=rows, wp=warps, sm=per_sm: (rr, block, False, wp, sm))
-                row.append(f"{rows}/{warps}/{per_sm}:{gbs(3 * size, bench(backward))}")
+                timed = []
+                for prefetch in (False, True):
+                    N._row_backward_config = (lambda n_, e_, c=(rows, block, False, warps, per_sm, prefetch): c)
+                    timed.append(gbs(3 * size, bench(backward)))
+                row.append(f"{rows}/{warps}/{per_sm}:{timed[0]}/{timed[1]}")
             N._row_backward_config = default_bwd
             print("   bwd rows/warps/per_sm:GB/s  " + " ".join(row), flush=True)
         del x, r, dy

@@ -6,7 +6,8 @@ The forward cells of the 05:19 matrix (h200-20261128-session6) sat at
 0.86-0.92 of copy in fp32 while torch.compile reached ~0.98, with the
 kernels' time well above the host's: a launch shape question. One line per
 case: the default config first, then every config, GB/s of the textbook
-bytes (forward 2n, backward 3n); the best becomes the default.
+bytes (forward 2n, backward 3n); the best becomes the default. The backward
+is timed with its software pipeline (the config's prefetch) off and on.
 
     PYTHONPATH=src python scripts/tune_row_norm.py [--quick]
 """
@@ -52,6 +53,10 @@ def main() -> None:
                             f"{default_fwd(n, x.element_size())}")
                 back = (lambda: N.row_norm_backward(dy, x, (n,), w, mean, rstd, not rms, rms))
                 line.append(f"bwd {gbs(3 * size, bench(back))} {default_bwd(n, x.element_size())}")
+                flipped = default_bwd(n, x.element_size())[:5] + (not default_bwd(n, x.element_size())[5],)
+                N._row_backward_config = (lambda n_, e_, c=flipped: c)
+                line.append(f"bwd prefetch={flipped[5]} {gbs(3 * size, bench(back))}")
+                N._row_backward_config = default_bwd
                 print(" | ".join(line), flush=True)
                 block = N.row_block(n)
                 fwd_row = []
@@ -67,10 +72,13 @@ def main() -> None:
                 for rows, warps, per_sm in BACKWARD[::3] if args.quick else BACKWARD:
                     if rows * block > 8192 or rows * block < 32 * warps:
                         continue
-                    N._row_backward_config = (lambda n_, e_, r=rows, wp=warps, s=per_sm: (r, block, False, wp, s))
-                    bwd_row.append(f"{rows}/{warps}/{per_sm}:{gbs(3 * size, bench(back))}")
+                    timed = []
+                    for prefetch in (False, True):
+                        N._row_backward_config = (lambda n_, e_, c=(rows, block, False, warps, per_sm, prefetch): c)
+                        timed.append(gbs(3 * size, bench(back)))
+                    bwd_row.append(f"{rows}/{warps}/{per_sm}:{timed[0]}/{timed[1]}")
                 N._row_backward_config = default_bwd
-                print("   bwd rows/warps/per_sm:GB/s  " + " ".join(bwd_row), flush=True)
+                print("   bwd rows/warps/per_sm:GB/s plain/prefetch  " + " ".join(bwd_row), flush=True)
             del x, dy
 
 

@@ -244,3 +244,32 @@ def test_kernels_on_large_shapes(op, shape, channels_last, backend):
     for name, ours, theirs in zip(("y", "dx", "dweight", "dbias"), *results):
         atol = 1e-5 * (rows ** 0.5 if name in ("dweight", "dbias") else 1)
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=max(atol, 1e-4), msg=name)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"])
+@pytest.mark.parametrize("rows", [300, 301, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_backward_prefetch_is_bitwise_the_plain_loop(op, rows, dtype, backend, monkeypatch):
+    """The backward kernels' software pipeline (PREFETCH: the next tile loaded
+    before this one is reduced; the row norms' and the fused add+norm's)
+    computes the same thing in the same order: bitwise equal to the plain
+    loop, with programs ending mid-tile (301 rows) and fewer rows than a
+    tile's worth of programs (7)."""
+    from lamina.kernels import normalization as N
+
+    backend("triton")
+    torch.manual_seed(0)
+    x, dy = torch.randn(rows, 40, dtype=dtype), torch.randn(rows, 40, dtype=dtype)
+    w, b, residual = torch.randn(40, dtype=dtype), torch.randn(40, dtype=dtype), torch.randn(rows, 40, dtype=dtype)
+    call = {"layer_norm": lambda x, w, b: F.layer_norm(x, [40], w, b),
+            "rms_norm": lambda x, w, b: F.rms_norm(x, [40], w) + b,
+            "add_layer_norm": lambda x, w, b: F.add_layer_norm(x, residual, [40], w, b),
+            "add_rms_norm": lambda x, w, b: F.add_rms_norm(x, residual, [40], w) + b}[op]
+    results = []
+    tuned = N._row_backward_config
+    for prefetch in (False, True):
+        monkeypatch.setattr(N, "_row_backward_config", lambda n, e, p=prefetch: tuned(n, e)[:5] + (p,))
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        results.append(torch.autograd.grad(call(*leaves), leaves, dy))
+    for plain, pipelined in zip(*results):
+        assert torch.equal(plain, pipelined)

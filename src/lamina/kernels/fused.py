@@ -48,6 +48,7 @@ from .normalization import (  # the statistics passes are reused, not copied
     _elementwise_launch,
     _plan,
     _row_backward_launch,
+    _row_backward_tile,
     _row_forward_config,
     _stats,
     group_norm_backward,
@@ -452,6 +453,7 @@ def _add_norm_backward_kernel(
     M, N, rows_per_program,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DS: tl.constexpr, DROPOUT: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    PREFETCH: tl.constexpr = False,  # the row norm backward's software pipeline (_row_norm_backward_kernel)
 ):
     pid = tl.program_id(0)
     first = pid.to(tl.int64) * rows_per_program
@@ -463,18 +465,25 @@ def _add_norm_backward_kernel(
         seed = tl.load(seed_ptr)
     dw = tl.zeros([BLOCK], dtype=tl.float32)
     db = tl.zeros([BLOCK], dtype=tl.float32)
+    end = tl.minimum(M, first + rows_per_program)  # this program's rows
+    if PREFETCH:
+        s_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
+            dy_ptr, s_ptr, mean_ptr, rstd_ptr, first + tl.arange(0, ROWS), end, cols, col_ok, N, N, RMS)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
-        row_ok = rows < M
-        mask = row_ok[:, None] & col_ok[None, :]
         offs = rows[:, None] * N + cols[None, :]
-        s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
+        if PREFETCH:
+            s, dy, mean, rstd, mask = s_n, dy_n, mean_n, rstd_n, mask_n
+            s_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
+                dy_ptr, s_ptr, mean_ptr, rstd_ptr, rows + ROWS, end, cols, col_ok, N, N, RMS)
+        else:
+            s, dy, mean, rstd, mask = _row_backward_tile(
+                dy_ptr, s_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N, N, RMS)
+        s = s.to(tl.float32)
+        dy = dy.to(tl.float32)
         if RMS:
             xhat = s * rstd[:, None]
         else:
-            mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0)
             xhat = tl.where(mask, (s - mean[:, None]) * rstd[:, None], 0.0)
         g = dy
         if HAS_W:
@@ -559,14 +568,14 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
     # the row norm's tuned tiles (rows <= _WIDE_ROW are never 'wide' there);
     # at 32768 x 4096 bf16 the old 4096-element tiles on 16 warps, 4 programs
     # an SM, took 405 us where the forward took 265 (H200, scripts/probe_cells.py)
-    rows, block, _, warps, programs, rows_per_program = _row_backward_launch(s, m, n)
+    rows, block, _, warps, programs, rows_per_program, prefetch = _row_backward_launch(s, m, n)
     part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
     _add_norm_backward_kernel[(programs,)](
         dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
         rstd if rms else mean, rstd, ds, s if dx is None else dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
         m, n, rows_per_program,
         RMS=rms, HAS_W=has_weight, HAS_B=has_bias, HAS_DS=ds_out is not None, DROPOUT=p > 0,
-        ROWS=rows, BLOCK=block, num_warps=warps,
+        ROWS=rows, BLOCK=block, num_warps=warps, PREFETCH=prefetch,
     )
     dw = part[:, 0].sum(dim=0).reshape(normalized_shape) if has_weight else None
     db = part[:, 1].sum(dim=0).reshape(normalized_shape) if has_bias else None

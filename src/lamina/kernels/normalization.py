@@ -1041,6 +1041,23 @@ def _row_norm_forward_wide_kernel(
 
 
 @triton.jit
+def _row_backward_tile(dy_ptr, x_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, stride_x, stride_dy,
+                       RMS: tl.constexpr):
+    """One tile's loads of rows below ``end``, as stored (16-bit values stay
+    packed until used): (x, dy, mean, rstd, mask); mean is rstd's stand-in
+    for RMS."""
+    row_ok = rows < end
+    mask = row_ok[:, None] & col_ok[None, :]
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0)
+    rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)
+    mean = rstd
+    if not RMS:
+        mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0)
+    return x, dy, mean, rstd, mask
+
+
+@triton.jit
 def _row_norm_backward_kernel(
     dy_ptr,  # (M, N) upstream gradient, row stride stride_dy
     x_ptr,  # (M, N) forward input, row stride stride_x
@@ -1051,6 +1068,7 @@ def _row_norm_backward_kernel(
     M, N, stride_x, stride_dy, rows_per_program,
     RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    PREFETCH: tl.constexpr = False,  # load the next tile before reducing this one
 ):
     pid = tl.program_id(0)
     first = pid.to(tl.int64) * rows_per_program  # rows_per_program: a multiple of ROWS
@@ -1062,18 +1080,29 @@ def _row_norm_backward_kernel(
     # once at the end, measured slower on an H200: register pressure)
     dw = tl.zeros([BLOCK], dtype=tl.float32)
     db = tl.zeros([BLOCK], dtype=tl.float32)
+    # PREFETCH: a software pipeline by hand. Each tile's two row reductions
+    # wait on barriers; with the next tile's loads already issued, the
+    # memory system stays busy meanwhile (a program an SM leaves it idle)
+    end = tl.minimum(M, first + rows_per_program)  # this program's rows
+    if PREFETCH:
+        x_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
+            dy_ptr, x_ptr, mean_ptr, rstd_ptr, first + tl.arange(0, ROWS), end, cols, col_ok, stride_x, stride_dy, RMS)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
-        row_ok = rows < M
-        mask = row_ok[:, None] & col_ok[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if PREFETCH:
+            x, dy, mean, rstd, mask = x_n, dy_n, mean_n, rstd_n, mask_n
+            x_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
+                dy_ptr, x_ptr, mean_ptr, rstd_ptr, rows + ROWS, end, cols, col_ok, stride_x, stride_dy, RMS)
+        else:
+            x, dy, mean, rstd, mask = _row_backward_tile(
+                dy_ptr, x_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, stride_x, stride_dy, RMS)
+        x = x.to(tl.float32)
+        dy = dy.to(tl.float32)
+        rstd = rstd.to(tl.float32)
         if RMS:
             xhat = x * rstd[:, None]
         else:
-            mean = tl.load(mean_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
-            xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+            xhat = tl.where(mask, (x - mean.to(tl.float32)[:, None]) * rstd[:, None], 0.0)
         g = dy
         if HAS_WEIGHT:
             g = dy * w[None, :]
@@ -1173,32 +1202,37 @@ def _row_forward_config(n: int, elem_size: int):
 
 
 def _row_backward_config(n: int, elem_size: int):
-    """(ROWS, BLOCK, wide?, warps, programs per SM) of the backward kernel,
-    the best of a sweep on an H200 (bench/NOTES-perf.md): rows up to 2048
-    wide: 4096-element tiles, 8 warps, 2 programs an SM (float32) or
-    2048-element tiles, 4 warps, 4 an SM (16-bit); wider rows: 8192-element
-    tiles, 16 warps, 4 programs an SM (float32) or 1 (16-bit)."""
+    """(ROWS, BLOCK, wide?, warps, programs per SM, prefetch?) of the backward
+    kernel, the best of sweeps on an H200 (scripts/tune_row_norm.py,
+    bench/NOTES-perf.md): rows up to 2048 wide: 4096-element tiles, 8 warps,
+    2 programs an SM (float32) or 2048-element tiles, 4 warps, 4 an SM
+    (16-bit); wider rows: 8192-element tiles on 16 warps, 4 programs an SM
+    (float32) or on 8 warps, 1 an SM (16-bit). The next tile is loaded before
+    this one is reduced (PREFETCH) except for narrow float32 rows, whose
+    tiles it slowed (3884 -> 3395 GB/s); 16-bit backward 2807 -> 3546 GB/s at
+    32768x4096, 3050 -> 3464 at 131072x1024 (layer norm)."""
     block = row_block(n)
     if block >= 4096:
         rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 8192)
-        return rows, block, wide, 16, (4 if elem_size >= 4 else 1)
+        return (rows, block, wide, 16, 4, True) if elem_size >= 4 else (rows, block, wide, 8, 1, True)
     if elem_size >= 4:
         rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 4096)
-        return rows, block, wide, max(1, min(8, rows * block // 512)), 2
+        return rows, block, wide, max(1, min(8, rows * block // 512)), 2, False
     rows, block, wide = _row_tile(n, _WIDE_ROW_BACKWARD, 2048)
-    return rows, block, wide, max(1, min(4, rows * block // 512)), 4
+    return rows, block, wide, max(1, min(4, rows * block // 512)), 4, True
 
 
 def _row_backward_launch(x: torch.Tensor, m: int, n: int):
-    """(ROWS, BLOCK, wide?, warps, programs, rows a program) of a row-norm
-    backward over m rows of n values like x's (also the fused add+norm's)."""
-    rows, block, wide, warps, per_sm = _row_backward_config(n, x.element_size())
+    """(ROWS, BLOCK, wide?, warps, programs, rows a program, prefetch?) of a
+    row-norm backward over m rows of n values like x's (also the fused
+    add+norm's)."""
+    rows, block, wide, warps, per_sm, prefetch = _row_backward_config(n, x.element_size())
     # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
     # few percent of the traffic when there are few rows
     min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
     programs = min(_rn_programs_per_device(x, per_sm), cdiv(m, max(rows, min_rows)))
     rows_per_program = cdiv(cdiv(m, programs), rows) * rows
-    return rows, block, wide, warps, cdiv(m, rows_per_program), rows_per_program
+    return rows, block, wide, warps, cdiv(m, rows_per_program), rows_per_program, prefetch
 
 
 def row_norm_forward(x, normalized_shape, weight, bias, eps: float, rms: bool):
@@ -1248,7 +1282,7 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
         zeros = torch.zeros(normalized_shape, dtype=pdtype, device=x.device)
         return dx, zeros if has_weight else empty, zeros.clone() if has_bias else empty.clone()
     w = weight.contiguous() if has_weight else x2
-    rows, block, wide, warps, programs, rows_per_program = _row_backward_launch(x, m, n)
+    rows, block, wide, warps, programs, rows_per_program, prefetch = _row_backward_launch(x, m, n)
     need_partials = has_weight or has_bias
     alloc = torch.zeros if wide else torch.empty
     part = alloc((programs, 2, n) if need_partials else (1,), dtype=torch.float32, device=x.device)
@@ -1258,7 +1292,8 @@ def row_norm_backward(dy, x, normalized_shape, weight, mean, rstd, has_bias: boo
     if wide:
         _row_norm_backward_wide_kernel[(programs,)](*args, BLOCK=block, num_warps=8, **flags)
     else:
-        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps, **flags)
+        _row_norm_backward_kernel[(programs,)](*args, ROWS=rows, BLOCK=block, num_warps=warps,
+                                               PREFETCH=prefetch, **flags)
     if not need_partials:
         return dx, empty, empty.clone()
     # the deterministic second pass: one small kernel sums the partial rows
