@@ -79,6 +79,11 @@ def kernels(family: str):
             fast = fast_launch.enabled()
             for name in ("activation", "normalization", "pooling", "dropout", "fused"):
                 fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"), fast)
+        else:
+            from .kernels.launch import quiet_overflow
+
+            for name in ("activation", "normalization", "pooling", "dropout", "fused"):
+                quiet_overflow(importlib.import_module(f"lamina.kernels.{name}"))
         _kernel_modules[family] = module
     return module
 

@@ -111,5 +111,25 @@ def _interpreter_loops_fix() -> None:
     interpreter._patch_lang_tensor = patch
 
 
+def quiet_overflow(module) -> None:
+    """Interpreter only: on a GPU exp overflows to inf without a word, and
+    the 16-bit sigmoid (activation.py's _logistic) relies on it; NumPy, which
+    the interpreter computes with, warns. Each interpreted kernel of
+    ``module`` runs under np.errstate(over="ignore"): as quiet as the card
+    (other floating-point warnings stay on)."""
+    import numpy as np
+
+    for kernel in vars(module).values():
+        if type(kernel).__name__ != "InterpretedFunction" or getattr(kernel, "_lamina_quiet", False):
+            continue
+
+        def run(*args, _run=kernel.run, **kwargs):
+            with np.errstate(over="ignore"):
+                return _run(*args, **kwargs)
+
+        kernel.run = run
+        kernel._lamina_quiet = True
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_loops_fix()
