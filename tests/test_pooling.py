@@ -355,3 +355,21 @@ def test_stride2_row_segments(backend, name, kwargs, make):
     half holds which window column."""
     backend("triton")
     assert_same(name, kwargs, make((2, 3, 7, 300)))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("max_pool2d", dict(kernel_size=2, stride=2)),
+    ("max_pool2d", dict(kernel_size=(3, 4), stride=2, padding=(0, 2), ceil_mode=True)),
+    ("max_pool2d", dict(kernel_size=1, stride=2)),
+    ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg_pool2d", dict(kernel_size=(2, 3), stride=2, padding=(1, 0), ceil_mode=True, divisor_override=5)),
+])
+@pytest.mark.parametrize("make", [torch.randn, tie_input, nan_input], ids=["randn", "ties", "nan"])
+def test_stride2_backward_by_parity(backend, name, kwargs, make):
+    """The NCHW stride-2 backward by parity (_pool2d_backward_pairs_kernel):
+    70 x 71 planes give several programs down and across each plane, odd
+    widths and padding shift where the even and odd columns start, ceil_mode
+    leaves inputs no window reads (their gradient 0)."""
+    backend("triton")
+    assert_same(name, kwargs, make((2, 3, 70, 71)))

@@ -53,6 +53,10 @@ WARPS = 4
 # 4 warps, float32 within 2 % (scripts/probe_variants.py)
 PAIRS_TILE = 2048
 PAIRS_WARPS = 8
+# the NCHW stride-2 backward by parity: (u, v) pairs a program, 4 dx elements
+# each (PARITY_BACKWARD = False: the gather kernel, for A/B on a card)
+PAIRS_BACKWARD_TILE = 512
+PARITY_BACKWARD = True
 # the per-plane reduction of global average pooling: this many elements a
 # program (whole planes of H*W contiguous elements, padded to a power of two)
 PLANE_BLOCK = 4096
@@ -275,6 +279,7 @@ def _pool2d_forward_kernel(
             tl.store(idx_ptr + o, ih * W + iw, mask=mask)
     else:
         divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
+        divisor = tl.where(mask, divisor, 1.0)  # the tile's positions past the output: no 0 / 0
         tl.store(y_ptr + o, (acc / divisor).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -403,6 +408,75 @@ def _pool2d_backward_kernel(
     tl.store(dx_ptr + n * sdn + c * sdc + h * sdh + w * sdw, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _pairs_gradient(dy_ptr, pos_ptr, base, u, v, tile_ok, mh, mw, rh, rw, H, W, OH, OW, syh, syw, DIVISOR,
+                    KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr):
+    """What window (u - mh, v - mw) sends to input (2u + rh - PH, 2v + rw - PW):
+    its window position there is (2 mh + rh, 2 mw + rw)."""
+    oh = u - mh
+    ow = v - mw
+    ok = tile_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+    # (a window off the grid reads nothing; window (0, 0) stands in, so that
+    # an average's divisor is never 0)
+    oh = tl.where(ok, oh, 0)
+    ow = tl.where(ok, ow, 0)
+    return _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, (2 * mh + rh) * KW + 2 * mw + rw,
+                            H, W, DIVISOR, KH, KW, 2, 2, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
+
+
+@triton.jit
+def _pairs_parity(dy_ptr, pos_ptr, base, u, v, tile_ok, rh, rw, H, W, OH, OW, syh, syw, DIVISOR,
+                  KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                  IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """dx at rows 2u + rh - PH, columns 2v + rw - PW: the windows u - mh,
+    v - mw whose offsets 2 mh + rh, 2 mw + rw fall inside the kernel."""
+    acc = tl.full([BLOCK_A, BLOCK_B], 0.0, tl.float32)
+    for mh in tl.static_range((KH - rh + 1) // 2):
+        for mw in tl.static_range((KW - rw + 1) // 2):
+            acc += _pairs_gradient(dy_ptr, pos_ptr, base, u, v, tile_ok, mh, mw, rh, rw, H, W, OH, OW, syh, syw,
+                                   DIVISOR, KH, KW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
+    return acc
+
+
+@triton.jit
+def _pool2d_backward_pairs_kernel(
+    dy_ptr,  # (N, C, OH, OW), strides sy*
+    pos_ptr,  # max: saved window positions, same strides as dy
+    dx_ptr,  # (N, C, H, W) contiguous
+    C, H, W, OH, OW, U, V, blocks_a,
+    syn, syc, syh, syw,
+    DIVISOR,
+    KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    IS_MAX: tl.constexpr, COUNT_INCLUDE_PAD: tl.constexpr, HAS_DIVISOR: tl.constexpr,
+    INDEX64: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    """Backward of an undilated stride-2 pool on NCHW, by parity. Input row
+    2u + r - PH (r = 0, 1) lies in windows u - m at offset 2m + r, so a tile
+    of (u, v) reads dy (and the window positions) as a few shifted tiles of
+    plain contiguous loads, shared by the four (row, column) parities, and
+    writes each dx row as the even and odd columns interleaved: contiguous
+    stores. The gather kernel above instead did, per dx element, a scalar
+    load of dy and of the position for every window that might hold it.
+    Every dx element is written once, by one program (u, v cover H + PH and
+    W + PW in pairs)."""
+    n, c, u, v, tile_ok = _tile(C, U, V, blocks_a, False, INDEX64, BLOCK_A, BLOCK_B)
+    base = n * syn + c * syc
+    plane = dx_ptr + (n * C + c) * H * W
+    # the columns of a row: 2v - PW and 2v + 1 - PW for each v of the tile, in order
+    w = 2 * (tl.program_id(1) * BLOCK_B) - PW + tl.arange(0, 2 * BLOCK_B)[None, :]
+    for rh in tl.static_range(2):
+        even = _pairs_parity(dy_ptr, pos_ptr, base, u, v, tile_ok, rh, 0, H, W, OH, OW, syh, syw, DIVISOR,
+                             KH, KW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR, BLOCK_A, BLOCK_B)
+        odd = _pairs_parity(dy_ptr, pos_ptr, base, u, v, tile_ok, rh, 1, H, W, OH, OW, syh, syw, DIVISOR,
+                            KH, KW, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR, BLOCK_A, BLOCK_B)
+        row = tl.reshape(tl.join(even, odd), [BLOCK_A, 2 * BLOCK_B])
+        h = 2 * u - PH + rh  # (BLOCK_A, 1)
+        ok = (h >= 0) & (h < H) & (w >= 0) & (w < W) & (u < U)
+        tl.store(plane + h * W + w, row.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
 # =============================================================================
 # launchers: max pool and average pool
 # =============================================================================
@@ -453,7 +527,18 @@ def _launch_backward(dy, pos, input_size, kernel_size, stride, padding, dilation
     dx = _new_pool_tensor((n, c, h, w), channels_last, dy.dtype, dy.device)
     # each input element lies in at most one window along a dimension
     non_overlap = all(s >= (k - 1) * d + 1 for k, s, d in zip(kernel_size, stride, dilation))
-    if dx.numel():
+    if dx.numel() and PARITY_BACKWARD and not channels_last and tuple(stride) == (2, 2) \
+            and tuple(dilation) == (1, 1) and kernel_size[0] * kernel_size[1] <= UNROLL_WINDOW.value:
+        # stride 2 on NCHW: by parity (_pool2d_backward_pairs_kernel)
+        u, v = cdiv(h + padding[0], 2), cdiv(w + padding[1], 2)
+        blocks_a, block_a, block_b, grid = _tiling(n, c, u, v, False, PAIRS_BACKWARD_TILE)
+        _pool2d_backward_pairs_kernel[grid](
+            dy, pos if is_max else dy, dx, c, h, w, oh, ow, u, v, blocks_a, *_strides(dy),
+            float(divisor_override or 0), KH=kernel_size[0], KW=kernel_size[1], PH=padding[0], PW=padding[1],
+            IS_MAX=is_max, COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
+            INDEX64=_needs_int64(dx, dy), BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
+        )
+    elif dx.numel():
         blocks_a, block_a, block_b, grid = _tiling(n, c, h, w, bool(channels_last), TILE)
         _pool2d_backward_kernel[grid](
             dy, pos if is_max else dy, dx,
