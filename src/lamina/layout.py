@@ -22,8 +22,12 @@ from __future__ import annotations
 import torch
 
 
-def _dense(t: torch.Tensor) -> bool:
-    """Non-overlapping and dense in some dimension order."""
+def is_dense(t: torch.Tensor) -> bool:
+    """True when ``t`` covers its storage span without gaps or overlaps in some
+    dimension order (contiguous, channels_last, any permutation of them)."""
+    # the two common layouts answered by torch's own flags: no sort (host time)
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return True
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
         if size == 1:
@@ -80,7 +84,7 @@ def empty_result(operands, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.empty(first.shape, dtype=dtype, device=first.device)
     if first.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) for t in operands):
         return torch.empty(first.shape, dtype=dtype, device=first.device, memory_format=torch.channels_last)
-    if _dense(first) and all(t.stride() == first.stride() for t in operands[1:]):
+    if is_dense(first) and all(t.stride() == first.stride() for t in operands[1:]):
         return torch.empty_like(first, dtype=dtype)
     return torch.empty_strided(first.shape, _permuted_strides(operands), dtype=dtype, device=first.device)
 
@@ -92,9 +96,10 @@ def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def like(t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when it has ``target``'s strides (``target`` dense), else
-    a copy of ``t`` in them, keeping ``t``'s dtype."""
-    if _same_strides(t, target):
+    """``t`` itself when dense with ``target``'s strides, else a copy of ``t``
+    laid out as ``target`` (dense), keeping ``t``'s dtype: two tensors then
+    walk with one flat index."""
+    if _same_strides(t, target) and is_dense(t):
         return t
     return torch.empty_like(target, dtype=t.dtype).copy_(t)
 
@@ -102,6 +107,6 @@ def like(t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def in_result_layout(t: torch.Tensor, operands) -> torch.Tensor:
     """``t`` (of the operands' shape) in the layout PyTorch would give the
     elementwise result of ``operands``: itself when already so, else a copy."""
-    if all(o.stride() == t.stride() for o in operands) and _dense(t):  # one dense layout: nothing to work out
+    if all(o.stride() == t.stride() for o in operands) and is_dense(t):  # one dense layout: nothing to work out
         return t
     return like(t, empty_result(operands, t.dtype))

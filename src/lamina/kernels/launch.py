@@ -9,7 +9,8 @@ import os
 
 import torch
 
-from ..layout import empty_result
+from ..layout import empty_result, is_dense
+from ..layout import like as same_layout  # noqa: F401  (the kernels' name for it)
 
 # Unused pointers: a kernel whose flags leave a pointer unused still takes a
 # tensor for it. lamina passes one the kernel only reads (usually the input),
@@ -58,38 +59,12 @@ def warps_for(block: int) -> int:
     return max(1, min(16, block // 256))
 
 
-def is_dense(t: torch.Tensor) -> bool:
-    """True when ``t`` covers its storage span without gaps or overlaps in some
-    dimension order (contiguous, channels_last, any permutation of them)."""
-    # the two common layouts answered by torch's own flags: no sort (host time)
-    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
-        return True
-    expected = 1
-    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
-        if size == 1:
-            continue
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def dense(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when dense (any dimension order), else a dense copy in the
     layout PyTorch gives an elementwise result of ``t`` (lamina.layout).
     Elementwise kernels walk a dense tensor's storage in memory order, so the
     output keeps the input's memory format."""
     return t if is_dense(t) else empty_result((t,)).copy_(t)
-
-
-def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` with exactly ``like``'s strides (copied only when they differ), so
-    two tensors can be walked with one flat index."""
-    if t.stride() == like.stride() and is_dense(t):
-        return t
-    out = torch.empty_like(like, dtype=t.dtype)
-    out.copy_(t)
-    return out
 
 
 def _interpreter_loops_fix() -> None:
