@@ -18,7 +18,6 @@ import itertools
 import pytest
 import torch
 
-import lamina
 import lamina.functional as F
 from lamina.layout import empty_result, in_result_layout
 

@@ -395,8 +395,13 @@ def sigmoid_backward(dy, y):
     return activation_backward(dy, y, SIGMOID, dy_first=True)
 
 
+def _sixteen_bit(dtype: torch.dtype) -> bool:
+    """The short 16-bit forms (TANH_16BIT, GELU_ERFC, GELU_TANH_16BIT, SWISH_16BIT) apply."""
+    return dtype in (torch.float16, torch.bfloat16)
+
+
 def tanh_forward(x):
-    return activation_forward(x, TANH_16BIT if x.element_size() == 2 else TANH)
+    return activation_forward(x, TANH_16BIT if _sixteen_bit(x.dtype) else TANH)
 
 
 def tanh_backward(dy, y):
@@ -407,7 +412,7 @@ def gelu_id(approximate: str, dtype: torch.dtype):
     """The kernel id of GELU: the tanh form (its short sigmoid for 16-bit
     tensors, GELU_TANH_16BIT), or the erf form (erfc's exponential form for
     16-bit tensors, GELU_ERFC)."""
-    sixteen = dtype in (torch.float16, torch.bfloat16)
+    sixteen = _sixteen_bit(dtype)
     if approximate == "tanh":
         return GELU_TANH_16BIT if sixteen else GELU_TANH
     return GELU_ERFC if sixteen else GELU
@@ -423,7 +428,7 @@ def gelu_backward(dy, x, approximate="none"):
 
 def swish_id(dtype: torch.dtype):
     """The kernel id of Swish/SiLU: the short sigmoid for 16-bit tensors (SWISH_16BIT)."""
-    return SWISH_16BIT if dtype in (torch.float16, torch.bfloat16) else SWISH
+    return SWISH_16BIT if _sixteen_bit(dtype) else SWISH
 
 
 def swish_forward(x, beta=1.0):
