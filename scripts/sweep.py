@@ -1,5 +1,5 @@
 """What the card sweeps (scripts/tune_*.py) share: one timer, one unit, one
-header line."""
+header line, the row-norm backward sweep."""
 
 from __future__ import annotations
 
@@ -34,3 +34,24 @@ def row_inputs(m: int, n: int, dtype: torch.dtype):
 
 def print_header() -> None:
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+
+
+def row_backward_sweep(configs, block: int, backward, nbytes: float) -> str:
+    """Each row-norm backward config (ROWS, warps, programs an SM) timed with
+    the software pipeline off and on (normalization._row_backward_config
+    overridden, the tuned one restored): "rows/warps/per_sm:plain/prefetch"
+    GB/s entries of ``backward`` moving ``nbytes``."""
+    from lamina.kernels import normalization as N
+
+    tuned = N._row_backward_config
+    entries = []
+    try:
+        for rows, warps, per_sm in configs:
+            timed = []
+            for prefetch in (False, True):
+                N._row_backward_config = (lambda n_, e_, c=(rows, block, False, warps, per_sm, prefetch): c)
+                timed.append(gbs(nbytes, bench(backward)))
+            entries.append(f"{rows}/{warps}/{per_sm}:{timed[0]}/{timed[1]}")
+    finally:
+        N._row_backward_config = tuned
+    return " ".join(entries)

@@ -18,7 +18,7 @@ import torch.nn.functional as TF
 
 from lamina.kernels import fused as K
 from lamina.kernels import normalization as N
-from sweep import bench, copy_gbs, gbs, print_header, row_inputs
+from sweep import bench, copy_gbs, gbs, print_header, row_backward_sweep, row_inputs
 
 M, N_COLS = 32768, 4096
 FORWARD = [(rows, warps) for rows in (1, 2, 4) for warps in (4, 8, 16)]
@@ -62,15 +62,8 @@ def main() -> None:
                 row.append(f"{rows}/{warps}:{gbs(4 * size, bench(forward))}")
             K._row_forward_config = default_fwd
             print("   fwd rows/warps:GB/s  " + " ".join(row), flush=True)
-            row = []
-            for rows, warps, per_sm in BACKWARD:
-                timed = []
-                for prefetch in (False, True):
-                    N._row_backward_config = (lambda n_, e_, c=(rows, block, False, warps, per_sm, prefetch): c)
-                    timed.append(gbs(3 * size, bench(backward)))
-                row.append(f"{rows}/{warps}/{per_sm}:{timed[0]}/{timed[1]}")
-            N._row_backward_config = default_bwd
-            print("   bwd rows/warps/per_sm:GB/s  " + " ".join(row), flush=True)
+            print("   bwd rows/warps/per_sm:GB/s plain/prefetch  "
+                  + row_backward_sweep(BACKWARD, block, backward, 3 * size), flush=True)
         del x, r, dy
 
 

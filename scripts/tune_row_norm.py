@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as TF
 
 from lamina.kernels import normalization as N
-from sweep import bench, copy_gbs, gbs, print_header, row_inputs
+from sweep import bench, copy_gbs, gbs, print_header, row_backward_sweep, row_inputs
 
 SHAPES = [(32768, 4096), (131072, 1024)]
 FORWARD = [(rows, warps) for rows in (1, 2, 4, 8, 16) for warps in (4, 8, 16)]
@@ -68,17 +68,10 @@ def main() -> None:
                     fwd_row.append(f"{rows}/{warps}:{gbs(2 * size, ms)}")
                 N._row_forward_config = default_fwd
                 print("   fwd rows/warps:GB/s  " + " ".join(fwd_row), flush=True)
-                bwd_row = []
-                for rows, warps, per_sm in BACKWARD[::3] if args.quick else BACKWARD:
-                    if rows * block > 8192 or rows * block < 32 * warps:
-                        continue
-                    timed = []
-                    for prefetch in (False, True):
-                        N._row_backward_config = (lambda n_, e_, c=(rows, block, False, warps, per_sm, prefetch): c)
-                        timed.append(gbs(3 * size, bench(back)))
-                    bwd_row.append(f"{rows}/{warps}/{per_sm}:{timed[0]}/{timed[1]}")
-                N._row_backward_config = default_bwd
-                print("   bwd rows/warps/per_sm:GB/s plain/prefetch  " + " ".join(bwd_row), flush=True)
+                configs = [(rows, warps, per_sm) for rows, warps, per_sm in (BACKWARD[::3] if args.quick else BACKWARD)
+                           if 32 * warps <= rows * block <= 8192]
+                print("   bwd rows/warps/per_sm:GB/s plain/prefetch  "
+                      + row_backward_sweep(configs, block, back, 3 * size), flush=True)
             del x, dy
 
 
