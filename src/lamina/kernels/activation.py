@@ -50,17 +50,23 @@ SWISH = tl.constexpr(6)  # SiLU is Swish with beta = 1
 # ~4e-6 relative: far below a 16-bit rounding, not float32's (float32 GELU
 # is bound by bytes and keeps erff).
 GELU_ERFC = tl.constexpr(7)
-# Tanh for 16-bit tensors (_tanh_16bit): a three-term series near 0 and one
+# Tanh for 16-bit tensors (_tanh_16bit): a two-term series near 0 and one
 # exp and one division beyond, about half the instructions of the float32
 # form, whose 8e-8 accuracy a 16-bit rounding throws away (bfloat16 tanh
 # forward ran at 0.75 of copy bandwidth on an H200, bound by instructions).
 TANH_16BIT = tl.constexpr(8)
 # Swish/SiLU and the tanh-GELU for 16-bit tensors: their sigmoid as
-# 1 / (1 + exp(-z)) (_logistic), three instructions an element fewer than
-# the float32 form, which keeps exp(z)'s tiny values below z = -88 that a
-# 16-bit result (or PyTorch's CUDA kernels, with this same form) gives as 0
-# anyway. (bfloat16 SiLU forward ran at 0.84 of copy on an H200, 0.91x
-# torch.compile, bound by instructions.)
+# 1 / (1 + 2^-w), w = z log2(e) (_logistic_log2), three instructions an
+# element fewer than the float32 form, which keeps exp(z)'s tiny values below
+# z = -88 that a 16-bit result (or PyTorch's CUDA kernels, with this same
+# form) gives as 0 anyway. (bfloat16 SiLU forward ran at 0.84 of copy on an
+# H200, 0.91x torch.compile, bound by instructions.)
+#
+# The 16-bit forms take their exponentials as tl.exp2 on an argument whose
+# log2(e) scale is folded into the caller's constants: one multiply fewer,
+# and exp2 compiles to the flush-to-zero ex2 (tl.exp's float32 ex2 spends
+# four more instructions on results below 2^-126, values that vanish next to
+# the 1 they are added to, or lie below a 16-bit result's resolution).
 SWISH_16BIT = tl.constexpr(9)
 GELU_TANH_16BIT = tl.constexpr(10)
 
@@ -71,6 +77,10 @@ SQRT1_2 = tl.constexpr(0.7071067811865476)
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 GELU_TANH_SCALE = tl.constexpr(0.7978845608028654)  # sqrt(2/pi)
 GELU_TANH_CUBIC = tl.constexpr(0.044715)
+LOG2E = tl.constexpr(1.4426950408889634)
+# the tanh-GELU gate's argument in log2 units: 2u log2(e) = x (A + B x^2)
+GELU_TANH_A = tl.constexpr(2.0 * 0.7978845608028654 * 1.4426950408889634)
+GELU_TANH_B = tl.constexpr(2.0 * 0.7978845608028654 * 0.044715 * 1.4426950408889634)
 
 
 # --- float32 math shared by the kernels -------------------------------------
@@ -85,13 +95,10 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _logistic(z, SHORT: tl.constexpr):
-    """sigmoid(z): _sigmoid, or with SHORT 1 / (1 + exp(-z)), which is 0
-    where exp(-z) overflows (z < -88) and NaN for NaN."""
-    if SHORT:
-        return 1.0 / (1.0 + tl.exp(-z))
-    else:
-        return _sigmoid(z)
+def _logistic_log2(w):
+    """sigmoid(z) for w = z log2(e): 1 / (1 + 2^-w), which is 0 where 2^-w
+    overflows (z < -88) and NaN for NaN (the 16-bit forms' sigmoid)."""
+    return 1.0 / (1.0 + tl.exp2(-w))
 
 
 @triton.jit
@@ -102,22 +109,22 @@ def _gauss_cdf(x):
     squares to log(erfc(z) / t) + z^2 over z in [0, 12]: erfc to 6.8e-7
     relative in float64; evaluated in float32, x * Phi(x) is within 3.8e-6
     relative of the exact GELU for |x| < 6 (exp(-z^2)'s argument rounds),
-    its derivative within 6e-7 absolute.
+    its derivative within 6e-7 absolute. The exponent is taken in log2
+    units (P's coefficients times log2(e)) for exp2.
     For x < 0 Phi is the small erfc term itself, so no 1 + erf(..) cancels.
-    z comes from x clipped to +-SATURATED (no overflow of z^2; Phi is 0 or
-    1 there already); NaN stays NaN."""
+    No clip: for a huge |x| z^2 is inf and 2^-inf = 0 (Phi 0 or 1, as it
+    has saturated); NaN stays NaN."""
     ax = tl.abs(x)
-    z = tl.where(ax > SATURATED, SATURATED, ax) * SQRT1_2
-    t = 1.0 / (1.0 + 0.5 * z)
-    p = -0.18638476729393005
-    p = p * t + 0.7458659410476685
-    p = p * t - 0.9915722608566284
-    p = p * t + 0.34162792563438416
-    p = p * t - 0.03567205369472504
-    p = p * t + 0.39289411902427673
-    p = p * t + 0.998723566532135
-    p = p * t - 1.2654831409454346
-    h = 0.5 * t * tl.exp(p - z * z)
+    t = 1.0 / (1.0 + ax * (0.5 * SQRT1_2))
+    p = -0.18638476729393005 * LOG2E
+    p = p * t + 0.7458659410476685 * LOG2E
+    p = p * t - 0.9915722608566284 * LOG2E
+    p = p * t + 0.34162792563438416 * LOG2E
+    p = p * t - 0.03567205369472504 * LOG2E
+    p = p * t + 0.39289411902427673 * LOG2E
+    p = p * t + 0.998723566532135 * LOG2E
+    p = p * t - 1.2654831409454346 * LOG2E
+    h = 0.5 * t * tl.exp2(p - ax * ax * (0.5 * LOG2E))
     return tl.where(x < 0, h, 1.0 - h)
 
 
@@ -125,8 +132,13 @@ def _gauss_cdf(x):
 def _gelu_tanh_gate(xc, SHORT: tl.constexpr):
     """(1 + tanh(u)) / 2 = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the
     tanh-GELU's gate without a tanh, whose 1 + tanh(u) would cancel for
-    negative x. ``xc``: x clipped to +-SATURATED (no overflow of x^3)."""
-    return _logistic(2.0 * GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc), SHORT)
+    negative x. ``xc``: x clipped to +-SATURATED (no overflow of x^3), or
+    with SHORT x itself (an overflowing x^3 meets 1 / (1 + inf) = 0 or
+    1 / (1 + 0) = 1, as the gate saturates)."""
+    if SHORT:
+        return _logistic_log2(xc * (GELU_TANH_A + GELU_TANH_B * xc * xc))
+    else:
+        return _sigmoid(2.0 * GELU_TANH_SCALE * (xc + GELU_TANH_CUBIC * xc * xc * xc))
 
 
 @triton.jit
@@ -150,16 +162,18 @@ def _tanh(x):
 
 @triton.jit
 def _tanh_16bit(x):
-    # |x| < 0.25: x (1 - x^2/3 + 2 x^4/15), relative error below 1.4e-5 (the
-    # next term, 17 x^7 / 315); beyond, 2 / (1 + exp(-2x)) - 1, which loses
-    # at most ~1e-6 relative there to the cancellation. Both under a 16-bit
-    # half-ulp (2.4e-4 for float16). x is clamped to +-10 first (tanh(10)
-    # rounds to 1 in float32; no overflow of x^2 or exp), NaN kept.
-    xc = tl.clamp(x, -10.0, 10.0, propagate_nan=tl.PropagateNan.ALL)
-    z = xc * xc
-    small = xc + xc * z * (-0.3333333333333333 + z * 0.13333333333333333)
-    big = 2.0 / (1.0 + tl.exp(-2.0 * xc)) - 1.0
-    return tl.where(z < 0.0625, small, big)
+    # On a = |x|, x's sign put back as a bit (exactly odd, -0 stays -0):
+    # a < 1/16: a - a^3/3, relative error below 2 a^4/15 = 3e-6; beyond,
+    # (1 - e) / (1 + e), e = exp(-2a) in (0, 0.89], whose 1 - e cancels to
+    # ~2e-6 relative at a = 1/16. Both under a 16-bit half-ulp (2.4e-4 for
+    # float16). No clamp: e never overflows (2^-inf = 0 gives 1); a huge a
+    # makes a^2 inf, which fails the test; NaN stays NaN.
+    a = tl.abs(x)
+    z = a * a
+    e = tl.exp2(a * (-2.0 * LOG2E))
+    g = tl.where(z < 0.00390625, a - a * z * 0.3333333333333333, (1.0 - e) / (1.0 + e))
+    sign = x.to(tl.uint32, bitcast=True) & 0x80000000
+    return (g.to(tl.uint32, bitcast=True) | sign).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -198,12 +212,14 @@ def _activate(x, param, ACT: tl.constexpr):
         y = _tanh_16bit(x)
     elif ACT == GELU:
         y = 0.5 * x * (1.0 + tl.math.erf(x * SQRT1_2))
-    elif (ACT == GELU_TANH) or (ACT == GELU_TANH_16BIT):
-        y = x * _gelu_tanh_gate(_clip_saturated(x), ACT == GELU_TANH_16BIT)
+    elif ACT == GELU_TANH:
+        y = x * _gelu_tanh_gate(_clip_saturated(x), False)
+    elif ACT == GELU_TANH_16BIT:
+        y = x * _gelu_tanh_gate(x, True)
     elif ACT == GELU_ERFC:
         y = x * _gauss_cdf(x)
     elif ACT == SWISH_16BIT:  # (no clip: an overflowing beta * x meets 1 / (1 + inf) = 0, not NaN)
-        y = x * _logistic(x * param, True)
+        y = x * _logistic_log2(x * (param * LOG2E))
     else:  # SWISH
         y = x * _sigmoid(_clip_huge(x) * param)
     return y
@@ -253,7 +269,7 @@ def _activate_grad(dy, saved, param, ACT: tl.constexpr):
         dx = dy * (cdf + saved * pdf)
     elif ACT == GELU_ERFC:  # saved: x
         xc = _clip_saturated(saved)
-        dx = dy * (_gauss_cdf(saved) + saved * (INV_SQRT_2PI * tl.exp(-0.5 * xc * xc)))
+        dx = dy * (_gauss_cdf(saved) + saved * (INV_SQRT_2PI * tl.exp2(xc * xc * (-0.5 * LOG2E))))
     elif (ACT == GELU_TANH) or (ACT == GELU_TANH_16BIT):
         # saved: x; with s = sigmoid(2u): (1 + t) / 2 = s, (1 - t^2) / 2 = 2 s (1 - s)
         xc = _clip_saturated(saved)
@@ -262,7 +278,7 @@ def _activate_grad(dy, saved, param, ACT: tl.constexpr):
         dx = dy * (s + saved * (2.0 * s * (1.0 - s) * du))  # s (1 - s) is 0 where saturated: no inf * 0
     else:  # SWISH, SWISH_16BIT, saved: x; beta*s*(1-s) first so a huge x meets 0, not inf*0
         if ACT == SWISH_16BIT:
-            s = _logistic(saved * param, True)
+            s = _logistic_log2(saved * (param * LOG2E))
         else:
             s = _sigmoid(_clip_huge(saved) * param)
         dx = dy * (s + (param * s * (1.0 - s)) * saved)

@@ -88,7 +88,7 @@ def _interpreter_loops_fix() -> None:
 
 def quiet_overflow(module) -> None:
     """Interpreter only: on a GPU exp overflows to inf without a word, and
-    the 16-bit sigmoid (activation.py's _logistic) relies on it; NumPy, which
+    the 16-bit sigmoid (activation.py's _logistic_log2) relies on it; NumPy, which
     the interpreter computes with, warns. Each interpreted kernel of
     ``module`` runs under np.errstate(over="ignore"): as quiet as the card
     (other floating-point warnings stay on)."""
