@@ -72,7 +72,7 @@ for rms in (False, True):
     check(K._add_norm_forward_kernel, dict(x_ptr=B, res_ptr=B, s_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F, eps=F),
           dict(RMS=rms, HAS_W=True, HAS_B=not rms, DROPOUT=True, ROWS=4, BLOCK=1024))
     check(K._add_norm_backward_kernel, dict(dy_ptr=B, dsx_ptr=B, s_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, ds_ptr=B, dx_ptr=B, part_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F),
-          dict(RMS=rms, HAS_W=True, HAS_B=not rms, HAS_DS=True, DROPOUT=True, ROWS=4, BLOCK=1024))
+          dict(RMS=rms, HAS_W=True, HAS_B=not rms, HAS_DS=True, DROPOUT=True, ROWS=4, BLOCK=1024, PREFETCH=True))
 for act in [0, 4, 5, 6, 7, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))
@@ -88,8 +88,9 @@ for rms in (False, True):  # the plain row norms (their per-row divisions are _d
               dict(flags, ROWS=4, BLOCK=1024))
         check(N._row_norm_forward_wide_kernel, dict(x_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, eps=F),
               dict(flags, BLOCK=4096))
-        check(N._row_norm_backward_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
-              dict(flags, ROWS=4, BLOCK=1024))
+        for prefetch in (False, True):  # the software-pipelined loop and the plain one
+            check(N._row_norm_backward_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
+                  dict(flags, ROWS=4, BLOCK=1024, PREFETCH=prefetch))
         check(N._row_norm_backward_wide_kernel, dict(dy_ptr=B, x_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, dx_ptr=B, part_ptr=P),
               dict(flags, BLOCK=4096))
 for cl in (False, True):  # the pooling kernels' 2-D tiles (_tile), 32- and 64-bit offsets
