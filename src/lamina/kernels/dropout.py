@@ -36,13 +36,19 @@ MASK_WARPS = 4
 # --- dropout ----------------------------------------------------------------------
 
 @triton.jit
-def _scale_run(x_ptr, y_ptr, offs, n, u, p, multiplier):
-    """One run of GROUP elements: y = x * (multiplier if u >= p else 0)."""
-    inside = offs < n
-    x = tl.load(x_ptr + offs, mask=inside)
-    m = tl.where(u >= p, multiplier, 0.0)
-    y = x.to(tl.float32) * m  # a dropped x becomes x * 0: NaN stays NaN, as in torch
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+def _stream_tile(seed, offset, pid, GROUP: tl.constexpr):
+    """Program ``pid``'s 4 * GROUP elements of the dropout stream (lamina.rng)
+    as one (4, GROUP) tile: their offsets, row k the k-th run of GROUP
+    consecutive elements, and their uniforms, row k the k-th words of the
+    program's GROUP Philox calls. (As four 1-D runs, each run's uniforms came
+    out of Philox in another layout than its loads and went through shared
+    memory: four round trips and barriers a program, sm_90 SASS.)"""
+    j = tl.arange(0, GROUP)
+    u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
+    # [j, m, h] = word 2h + m; moved to [h, m, j], row 2h + m is word 2h + m
+    u = tl.reshape(tl.permute(tl.join(tl.join(u0, u1), tl.join(u2, u3)), (2, 1, 0)), (4, GROUP))
+    offs = pid * (4 * GROUP) + tl.arange(0, 4)[:, None] * GROUP + j[None, :]
+    return offs, u
 
 
 @triton.jit(do_not_specialize=["offset"])
@@ -56,15 +62,11 @@ def _dropout_kernel(
     offset,  # first Philox counter
     GROUP: tl.constexpr,
 ):
-    seed = tl.load(seed_ptr)
-    pid = tl.program_id(0).to(tl.int64)
-    j = tl.arange(0, GROUP)
-    u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
-    start = pid * (4 * GROUP) + j
-    _scale_run(x_ptr, y_ptr, start, n, u0, p, multiplier)
-    _scale_run(x_ptr, y_ptr, start + GROUP, n, u1, p, multiplier)
-    _scale_run(x_ptr, y_ptr, start + 2 * GROUP, n, u2, p, multiplier)
-    _scale_run(x_ptr, y_ptr, start + 3 * GROUP, n, u3, p, multiplier)
+    offs, u = _stream_tile(tl.load(seed_ptr), offset, tl.program_id(0).to(tl.int64), GROUP)
+    inside = offs < n
+    x = tl.load(x_ptr + offs, mask=inside)
+    y = x.to(tl.float32) * tl.where(u >= p, multiplier, 0.0)  # a dropped x becomes x * 0: NaN stays NaN, as in torch
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
 
 
 def _dropout(x: torch.Tensor, p: float, seed: torch.Tensor, offset: int) -> torch.Tensor:

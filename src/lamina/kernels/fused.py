@@ -56,6 +56,7 @@ from .normalization import (  # the statistics passes are reused, not copied
     row_norm_backward,
     row_norm_forward,
 )
+from .dropout import _stream_tile
 from .dropout import dropout_backward as _dropout_kernel_backward
 
 _ACT_IDS = {"relu": RELU.value, "leaky_relu": LEAKY_RELU.value, "silu": SWISH.value, "identity": IDENTITY.value}
@@ -687,15 +688,6 @@ def bias_act_backward(dy, x, bias, act: str, approximate: str):
 _DROPOUT_WARPS = 4  # as the dropout kernel: 128 threads x 8 elements = one GROUP run
 
 
-@triton.jit
-def _dropout_add_run(x_ptr, r_ptr, y_ptr, offs, n, u, p, multiplier):
-    inside = offs < n
-    x = tl.load(x_ptr + offs, mask=inside).to(tl.float32)
-    r = tl.load(r_ptr + offs, mask=inside).to(tl.float32)
-    y = x * tl.where(u >= p, multiplier, 0.0) + r  # a dropped x is x * 0: NaN stays NaN, as in torch
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
-
-
 @triton.jit(do_not_specialize=["offset"])
 def _dropout_add_kernel(
     x_ptr, r_ptr,  # n elements each, one dense layout
@@ -705,17 +697,13 @@ def _dropout_add_kernel(
     offset,
     GROUP: tl.constexpr,
 ):
-    # the dropout kernel's stream layout: GROUP Philox calls a program, the
-    # k-th word of each to the k-th run of GROUP consecutive elements
-    seed = tl.load(seed_ptr)
-    pid = tl.program_id(0).to(tl.int64)
-    j = tl.arange(0, GROUP)
-    u0, u1, u2, u3 = tl.rand4x(seed, offset + pid * GROUP + j)
-    start = pid * (4 * GROUP) + j
-    _dropout_add_run(x_ptr, r_ptr, y_ptr, start, n, u0, p, multiplier)
-    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + GROUP, n, u1, p, multiplier)
-    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + 2 * GROUP, n, u2, p, multiplier)
-    _dropout_add_run(x_ptr, r_ptr, y_ptr, start + 3 * GROUP, n, u3, p, multiplier)
+    # the dropout kernel's stream layout and tile
+    offs, u = _stream_tile(tl.load(seed_ptr), offset, tl.program_id(0).to(tl.int64), GROUP)
+    inside = offs < n
+    x = tl.load(x_ptr + offs, mask=inside).to(tl.float32)
+    r = tl.load(r_ptr + offs, mask=inside).to(tl.float32)
+    y = x * tl.where(u >= p, multiplier, 0.0) + r  # a dropped x is x * 0: NaN stays NaN, as in torch
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
 
 
 def dropout_add_forward(x, residual, p: float, seed, offset: int):
