@@ -46,7 +46,7 @@ def test_float32_scale_matches_torch_formula():
 def test_mask_is_rng_keep_mask():
     x = torch.randn(3, 7, 11, dtype=torch.float64)
     y = F.dropout(x, 0.25, seed=2**45 + 9)
-    keep = torch.from_numpy(rng.keep_mask(2**45 + 9, 0, x.shape, 0.25))
+    keep = torch.from_numpy(rng.keep_mask(2**45 + 9, 0, x.shape, 0.25)).to(y.device)
     assert torch.equal(y != 0, keep)
 
 
@@ -138,7 +138,7 @@ def test_channels_last_keeps_format_and_grad_matches_mask():
     x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     y = F.dropout(x, 0.5, seed=21)
     assert y.is_contiguous(memory_format=torch.channels_last)
-    keep = torch.from_numpy(rng.keep_mask(21, 0, x.shape, 0.5, x.stride()))
+    keep = torch.from_numpy(rng.keep_mask(21, 0, x.shape, 0.5, x.stride())).to(y.device)
     assert torch.equal(y != 0, keep)
     y.backward(torch.ones(2, 6, 5, 7))  # a contiguous dy against a channels_last y
     assert torch.equal(x.grad != 0, keep)
@@ -148,7 +148,7 @@ def test_non_contiguous_input_uses_row_major_mask():
     base = torch.randn(6, 10)
     x = base[:, ::2]
     y = F.dropout(x, 0.5, seed=8)
-    keep = torch.from_numpy(rng.keep_mask(8, 0, x.shape, 0.5))
+    keep = torch.from_numpy(rng.keep_mask(8, 0, x.shape, 0.5)).to(y.device)
     assert torch.equal(y != 0, keep)
 
 
@@ -229,7 +229,7 @@ def test_kernel_offset_is_a_counter_offset(backend):
     x = torch.ones(3 * 4 * rng.GROUP + 7)
     y = k.dropout_forward(x, 0.5, torch.tensor([123]), 1000)
     keep = rng.uniforms(123, 1000, x.numel()) >= np.float32(0.5)
-    assert torch.equal(y != 0, torch.from_numpy(keep))
+    assert torch.equal(y != 0, torch.from_numpy(keep).to(y.device))
 
 
 # --- DropConnect -------------------------------------------------------------------
