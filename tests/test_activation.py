@@ -534,9 +534,9 @@ def test_reference_layers():
     wt = torch.full((3,), 0.2, dtype=torch.float64, requires_grad=True)
     yt = TF.prelu(xt, wt)
     yt.backward(torch.tensor(dy))
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(prelu.grads["weight"], wt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(y, yt.detach().cpu().numpy(), rtol=1e-12)  # (.cpu(): LAMINA_TEST_DEVICE=cuda)
+    np.testing.assert_allclose(dx, xt.grad.cpu().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(prelu.grads["weight"], wt.grad.cpu().numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("erf", ["_erf", "_erf_cody"])

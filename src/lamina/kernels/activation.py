@@ -326,11 +326,11 @@ def _activation_backward_kernel(
 
 
 def _warps(act) -> int:
-    """Warps for a program of elementwise_block elements: the float32
-    erf-GELU (libdevice's erff, ~40 instructions an element) keeps up with
-    the copy only with two vectors a thread, so half the warps (H200,
+    """Warps for a forward program of elementwise_block elements: the
+    float32 erf-GELU (libdevice's erff, ~40 instructions an element) keeps
+    up with the copy only with two vectors a thread, so half the warps (H200,
     probe_activation_forms.py: forward 4118 GB/s on 4 warps, 4014 on 8;
-    eager 4113)."""
+    eager 4113). Its backward was not measured that way: 8 warps stay."""
     return ELEMENTWISE_WARPS // 2 if act.value == GELU.value else ELEMENTWISE_WARPS
 
 
@@ -369,7 +369,7 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
     if n:
         block = elementwise_block(dx.element_size())
         _activation_backward_kernel[elementwise_grid(n, block)](
-            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=block, num_warps=_warps(act))
+            dy, saved, dx, n, float(param), ACT=act.value, BLOCK=block, num_warps=ELEMENTWISE_WARPS)
     return dx
 
 
