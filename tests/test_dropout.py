@@ -332,7 +332,7 @@ def test_drop_block_blocks_are_whole_squares():
     for i, j in zip(*np.nonzero(z)):
         expected[i:i + 5, j:j + 5] = True
     assert z.any()
-    assert np.array_equal((y[0, 0] == 0).numpy(), expected)
+    assert np.array_equal((y[0, 0] == 0).cpu().numpy(), expected)
 
 
 def test_drop_block_scale_is_numel_over_kept():
@@ -340,7 +340,7 @@ def test_drop_block_scale_is_numel_over_kept():
     y = F.drop_block2d(x, 0.3, 3, eps=0.5, seed=12)
     mask = ref.drop_block2d_mask(x.shape, 0.3, 3, 12)
     scale = x.numel() / (0.5 + mask.sum())
-    torch.testing.assert_close(y, x * torch.from_numpy(mask) * scale, rtol=1e-15, atol=0)
+    torch.testing.assert_close(y, x * torch.from_numpy(mask).to(x.device) * scale, rtol=1e-15, atol=0)
 
 
 def test_drop_block_edges():

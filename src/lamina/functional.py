@@ -2249,13 +2249,14 @@ def _seed_for(seed: Optional[int], generator: Optional[torch.Generator], like: T
     A tensor, not a Python int: drawing it needs no host sync, the kernels
     read it on the device, and torch.compile(fullgraph=True) traces it."""
     if seed is None:
-        if generator is None and like.is_cuda and (torch.compiler.is_compiling()
-                                                   or torch.cuda.is_current_stream_capturing()):
+        # (torch.compile cannot trace the capture test, a bool; its graphs
+        # draw on the host as eager does, so the same torch.manual_seed gives
+        # the same masks compiled or not)
+        if (generator is None and like.is_cuda and not torch.compiler.is_compiling()
+                and torch.cuda.is_current_stream_capturing()):
             # inside a CUDA graph capture: drawn on the device by the CUDA
             # generator, which the graph advances at every replay (a host
-            # draw would be copied in once and frozen into the graph); so
-            # too under torch.compile, whose graph may be replayed as a
-            # CUDA graph, and which cannot trace the capture test (a bool)
+            # draw would be copied in once and frozen into the graph)
             return torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device=like.device)
         if generator is None:
             drawn = torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64, device="cpu")

@@ -416,11 +416,12 @@ def _add_norm_forward_kernel(
     col_ok = cols < N
     mask = (rows < M)[:, None] & col_ok[None, :]
     offs = rows[:, None] * N + cols[None, :]
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)  # (as the row norm's)
     if DROPOUT:
         u = _stream_uniform(tl.load(seed_ptr), offset, offs)
         x = x * tl.where(u >= p, multiplier, 0.0)
-    s = (x + tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)).to(s_ptr.dtype.element_ty)
+    r = tl.load(res_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last")
+    s = (x + r.to(tl.float32)).to(s_ptr.dtype.element_ty)
     tl.store(s_ptr + offs, s, mask=mask)
     s = s.to(tl.float32)  # normalize the s that backward will read
     if RMS:
