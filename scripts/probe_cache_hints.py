@@ -3,7 +3,10 @@ lamina's at ~0.965 of it (layer/RMS norm 32768x4096, tune_row_norm.py): prints
 Inductor's generated Triton source for the layer-norm forward (as in
 training: the input requires grad), then times lamina's forward kernel next to
 copies of it that differ in one memory hint each (load eviction policy, store
-cache modifier).
+cache modifier). Then the two other float32 forwards a few percent below
+torch.compile in the matrix, PReLU (64x64x128x128, a slope a row) and bias +
+erf-GELU (32768x4096, a bias a column), as lamina's kernels with the load
+hint and the warps varied.
 
     PYTHONPATH=src python scripts/probe_cache_hints.py
 """
@@ -36,6 +39,48 @@ def _ln_forward_hinted(x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, M, N, eps
     tl.store(rstd_ptr + rows, rstd, mask=rows < M)
     y = xc * rstd[:, None] * tl.load(w_ptr + cols)[None, :] + tl.load(b_ptr + cols)[None, :]
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y, mask=mask, cache_modifier=STORE_CACHE)
+
+
+@triton.jit
+def _rows_hinted(x_ptr, v_ptr, y_ptr, R, K, BIAS_GELU: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+                 LOAD_EVICT: tl.constexpr):
+    # lamina's _prelu_forward_kernel (a slope a row) or _bias_act_forward_kernel (bias a column, erf-GELU)
+    n_k = tl.cdiv(K, BLOCK_K)
+    rows = (tl.program_id(0) // n_k) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = (tl.program_id(0) % n_k) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    x = tl.load(x_ptr + offs, eviction_policy=LOAD_EVICT)
+    if BIAS_GELU:
+        z = x + tl.load(v_ptr + cols)[None, :]
+        y = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+    else:
+        y = tl.where(x > 0, x, tl.load(v_ptr + rows % 64)[:, None] * x)
+    tl.store(y_ptr + offs, y)
+
+
+def rows_variants() -> None:
+    for name, shape, bias_gelu in (("prelu", (64, 64, 128 * 128), False), ("bias+gelu", (32768, 1, 4096), True)):
+        x = torch.randn(shape, device="cuda")
+        v = torch.rand(shape[2] if bias_gelu else shape[1], device="cuda")
+        y = torch.empty_like(x)
+        r, k = shape[0] * shape[1], shape[2]
+        if bias_gelu:
+            fn = torch.compile(lambda t: TF.gelu(t + v))
+        else:
+            fn = torch.compile(lambda t: TF.prelu(t, v))
+        fn(x)
+        nbytes = 2 * x.numel() * 4
+        line = [f"{name}: compile fwd {gbs(nbytes, bench(lambda: fn(x)))}"]
+        for block_r, block_k in ((1, 1024), (1, 4096), (4, 1024)):
+            for warps in (4, 8):
+                for evict in ("", "evict_last"):
+                    def launch():
+                        _rows_hinted[(r // block_r * (k // block_k),)](x, v, y, r, k, BIAS_GELU=bias_gelu,
+                                                                       BLOCK_R=block_r, BLOCK_K=block_k,
+                                                                       LOAD_EVICT=evict, num_warps=warps)
+                    launch()
+                    line.append(f"{block_r}x{block_k}/{warps} {evict or '-'} {gbs(nbytes, bench(launch))}")
+        print(" | ".join(line), flush=True)
 
 
 def inductor_source() -> None:
@@ -75,6 +120,7 @@ def main() -> None:
                 line.append(f"{rows}/{warps} {evict or '-'} {cache or '-'} {gbs(nbytes, bench(launch))}")
     torch.testing.assert_close(y, TF.layer_norm(x, (W,), w, b), rtol=1e-4, atol=1e-4)
     print(" | ".join(line), flush=True)
+    rows_variants()
 
 
 if __name__ == "__main__":

@@ -325,13 +325,16 @@ def _activation_backward_kernel(
     _store(dx_ptr + offs, dx, inside)
 
 
-def _warps(act) -> int:
-    """Warps for a forward program of elementwise_block elements: the
-    float32 erf-GELU (libdevice's erff, ~40 instructions an element) keeps
-    up with the copy only with two vectors a thread, so half the warps (H200,
-    probe_activation_forms.py: forward 4118 GB/s on 4 warps, 4014 on 8;
-    eager 4113). Its backward was not measured that way: 8 warps stay."""
-    return ELEMENTWISE_WARPS // 2 if act.value == GELU.value else ELEMENTWISE_WARPS
+def forward_warps(act_id: int) -> int:
+    """Warps for a forward program of elementwise_block elements (the
+    activations', bias_act's): the float32 erf-GELU (libdevice's erff, ~40
+    instructions an element) keeps up with the copy only with two vectors a
+    thread, so half the warps. On an H200: activation forward 4118 GB/s on 4
+    warps, 4014 on 8, eager 4113 (probe_activation_forms.py); bias + GELU
+    32768x4096 4211 on 4, 3900 on 8, torch.compile 4195
+    (probe_cache_hints.py). Its backward was not measured that way: 8 warps
+    stay."""
+    return ELEMENTWISE_WARPS // 2 if act_id == GELU.value else ELEMENTWISE_WARPS
 
 
 def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: bool = False, out=None):
@@ -350,7 +353,7 @@ def activation_forward(x: torch.Tensor, act, param: float = 0.0, write_mask: boo
         block = elementwise_block(x.element_size())
         _activation_forward_kernel[elementwise_grid(n, block)](
             x, y, mask, n, float(param), ACT=act.value, WRITE_MASK=write_mask,
-            BLOCK=block, num_warps=_warps(act))
+            BLOCK=block, num_warps=forward_warps(act.value))
     return (y, mask) if write_mask else y
 
 
@@ -474,7 +477,7 @@ def silu_backward(dy, x):
 
 # --- PReLU -----------------------------------------------------------------------
 
-PRELU_TILE = 4096  # elements a program, as in the elementwise kernels
+PRELU_TILE = 4096  # elements a backward program (the forward's: one 16-byte vector a thread, elementwise_block)
 
 
 @triton.jit
@@ -506,7 +509,7 @@ def _prelu_forward_kernel(
 ):
     rows, cols, offs, inside, a = _prelu_tile(tl.program_id(0), R, K, C, n_k_blocks,
                                               CHANNEL_ON_ROWS, BLOCK_R, BLOCK_K, w_ptr)
-    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0, eviction_policy="evict_last").to(tl.float32)
     y = tl.where(x > 0, x, a * x)
     _store(y_ptr + offs, y, inside)
 
@@ -557,9 +560,9 @@ def _prelu_plan(x: torch.Tensor, num_weights: int):
     return x, R, n // R, C, True
 
 
-def _prelu_blocks(R, K):
-    block_k = min(next_power_of_2(K), PRELU_TILE)
-    block_r = min(max(1, PRELU_TILE // block_k), next_power_of_2(R))
+def _prelu_blocks(R, K, tile=PRELU_TILE):
+    block_k = min(next_power_of_2(K), tile)
+    block_r = min(max(1, tile // block_k), next_power_of_2(R))
     return block_r, block_k, cdiv(K, block_k), cdiv(R, block_r)
 
 
@@ -570,7 +573,10 @@ def prelu_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x, R, K, C, on_rows = _prelu_plan(x, weight.numel())
     y = torch.empty_like(x)
     if x.numel():
-        block_r, block_k, n_k, n_r = _prelu_blocks(R, K)
+        # (float32 64x64x128x128 on an H200, probe_cache_hints.py: 4096-element
+        # tiles 3915 GB/s, 1024 4134, 1024 with evict_last loads 4219;
+        # torch.compile 4129)
+        block_r, block_k, n_k, n_r = _prelu_blocks(R, K, elementwise_block(x.element_size()))
         _prelu_forward_kernel[(n_r * n_k,)](
             x, weight.contiguous(), y, R, K, C, n_k, CHANNEL_ON_ROWS=on_rows,
             BLOCK_R=block_r, BLOCK_K=block_k, num_warps=ELEMENTWISE_WARPS)

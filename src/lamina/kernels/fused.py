@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from ..rng import GROUP
-from .activation import IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad, gelu_id
+from .activation import IDENTITY, LEAKY_RELU, RELU, SWISH, _act, _act_grad, forward_warps, gelu_id
 from .launch import ELEMENTWISE_WARPS, cdiv, dense, elementwise_block, row_block, same_layout
 from .normalization import (  # the statistics passes are reused, not copied
     _div_rn,
@@ -609,7 +609,7 @@ def _bias_act_forward_kernel(
     mask = (rows < M)[:, None] & col_ok[None, :]
     offs = rows[:, None] * N + cols[None, :]
     b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)  # (as the row norm's)
     tl.store(y_ptr + offs, _act(x + b, 1.0, ACT).to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -656,8 +656,9 @@ def bias_act_forward(x, bias, act: str, approximate: str):
     if x.numel():
         rows, block_n = _bias_tile(big_n, elementwise_block(x.element_size()))  # one 16-byte vector a thread
         grid = (cdiv(m, rows), cdiv(big_n, block_n))
-        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_id(act, approximate, x.dtype), ROWS=rows,
-                                       BLOCK_N=block_n, num_warps=ELEMENTWISE_WARPS)
+        act_value = act_id(act, approximate, x.dtype)
+        _bias_act_forward_kernel[grid](x, bias, y, m, big_n, ACT=act_value, ROWS=rows,
+                                       BLOCK_N=block_n, num_warps=forward_warps(act_value))
     return y
 
 
