@@ -61,7 +61,7 @@ def _run(model, x):
     x = x.clone().requires_grad_(True)
     outs = model(x)
     model = getattr(model, "_orig_mod", model)
-    loss = sum((o * torch.linspace(0.5, 1.5, o.numel(), dtype=o.dtype).view_as(o)).sum()
+    loss = sum((o * torch.linspace(0.5, 1.5, o.numel(), dtype=o.dtype, device=o.device).view_as(o)).sum()
                for o in outs if o.is_floating_point())
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
