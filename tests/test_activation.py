@@ -130,10 +130,6 @@ INPLACE = {
                    lambda x: TF.leaky_relu(x, 0.2)),
     "leaky_relu_": (lambda x: F.leaky_relu_(x, 0.2), lambda x: F.leaky_relu(x, 0.2),
                     lambda x: TF.leaky_relu(x, 0.2)),
-    # PyTorch refuses the backward of in-place leaky_relu with a negative
-    # slope; lamina keeps a mask, so it works and equals the out-of-place one
-    "leaky_relu_neg": (lambda x: F.leaky_relu(x, -0.3, inplace=True), lambda x: F.leaky_relu(x, -0.3),
-                       lambda x: TF.leaky_relu(x, -0.3)),
     "silu": (lambda x: F.silu(x, inplace=True), F.silu, TF.silu),
     "nn.ReLU": (LN.ReLU(inplace=True), LN.ReLU(), torch.nn.ReLU()),
     "nn.LeakyReLU": (LN.LeakyReLU(0.1, inplace=True), LN.LeakyReLU(0.1), torch.nn.LeakyReLU(0.1)),
@@ -183,7 +179,7 @@ def test_inplace(name, each_backend):
     torch.testing.assert_close(leaf.grad, expected.grad, **tol)
 
 
-@pytest.mark.parametrize("name", ["relu", "leaky_relu_neg", "silu"])
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "silu"])
 @pytest.mark.parametrize("layout", ["channels_last", "strided view"])
 def test_inplace_layouts(name, layout, each_backend):
     """In place on a channels_last tensor (which stays channels_last) and on
@@ -214,12 +210,21 @@ def test_inplace_layouts(name, layout, each_backend):
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-6, atol=1e-6)
 
 
-def test_leaky_relu_inplace_negative_slope_torch_refuses():
-    """Documents the one deliberate difference from PyTorch (see above)."""
-    h = torch.randn(4, requires_grad=True) * 1.0
-    TF.leaky_relu(h, -0.3, inplace=True)
-    with pytest.raises(RuntimeError, match="negative slope"):
-        h.sum().backward()
+@pytest.mark.parametrize("api", ["torch", "lamina"])
+def test_leaky_relu_inplace_negative_slope(api, each_backend):
+    """In place with a negative slope: the forward of the out-of-place form,
+    and no backward (PyTorch's error: the output no longer tells x's side);
+    a zero slope keeps its backward (PyTorch's test_nn cases)."""
+    leaky_relu_ = TF.leaky_relu_ if api == "torch" else F.leaky_relu_
+    x = torch.tensor([-1.0, 1.0, -3.0])
+    assert torch.equal(leaky_relu_(x.clone(), -2), TF.leaky_relu(x, -2))
+    a = x.clone().requires_grad_()
+    b = leaky_relu_(a.clone(), -2)
+    with pytest.raises(RuntimeError, match="call out-of-place version"):
+        b.backward(torch.ones(3))
+    a = torch.tensor([-2.0, 0.0, 2.0], requires_grad=True)
+    leaky_relu_(a.clone(), 0.0).backward(torch.ones(3))
+    assert torch.equal(a.grad, torch.tensor([0.0, 0.0, 1.0]))
 
 
 # --- NaN, inf, huge and tiny values --------------------------------------------

@@ -290,8 +290,9 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     .. math:: \text{LeakyReLU}(x) = \begin{cases} x & x > 0 \\ \text{negative\_slope} \cdot x & \text{otherwise} \end{cases}
 
     Backward keeps the output when ``negative_slope >= 0`` and a one-byte
-    mask ``x > 0`` when it is negative, never the input. Unlike PyTorch, the
-    in-place form with a negative slope has a backward too.
+    mask ``x > 0`` when it is negative, never the input. As in PyTorch, the
+    in-place form with a negative slope has no backward (its input is gone,
+    and the sign of the output no longer tells which side x was on).
 
     Args:
         input (Tensor): the input tensor.
@@ -311,8 +312,7 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     """
     validate.floating(input)
     validate.number(negative_slope, "negative_slope", "leaky_relu")
-    # (in place with a negative slope: torch's autograd refuses it, lamina's op saves a mask)
-    if torch_math(input) and (negative_slope >= 0 or not inplace):  # inside torch.compile on a GPU (under_compile.py)
+    if torch_math(input):  # inside torch.compile on a GPU (under_compile.py)
         return TF.leaky_relu(input, negative_slope, inplace)
     if inplace:
         return _activation_in_place(input, "leaky_relu", float(negative_slope))
@@ -603,44 +603,45 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
 # H200, scripts/probe_step_profile.py.)
 
 @custom_op("lamina::activation_inplace", mutates_args=("x",))
-def _activation_inplace(x: Tensor, name: str, param: float) -> Tensor:
-    """x <- act(x) for relu, leaky_relu (param: negative_slope) and silu.
-    Returns leaky_relu's uint8 mask [x > 0] for a negative slope (x no longer
-    says), else an empty uint8 tensor."""
+def _activation_inplace(x: Tensor, name: str, param: float) -> None:
+    """x <- act(x) for relu, leaky_relu (param: negative_slope) and silu."""
     if use_kernels(x):
-        return _act_kernels().activation_inplace(x, name, param)
+        _act_kernels().activation_inplace(x, name, param)
+        return
     if name == "leaky_relu":
-        y, mask = _leaky_relu_forward.fn(x, param)
+        y = _leaky_relu_forward.fn(x, param)[0]
     else:
-        y, mask = (_relu_forward if name == "relu" else _silu_forward).fn(x), x.new_empty((0,), dtype=torch.uint8)
+        y = (_relu_forward if name == "relu" else _silu_forward).fn(x)
     x.copy_(y)
-    return mask
 
 
 @_activation_inplace.register_fake
 def _(x, name, param):
-    if name == "leaky_relu" and param < 0:
-        return torch.empty_like(x, dtype=torch.uint8)
-    return x.new_empty((0,), dtype=torch.uint8)
+    return None
 
 
 class _ActivationInPlace(torch.autograd.Function):
     """The in-place activation under autograd: x marked dirty, backward from
-    the output itself (relu, leaky_relu with a slope >= 0), the mask (a
-    negative slope) or a copy of the input taken first (silu, whose gradient
-    needs x, as PyTorch's silu_ does)."""
+    the output itself (relu, leaky_relu with a slope >= 0) or a copy of the
+    input taken first (silu, whose gradient needs x, as PyTorch's silu_
+    does). leaky_relu with a negative slope has no backward, as PyTorch's."""
 
     @staticmethod
     def forward(ctx, x, name, param):
         original = x.clone() if name == "silu" else None
-        mask = _activation_inplace(x, name, param)
+        _activation_inplace(x, name, param)
         ctx.mark_dirty(x)
         ctx.name, ctx.param = name, param
-        ctx.save_for_backward(original if original is not None else mask if mask.numel() else x)
+        ctx.save_for_backward(original if original is not None else x)
         return x
 
     @staticmethod
     def backward(ctx, dy):
+        if ctx.name == "leaky_relu" and ctx.param < 0:
+            raise RuntimeError(
+                "In-place leakyReLu backward calculation is triggered with a negative slope which is not "
+                "supported. This is caused by calling in-place forward function with a negative slope, "
+                "please call out-of-place version instead.")  # (PyTorch's words)
         (saved,) = ctx.saved_tensors
         if ctx.name == "relu":
             return _relu_backward(dy, saved), None, None

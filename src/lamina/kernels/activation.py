@@ -380,17 +380,11 @@ def activation_backward(dy: torch.Tensor, saved: torch.Tensor, act, param: float
 _INPLACE_ACTS = {"relu": (RELU, 0.0), "leaky_relu": (LEAKY_RELU, None), "silu": (SWISH, 1.0)}
 
 
-def activation_inplace(x: torch.Tensor, name: str, param: float = 0.0) -> torch.Tensor:
+def activation_inplace(x: torch.Tensor, name: str, param: float = 0.0) -> None:
     """x <- act(x) for the activations with an in-place form (relu, leaky_relu
-    with param = negative_slope, silu); returns leaky_relu's uint8 mask
-    [x > 0] for a negative slope (x itself no longer says), else an empty one."""
+    with param = negative_slope, silu)."""
     act, fixed = _INPLACE_ACTS[name]  # a constant table, not a dict built a call (host time)
-    if fixed is not None:
-        param = fixed
-    if name == "leaky_relu" and param < 0:
-        return activation_forward(x, act, param, write_mask=True, out=x)[1]
-    activation_forward(x, act, param, out=x)
-    return x.new_empty((0,), dtype=torch.uint8)
+    activation_forward(x, act, param if fixed is None else fixed, out=x)
 
 
 # --- the launchers, one pair per activation -----------------------------------
