@@ -47,6 +47,7 @@ from .normalization import (  # the statistics passes are reused, not copied
     _channel_sums,
     _elementwise_launch,
     _plan,
+    _row_backward_dx,
     _row_backward_launch,
     _row_backward_tile,
     _row_forward_config,
@@ -461,6 +462,7 @@ def _add_norm_backward_kernel(
     first = pid.to(tl.int64) * rows_per_program
     cols = tl.arange(0, BLOCK)
     col_ok = cols < N
+    w = 1.0
     if HAS_W:
         w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     if DROPOUT:
@@ -481,19 +483,7 @@ def _add_norm_backward_kernel(
         else:
             s, dy, mean, rstd, mask = _row_backward_tile(
                 dy_ptr, s_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N, N, RMS)
-        s = s.to(tl.float32)
-        dy = dy.to(tl.float32)
-        if RMS:
-            xhat = s * rstd[:, None]
-        else:
-            xhat = tl.where(mask, (s - mean[:, None]) * rstd[:, None], 0.0)
-        g = dy
-        if HAS_W:
-            g = dy * w[None, :]
-        ds = g - xhat * _div_rn(tl.sum(g * xhat, axis=1), N)[:, None]
-        if not RMS:
-            ds = ds - _div_rn(tl.sum(g, axis=1), N)[:, None]
-        ds = ds * rstd[:, None]
+        dy, xhat, ds = _row_backward_dx(s, dy, mean, rstd, mask, w, N, RMS, HAS_W)
         if HAS_DS:
             ds = ds + tl.load(dsx_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(ds_ptr + offs, ds.to(ds_ptr.dtype.element_ty), mask=mask)

@@ -1061,6 +1061,27 @@ def _row_backward_tile(dy_ptr, x_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_o
 
 
 @triton.jit
+def _row_backward_dx(x, dy, mean, rstd, mask, w, N, RMS: tl.constexpr, HAS_WEIGHT: tl.constexpr):
+    """From a tile's loads (_row_backward_tile): (dy, xhat, dx) in float32,
+    dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w (``w`` unused
+    without HAS_WEIGHT); no mean(g) for RMS."""
+    x = x.to(tl.float32)
+    dy = dy.to(tl.float32)
+    rstd = rstd.to(tl.float32)
+    if RMS:
+        xhat = x * rstd[:, None]
+    else:
+        xhat = tl.where(mask, (x - mean.to(tl.float32)[:, None]) * rstd[:, None], 0.0)
+    g = dy
+    if HAS_WEIGHT:
+        g = dy * w[None, :]
+    dx = g - xhat * _div_rn(tl.sum(g * xhat, axis=1), N)[:, None]
+    if not RMS:
+        dx = dx - _div_rn(tl.sum(g, axis=1), N)[:, None]
+    return dy, xhat, dx * rstd[:, None]
+
+
+@triton.jit
 def _row_norm_backward_kernel(
     dy_ptr,  # (M, N) upstream gradient, row stride stride_dy
     x_ptr,  # (M, N) forward input, row stride stride_x
@@ -1077,6 +1098,7 @@ def _row_norm_backward_kernel(
     first = pid.to(tl.int64) * rows_per_program  # rows_per_program: a multiple of ROWS
     cols = tl.arange(0, BLOCK)
     col_ok = cols < N
+    w = 1.0
     if HAS_WEIGHT:
         w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     # (keeping the partials as whole (ROWS, BLOCK) tiles, summed over rows
@@ -1099,21 +1121,7 @@ def _row_norm_backward_kernel(
         else:
             x, dy, mean, rstd, mask = _row_backward_tile(
                 dy_ptr, x_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, stride_x, stride_dy, RMS)
-        x = x.to(tl.float32)
-        dy = dy.to(tl.float32)
-        rstd = rstd.to(tl.float32)
-        if RMS:
-            xhat = x * rstd[:, None]
-        else:
-            xhat = tl.where(mask, (x - mean.to(tl.float32)[:, None]) * rstd[:, None], 0.0)
-        g = dy
-        if HAS_WEIGHT:
-            g = dy * w[None, :]
-        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); no mean(g) for RMS
-        dx = g - xhat * _div_rn(tl.sum(g * xhat, axis=1), N)[:, None]
-        if not RMS:
-            dx = dx - _div_rn(tl.sum(g, axis=1), N)[:, None]
-        dx = dx * rstd[:, None]
+        dy, xhat, dx = _row_backward_dx(x, dy, mean, rstd, mask, w, N, RMS, HAS_WEIGHT)
         tl.store(dx_ptr + rows[:, None] * N + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_WEIGHT:
             dw += tl.sum(dy * xhat, axis=0)
