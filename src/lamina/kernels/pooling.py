@@ -337,7 +337,7 @@ def _window_gradient(dy_ptr, pos_ptr, off, ok, oh, ow, k, H, W, DIVISOR,
     else:
         g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
         divisor = _avg_divisor(oh, ow, H, W, SH, SW, PH, PW, KH, KW, DIVISOR, HAS_DIVISOR, COUNT_INCLUDE_PAD)
-        g = tl.where(ok, g / divisor, 0.0)
+        g = g / tl.where(ok, divisor, 1.0)  # g is 0 where not ok; a window off the grid may count 0: no 0 / 0
     return g
 
 
