@@ -18,13 +18,20 @@ import lamina.nn as LN
 BACKENDS = ["reference", "triton"]
 
 
+def seeded(seed: int, draw, *args, **kwargs):
+    """draw(*args, generator=...) from a CPU generator seeded ``seed``, drawn
+    on the CPU and moved to the default device (LAMINA_TEST_DEVICE=cuda
+    makes that the card, where a CPU generator cannot draw)."""
+    g = torch.Generator().manual_seed(seed)
+    return draw(*args, generator=g, device="cpu", **kwargs).to(torch.get_default_device())
+
+
 def forward_backward(fn, x, kwargs, dy_seed=0):
     """(y, indices or None, dx) of fn with a fixed random upstream gradient."""
     x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     out = fn(x, **kwargs)
     y, idx = out if isinstance(out, tuple) else (out, None)
-    g = torch.Generator().manual_seed(dy_seed)
-    dy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)
+    dy = seeded(dy_seed, torch.randn, y.shape, dtype=torch.float64).to(y.dtype)
     (dx,) = torch.autograd.grad(y, x, dy)
     return y.detach(), idx, dx
 
@@ -56,16 +63,15 @@ MAX_KWARGS = [
 
 def tie_input(shape, seed=0):
     """Few distinct values: most windows hold several equal maxima."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 3, shape, generator=g).to(torch.float32)
+    return seeded(seed, torch.randint, 0, 3, shape).to(torch.float32)
 
 
 def nan_input(shape, seed=0):
     """Random values with NaNs, some windows holding two or more."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g)
-    x[torch.rand(shape, generator=g) < 0.2] = float("nan")
-    return x
+    x = torch.randn(shape, generator=g, device="cpu")
+    x[torch.rand(shape, generator=g, device="cpu") < 0.2] = float("nan")
+    return x.to(torch.get_default_device())  # (as seeded())
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -328,11 +334,11 @@ def test_int64_offsets_match_torch(backend, monkeypatch, name, kwargs, layout):
 
     backend("triton")
     monkeypatch.setattr(pooling, "_needs_int64", lambda *tensors: True)
-    x = torch.randn(2, 5, 9, 7, generator=torch.Generator().manual_seed(1))
+    x = seeded(1, torch.randn, 2, 5, 9, 7)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif layout == "strided":
-        x = torch.randn(2, 5, 9, 14, generator=torch.Generator().manual_seed(1))[..., ::2]
+        x = seeded(1, torch.randn, 2, 5, 9, 14)[..., ::2]
     assert_same(name, kwargs, x)
 
 
