@@ -77,13 +77,13 @@ def kernels(family: str):
             from .kernels import fast_launch
 
             fast = fast_launch.enabled()
-            for name in ("activation", "normalization", "pooling", "dropout", "fused"):
-                fast_launch.install(importlib.import_module(f"lamina.kernels.{name}"), fast)
-        else:
-            from .kernels.launch import quiet_overflow
 
-            for name in ("activation", "normalization", "pooling", "dropout", "fused"):
-                quiet_overflow(importlib.import_module(f"lamina.kernels.{name}"))
+            def prepare(kernel_module):
+                fast_launch.install(kernel_module, fast)
+        else:
+            from .kernels.launch import quiet_overflow as prepare
+        for name in ("activation", "normalization", "pooling", "dropout", "fused"):
+            prepare(importlib.import_module(f"lamina.kernels.{name}"))
         _kernel_modules[family] = module
     return module
 
