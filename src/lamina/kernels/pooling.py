@@ -416,11 +416,7 @@ def _pairs_gradient(dy_ptr, pos_ptr, base, u, v, tile_ok, mh, mw, rh, rw, H, W, 
     its window position there is (2 mh + rh, 2 mw + rw)."""
     oh = u - mh
     ow = v - mw
-    ok = tile_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-    # (a window off the grid reads nothing; window (0, 0) stands in, so that
-    # an average's divisor is never 0)
-    oh = tl.where(ok, oh, 0)
-    ow = tl.where(ok, ow, 0)
+    ok = tile_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)  # a window off the grid reads nothing
     return _window_gradient(dy_ptr, pos_ptr, base + oh * syh + ow * syw, ok, oh, ow, (2 * mh + rh) * KW + 2 * mw + rw,
                             H, W, DIVISOR, KH, KW, 2, 2, PH, PW, IS_MAX, COUNT_INCLUDE_PAD, HAS_DIVISOR)
 
