@@ -30,7 +30,11 @@ failures = []
 
 def check(kernel, types, consts):
     fn = kernel
-    names = list(inspect.signature(fn.fn).parameters)
+    params = inspect.signature(fn.fn).parameters
+    names = list(params)
+    # constexpr parameters left out take their defaults, as a launch does
+    consts = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty
+              and "constexpr" in str(p.annotation)} | consts
     sig = {}
     for n in names:
         if n in consts:
