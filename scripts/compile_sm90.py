@@ -118,6 +118,8 @@ for cl in (False, True):  # the pooling kernels' 2-D tiles (_tile), 32- and 64-b
                   dict(tiles, COVER_H=2, COVER_W=2))
         check(PL._global_avg_pool_backward_kernel, dict(dy_ptr=P, dx_ptr=P),
               dict(CHANNELS_LAST=cl, INDEX64=i64, BLOCK_A=16, BLOCK_B=64))
+    for chunks in (4, 12):  # unrolled, and the loop of large planes
+        check(PL._global_avg_pool_cl_kernel, dict(x_ptr=P, y_ptr=P), dict(BLOCK_HW=16, BLOCK_C=512, CHUNKS=chunks, INDEX64=i64))
 check(K._dropout_add_kernel, dict(x_ptr=B, r_ptr=B, y_ptr=B, p=F, multiplier=F, seed_ptr="*i64", offset="i64"), dict(GROUP=1024))
 for act, affine in ((-1, True), (-1, False), (6, True), (0, False)):  # group norm's persistent kernels, plain and GroupNormAct
     flags = dict(HAS_WEIGHT=affine, HAS_BIAS=affine, ACT=act, CB=1, SB=4096)

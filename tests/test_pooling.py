@@ -125,6 +125,22 @@ def test_nan_propagates_in_average_pools(backend, backend_name):
     assert_same("adaptive_avg_pool2d", dict(output_size=(4, 3)), x)
 
 
+@pytest.mark.parametrize("shape", [(2, 130, 9, 40), (3, 5, 7, 7), (1, 64, 1, 3)])
+def test_global_average_channels_last(backend, monkeypatch, shape):
+    """Global average pooling of channels_last inputs has its own kernel
+    (positions x channels tiles), here on small tiles: several channel blocks
+    and several chunks of positions (130 channels, 360 positions), the
+    ResNet head's 7x7, a single row."""
+    from lamina.kernels import pooling
+
+    backend("triton")
+    monkeypatch.setattr(pooling, "GLOBAL_CL_TILE", 1024)
+    monkeypatch.setattr(pooling, "GLOBAL_CL_CHANNELS", 64)
+    x = seeded(2, torch.randn, *shape).contiguous(memory_format=torch.channels_last)
+    for output_size in (1, (1, 1)):
+        assert_same("adaptive_avg_pool2d", dict(output_size=output_size), x)
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_three_d_input_and_empty_batch(backend, backend_name):
     backend(backend_name)

@@ -60,6 +60,16 @@ PARITY_BACKWARD = True
 # the per-plane reduction of global average pooling: this many elements a
 # program (whole planes of H*W contiguous elements, padded to a power of two)
 PLANE_BLOCK = 4096
+PLANE_WARPS = 4
+# global average pooling of channels_last inputs: a program's tile, about
+# GLOBAL_CL_TILE elements of up to GLOBAL_CL_CHANNELS channels. GPU time at
+# 256x2048x7x7 on an H200 (scripts/probe_forward_tiles.py, session 13), GB/s
+# fp32 / bf16: 4096 x 64 3045 / 1946, 8192 x 512 3225 / 2513 (eager 3048 /
+# 2517; the adaptive kernel's one-position tiles took 0.036 / 0.026 ms in
+# the session-12 matrix, about 2900 / 2000); 8 warps slower throughout.
+GLOBAL_CL_TILE = 8192
+GLOBAL_CL_CHANNELS = 512
+GLOBAL_CL_WARPS = 4
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -650,6 +660,43 @@ def _global_avg_pool_nchw_kernel(
 
 
 @triton.jit
+def _positions_chunk(base, hw, c, HW, C):
+    """Positions hw (a column) x channels c (a row) of a channels_last sample, float32."""
+    return tl.load(base + hw * C + c, mask=(hw < HW) & (c < C), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _global_avg_pool_cl_kernel(
+    x_ptr,  # (N, H*W, C): a dense channels_last input, C contiguous channels a position
+    y_ptr,  # (N, C) contiguous
+    C, HW,
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr, CHUNKS: tl.constexpr,  # CHUNKS * BLOCK_HW >= HW
+    INDEX64: tl.constexpr,
+):
+    """Global average pool of a channels_last input: program (n, j) sums
+    channels j*BLOCK_C.. of sample n over all its positions, a (positions x
+    channels) tile at a time. The adaptive kernel's (1 x channels) tiles
+    read one position a loop step (256 bytes in bf16), half the copy rate at
+    256x2048x7x7."""
+    n = tl.program_id(0)
+    if INDEX64:
+        n = n.to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    hw = tl.arange(0, BLOCK_HW)[:, None]
+    base = x_ptr + n * HW * C
+    acc = tl.full([BLOCK_HW, BLOCK_C], 0.0, tl.float32)
+    if CHUNKS <= 8:  # unrolled (7x7 takes 4): every chunk's loads in flight at once
+        for k in tl.static_range(CHUNKS):
+            acc += _positions_chunk(base, k * BLOCK_HW + hw, c, HW, C)
+    else:  # large planes: a loop (compile time)
+        for k in range(CHUNKS):
+            acc += _positions_chunk(base, k * BLOCK_HW + hw, c, HW, C)
+    total = tl.reduce(acc, 0, _add)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    tl.store(y_ptr + n * C + cols, (total / HW).to(y_ptr.dtype.element_ty), mask=cols < C)
+
+
+@triton.jit
 def _global_avg_pool_backward_kernel(
     dy_ptr,  # (N, C, 1, 1), strides syn, syc
     dx_ptr,  # (N, C, H, W), NCHW or NHWC, strides sd*
@@ -748,7 +795,16 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
         plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
         _global_avg_pool_nchw_kernel[(cdiv(rows, plane_rows),)](
             x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=cdiv(hw, block_hw),
-            INDEX64=_needs_int64(x), num_warps=4,
+            INDEX64=_needs_int64(x), num_warps=PLANE_WARPS,
+        )
+        return y, pos, idx
+    if not is_max and oh == 1 and ow == 1 and cl:
+        hw = h * w
+        block_c = min(next_power_of_2(c), GLOBAL_CL_CHANNELS)
+        block_hw = min(next_power_of_2(hw), max(1, GLOBAL_CL_TILE // block_c))
+        _global_avg_pool_cl_kernel[(n, cdiv(c, block_c))](
+            x, y, c, hw, BLOCK_HW=block_hw, BLOCK_C=block_c, CHUNKS=cdiv(hw, block_hw),
+            INDEX64=_needs_int64(x), num_warps=GLOBAL_CL_WARPS,
         )
         return y, pos, idx
     blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, TILE)
