@@ -48,10 +48,21 @@ from .launch import cdiv, next_power_of_2, same_layout
 
 TILE = 1024  # elements a program (a 2-D tile: _tile / _tiling)
 WARPS = 4
-# the NCHW forward with even/odd segment reads (PAIRS): bfloat16 max 3x3/s2
-# 114 -> 86 us and 2x2 62 -> 54 on an H200 at 64x64x112x112 against 1024 on
-# 4 warps, float32 within 2 % (scripts/probe_variants.py)
+# The forward's programs: the same tiles on 8 warps, two outputs a thread.
+# GPU time on an H200 at 64x64x112x112 channels_last (torch.profiler,
+# scripts/probe_forward_tiles.py, 2026-11-28 session 13), GB/s on 4 -> 8
+# warps: max 3x3/s2 fp32 2610 -> 3456 (torch.compile 2737), bf16 1980 ->
+# 2078; max 2x2 fp32 3769 -> 3924; average 2x2 fp32 3974 -> 4115, bf16
+# 3801 -> 3951; max 2x2 bf16 3530 -> 3515.
+FORWARD_WARPS = 8
+# the NCHW forward with even/odd segment reads (PAIRS): 1024 outputs a
+# program for max, 2048 for average, on 8 warps. Same probe, GB/s against
+# 2048 for max: 3x3/s2 fp32 2547 -> 2998 (compile 2357), bf16 1106 -> 1533
+# (compile 1168), 2x2 bf16 2034 -> 2442, 2x2 fp32 3880 -> 3867; average 2x2
+# bf16 took 3320 on 2048 and 2805 on 1024 (fp32 3922 and 3996). Loads
+# with evict_last (Inductor's pooling loads) changed nothing beyond noise.
 PAIRS_TILE = 2048
+PAIRS_MAX_TILE = 1024
 PAIRS_WARPS = 8
 # the NCHW stride-2 backward by parity: (u, v) pairs a program, 4 dx elements
 # each (PARITY_BACKWARD = False: the gather kernel, for A/B on a card)
@@ -511,7 +522,8 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
            else x.new_empty((0,), dtype=torch.int64))
     pairs = not cl and stride[1] == 2 and dilation[1] == 1 and x.stride(3) == 1
     if y.numel():
-        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, PAIRS_TILE if pairs else TILE)
+        tile = (PAIRS_MAX_TILE if is_max else PAIRS_TILE) if pairs else TILE
+        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, tile)
         _pool2d_forward_kernel[grid](
             x, y, pos, idx if return_indices else x,
             c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y), float(divisor_override or 0),
@@ -519,7 +531,7 @@ def _launch_forward(x, kernel_size, stride, padding, dilation, out_hw, is_max, r
             PH=padding[0], PW=padding[1], DH=dilation[0], DW=dilation[1], IS_MAX=is_max,
             COUNT_INCLUDE_PAD=bool(count_include_pad), HAS_DIVISOR=bool(divisor_override),
             WRITE_INDICES=bool(return_indices), CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y),
-            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=PAIRS_WARPS if pairs else WARPS, PAIRS=pairs,
+            BLOCK_A=block_a, BLOCK_B=block_b, num_warps=PAIRS_WARPS if pairs else FORWARD_WARPS, PAIRS=pairs,
         )
     return y, pos, idx
 
