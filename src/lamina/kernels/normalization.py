@@ -140,8 +140,9 @@ def _bn_reduce_cols_kernel(
 ):
     """Program (cb, p, g) reduces row tiles p, p + P, .. (tiles_per_prog of
     them, interleaved as in _bn_reduce_rows_kernel) of the channel block cb
-    of group g: BLOCK_R rows x BLOCK_C contiguous channels a step. Batch norm has one group of N*S rows; instance norm one group of S
-    rows per sample, each (n, c) its own statistic g * C + c.
+    of group g: BLOCK_R rows x BLOCK_C contiguous channels a step. Batch
+    norm has one group of N*S rows; instance norm one group of S rows per
+    sample, each (n, c) its own statistic g * C + c.
     Outputs as in _bn_reduce_rows_kernel, one per channel of the block."""
     cb = tl.program_id(0)
     p = tl.program_id(1)
