@@ -73,10 +73,16 @@ for act in (-1, 0, 6):  # plain group norm (IDENTITY), relu, silu: the kernels b
     check(N._group_norm_backward_dx_kernel, dict(dy_ptr=B, x_ptr=B, dx_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, act_param=F,
                                                  group_sums_ptr=P, inv_count=F), gn)
 for rms in (False, True):
-    check(K._add_norm_forward_kernel, dict(x_ptr=B, res_ptr=B, s_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F, eps=F),
-          dict(RMS=rms, HAS_W=True, HAS_B=not rms, DROPOUT=True, ROWS=4, BLOCK=1024))
-    check(K._add_norm_backward_kernel, dict(dy_ptr=B, dsx_ptr=B, s_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, ds_ptr=B, dx_ptr=B, part_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F),
-          dict(RMS=rms, HAS_W=True, HAS_B=not rms, HAS_DS=True, DROPOUT=True, ROWS=4, BLOCK=1024, PREFETCH=True))
+    # prenorm (s stored, saved, read back) and not (s never stored: backward rebuilds it from x and residual),
+    # with and without dropout (the mask drawn once for s and dx), the pipelined loop and the plain one
+    for prenorm in (True, False):
+        for dropout in (True, False):
+            check(K._add_norm_forward_kernel, dict(x_ptr=B, res_ptr=B, s_ptr=B, y_ptr=B, w_ptr=B, b_ptr=B, mean_ptr=P, rstd_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F, eps=F),
+                  dict(RMS=rms, HAS_W=True, HAS_B=not rms, DROPOUT=dropout, ROWS=4, BLOCK=1024, STORE_S=prenorm))
+            for prefetch in (True, False):
+                check(K._add_norm_backward_kernel, dict(dy_ptr=B, dsx_ptr=B, v_ptr=B, res_ptr=B, w_ptr=B, mean_ptr=P, rstd_ptr=P, ds_ptr=B, dx_ptr=B, part_ptr=P, seed_ptr="*i64", offset="i64", p=F, multiplier=F),
+                      dict(RMS=rms, HAS_W=True, HAS_B=not rms, HAS_DS=prenorm, DROPOUT=dropout, ROWS=4, BLOCK=1024, PREFETCH=prefetch,
+                           RECOMPUTE=not prenorm))
 for act in [0, 4, 5, 6, 7, -1]:
     check(K._bias_act_forward_kernel, dict(x_ptr=B, b_ptr=B, y_ptr=B), dict(ACT=act, ROWS=4, BLOCK_N=1024))
     check(K._bias_act_backward_kernel, dict(dy_ptr=B, x_ptr=B, b_ptr=B, dx_ptr=B, part_ptr=P), dict(ACT=act, ROWS=4, BLOCK_N=1024))

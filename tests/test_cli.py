@@ -64,6 +64,20 @@ def test_every_command_has_help(command, capsys):
     assert "usage: lamina" in capsys.readouterr().out
 
 
+def test_python_dash_m_lamina_is_the_command():
+    """``python -m lamina`` (a source checkout, no console script installed)
+    runs the same command: here the check's help, which names --ops."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-m", "lamina", "check", "--help"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage: lamina check") and "--ops" in done.stdout
+
+
 def test_demo_one_epoch_writes_a_png(tmp_path, capsys):
     plot = tmp_path / "plots" / "demo.png"
     assert main(["demo", "--epochs", "1", "--plot", str(plot)]) == 0

@@ -233,7 +233,8 @@ def test_dropout_add_mask_bit_identical(backend):
 
 
 @pytest.mark.parametrize("rms", [False, True])
-def test_add_norm_mask_bit_identical(rms, backend):
+@pytest.mark.parametrize("prenorm", [True, False])  # without: backward rebuilds s, mask included
+def test_add_norm_mask_bit_identical(rms, prenorm, backend):
     x = torch.randn(6, 1500) + 3.0
     r = torch.randn(6, 1500)
     leaf_x = x.clone().requires_grad_()
@@ -241,18 +242,20 @@ def test_add_norm_mask_bit_identical(rms, backend):
     def run():
         xx = leaf_x.detach().clone().requires_grad_()
         fn = F.add_rms_norm if rms else F.add_layer_norm
-        y, s = fn(xx, r, [1500], dropout_p=0.25, prenorm=True, seed=123)
+        out = fn(xx, r, [1500], dropout_p=0.25, prenorm=prenorm, seed=123)
+        y, s = out if prenorm else (out, None)
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
         (dx,) = torch.autograd.grad(y, xx, dy)
-        return s.detach(), dx
+        return s, dx
 
     (s_ref, dx_ref), (s_ker, dx_ker) = _both_backends(run, backend)
-    assert torch.equal(s_ref == r, s_ker == r)
-    assert torch.equal(s_ref, s_ker)
     assert torch.equal(dx_ref == 0, dx_ker == 0)  # backward regenerated the same mask
-    # and the mask is dropout's own
     backend("reference")
-    assert torch.equal(s_ref, F.dropout(x, 0.25, seed=123) + r)
+    assert torch.equal(dx_ref == 0, F.dropout(x, 0.25, seed=123) == 0)  # dropout's own
+    if prenorm:
+        assert torch.equal(s_ref == r, s_ker == r)
+        assert torch.equal(s_ref.detach(), s_ker.detach())
+        assert torch.equal(s_ref.detach(), F.dropout(x, 0.25, seed=123) + r)
 
 
 # --- modules: running statistics, state_dict both ways, repr --------------------------
@@ -361,11 +364,25 @@ def test_out_of_place_batch_norm_act_saves_no_pre_activation():
     assert len(full) == 1 and full[0].data_ptr() == x.data_ptr()  # x, not z = bn(x)
 
 
-def test_add_norm_saves_s_and_no_mask():
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_add_norm_saves_s_or_inputs_and_no_mask(be, prenorm, backend):
+    """With prenorm s is an output and backward keeps it; without, s is never
+    written and backward keeps x and residual, the caller's own tensors, to
+    rebuild it. Never a mask or another full-size tensor."""
+    backend(be)
     x, r = torch.randn(4, 16, requires_grad=True), torch.randn(4, 16, requires_grad=True)
-    (y, s), saved = _saved(lambda x, r: F.add_layer_norm(x, r, [16], dropout_p=0.5, prenorm=True, seed=1), x, r)
-    full = [t for t in saved if t.numel() == x.numel()]
-    assert len(full) == 1 and full[0].data_ptr() == s.data_ptr()  # s only: not x, residual or a mask
+    w = torch.randn(16, requires_grad=True)
+
+    def fn(x, r):
+        return F.add_layer_norm(x, r, [16], w, dropout_p=0.5, prenorm=prenorm, seed=1)
+
+    out, saved = _saved(fn, x, r)
+    full = sorted(t.data_ptr() for t in saved if t.numel() == x.numel())
+    assert full == sorted([out[1].data_ptr()] if prenorm else [x.data_ptr(), r.data_ptr()])
+    assert all(t.numel() <= 16 for t in saved if t.numel() != x.numel())  # weight, 4 row statistics, seed
+    report = saved_for_backward(fn, x, r, params=[w])
+    assert report.bytes("new") <= 2 * 4 * 4 + 8  # mean, rstd, seed: nothing full-size kept for backward alone
 
 
 # --- the memory report -------------------------------------------------------------------
@@ -397,7 +414,7 @@ def test_memory_standard_cases():
 
 # --- torch.compile sees plain ops ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["batch_norm_act", "add_layer_norm"])
+@pytest.mark.parametrize("name", ["batch_norm_act", "add_layer_norm", "add_layer_norm_prenorm"])
 def test_compiles_fullgraph(name, backend):
     backend("auto")
     if name == "batch_norm_act":
@@ -405,6 +422,11 @@ def test_compiles_fullgraph(name, backend):
 
         def fn(x, w, b):
             return F.batch_norm_act(x, None, None, w, b, True, act="silu")
+    elif name == "add_layer_norm":  # s not returned: backward rebuilds it from x and residual
+        args = [torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)]
+
+        def fn(x, r, w):
+            return F.add_layer_norm(x, r, [8], w, dropout_p=0.3, seed=4)
     else:
         args = [torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)]
 
@@ -418,7 +440,8 @@ def test_compiles_fullgraph(name, backend):
 
 
 @pytest.mark.parametrize("path", ["row_kernel", "two_pass", "wide_row"])
-def test_add_norm_kernel_paths(path, backend, monkeypatch):
+@pytest.mark.parametrize("prenorm", [True, False])  # s saved and read back / never written, rebuilt in backward
+def test_add_norm_kernel_paths(path, prenorm, backend, monkeypatch):
     """The fused row kernel, the stream-aligned two-pass path
     (DROPOUT_IN_ROW_KERNEL off) and rows too wide for one program all equal
     the composition, masks included."""
@@ -432,9 +455,10 @@ def test_add_norm_kernel_paths(path, backend, monkeypatch):
 
     def composed(x, r, w, b):
         s = F.dropout(x, 0.3, seed=9) + r
-        return F.layer_norm(s, [n], w, b), s
+        y = F.layer_norm(s, [n], w, b)
+        return (y, s) if prenorm else y
 
-    assert_same(lambda x, r, w, b: F.add_layer_norm(x, r, [n], w, b, dropout_p=0.3, prenorm=True, seed=9),
+    assert_same(lambda x, r, w, b: F.add_layer_norm(x, r, [n], w, b, dropout_p=0.3, prenorm=prenorm, seed=9),
                 composed, [x, r, w, b], torch.float32, reduce_len=2)
 
 

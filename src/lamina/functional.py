@@ -3010,15 +3010,16 @@ __all__ += ["group_norm_silu"]
 @custom_op("lamina::add_norm_forward", mutates_args=())
 def _add_norm_forward(
     x: Tensor, residual: Tensor, normalized_shape: _List[int], weight: Optional[Tensor], bias: Optional[Tensor],
-    eps: float, p: float, seed: Tensor, rms: bool,
+    eps: float, p: float, seed: Tensor, rms: bool, keep_sum: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y, s, mean, rstd): s = dropout(x) + residual (p = 0: no dropout),
     y = layer_norm(s) (rms: rms_norm(s)); x and residual contiguous; mean
-    empty for RMS. s is saved for backward (cheaper than recomputing it from
-    x and residual: see lamina.kernels.fused)."""
+    empty for RMS. ``keep_sum`` (prenorm: s is returned): s is written and
+    saved for backward; otherwise s is an empty tensor, never written, and
+    backward rebuilds it from x and residual (see _add_norm_setup)."""
     if use_kernels(x):
         y, s, mean, rstd = kernels("fused").add_norm_forward(
-            x, residual, normalized_shape, weight, bias, eps, p, seed, 0, rms)
+            x, residual, normalized_shape, weight, bias, eps, p, seed, 0, rms, keep_sum)
         stat = _rn_stat_dtype(x)
         return y, s, mean.to(stat), rstd.to(stat)
     xn, rn, w = to_numpy(x), to_numpy(residual), to_numpy(weight)
@@ -3030,67 +3031,92 @@ def _add_norm_forward(
         y, s, (_, (_, mean, rstd, _, _, _)) = ref_fused.add_layer_norm_forward(
             xn, rn, normalized_shape, w, to_numpy(bias), eps, p, seed_int)
         mean = _rn_stats_to_torch(mean, x)
-    return to_torch(y, x), to_torch(s, x), mean, _rn_stats_to_torch(rstd, x)
+    return to_torch(y, x), to_torch(s, x) if keep_sum else x.new_empty(0), mean, _rn_stats_to_torch(rstd, x)
 
 
 @_add_norm_forward.register_fake
-def _(x, residual, normalized_shape, weight, bias, eps, p, seed, rms):
+def _(x, residual, normalized_shape, weight, bias, eps, p, seed, rms, keep_sum):
     m, stat = _rn_lead_numel(x, normalized_shape), _rn_stat_dtype(x)
-    return torch.empty_like(x), torch.empty_like(x), x.new_empty(0 if rms else m, dtype=stat), x.new_empty(m, dtype=stat)
+    return (torch.empty_like(x), torch.empty_like(x) if keep_sum else x.new_empty(0),
+            x.new_empty(0 if rms else m, dtype=stat), x.new_empty(m, dtype=stat))
 
 
 @custom_op("lamina::add_norm_backward", mutates_args=())
 def _add_norm_backward(
-    dy: Tensor, ds_out: Optional[Tensor], s: Tensor, normalized_shape: _List[int], weight: Optional[Tensor],
-    mean: Tensor, rstd: Tensor, has_bias: bool, p: float, seed: Tensor, rms: bool,
+    dy: Tensor, ds_out: Optional[Tensor], s: Optional[Tensor], x: Optional[Tensor], residual: Optional[Tensor],
+    normalized_shape: _List[int], weight: Optional[Tensor], mean: Tensor, rstd: Tensor, has_bias: bool, p: float,
+    seed: Tensor, rms: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(ds, dx, dweight, dbias): ds = dresidual; dx = the masked ds (empty
-    when p = 0: dx is ds then); empty tensors for a missing weight / bias."""
-    pdtype = weight.dtype if weight is not None else s.dtype
-    empty = s.new_empty(0, dtype=pdtype)
-    if use_kernels(s):
+    when p = 0: dx is ds then); empty tensors for a missing weight / bias.
+    Either the saved ``s``, or (s None) the forward's ``x`` and ``residual``
+    to rebuild it from, bit for bit as the forward made it."""
+    like = s if s is not None else x  # (dy may have any strides; the gradients are contiguous like s and x)
+    pdtype = weight.dtype if weight is not None else like.dtype
+    empty = like.new_empty(0, dtype=pdtype)
+    if use_kernels(like):
         ds, dx, dw, db = kernels("fused").add_norm_backward(
-            dy, ds_out, s, normalized_shape, weight, _f32(mean), _f32(rstd), has_bias, p, seed, 0, rms)
-        return (ds, dx if dx is not None else s.new_empty(0), _as(dw, pdtype) if dw is not None else empty,
+            dy, ds_out, s, normalized_shape, weight, _f32(mean), _f32(rstd), has_bias, p, seed, 0, rms, x, residual)
+        return (ds, dx if dx is not None else like.new_empty(0), _as(dw, pdtype) if dw is not None else empty,
                 _as(db, pdtype) if db is not None else empty.clone())
     ndim = len(normalized_shape)
-    sn, w = to_numpy(s), to_numpy(weight)
-    drop_cache = (p, int(seed.item()) if p > 0 else 0, 0)
-    rstd_n = _row_norm_cache_stats(s, normalized_shape, rstd)
+    seed_int = int(seed.item()) if p > 0 else 0
+    if s is None:  # the forward's s: its dropout_add of the same x, residual and seed, rounded to s's dtype
+        s_full, _ = ref_fused.dropout_add_forward(to_numpy(x), to_numpy(residual), p, seed_int)
+        sn = to_numpy(to_torch(s_full, x))
+    else:
+        sn = to_numpy(s)
+    w = to_numpy(weight)
+    drop_cache = (p, seed_int, 0)
+    rstd_n = _row_norm_cache_stats(like, normalized_shape, rstd)
     dsn = to_numpy(ds_out) if ds_out is not None else None
     if rms:
         dx, dres, dw = ref_fused.add_rms_norm_backward(to_numpy(dy), (drop_cache, (sn, rstd_n, w, ndim)), dsn)
         db = None
     else:
-        ln_cache = (sn, _row_norm_cache_stats(s, normalized_shape, mean), rstd_n, w, has_bias, ndim)
+        ln_cache = (sn, _row_norm_cache_stats(like, normalized_shape, mean), rstd_n, w, has_bias, ndim)
         dx, dres, dw, db = ref_fused.add_layer_norm_backward(to_numpy(dy), (drop_cache, ln_cache), dsn)
-    return (to_torch(dres, s), to_torch(dx, s) if p > 0 else s.new_empty(0),
-            _rn_param_grad_to_torch(dw, weight, s), to_torch(db, s, pdtype) if has_bias else empty.clone())
+    return (to_torch(dres, like), to_torch(dx, like) if p > 0 else like.new_empty(0),
+            _rn_param_grad_to_torch(dw, weight, like), to_torch(db, like, pdtype) if has_bias else empty.clone())
 
 
 @_add_norm_backward.register_fake
-def _(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias, p, seed, rms):
-    pdtype = weight.dtype if weight is not None else s.dtype
-    return (torch.empty_like(s), torch.empty_like(s) if p > 0 else s.new_empty(0),
-            s.new_empty(normalized_shape if weight is not None else 0, dtype=pdtype),
-            s.new_empty(normalized_shape if has_bias else 0, dtype=pdtype))
+def _(dy, ds_out, s, x, residual, normalized_shape, weight, mean, rstd, has_bias, p, seed, rms):
+    like = s if s is not None else x
+    pdtype = weight.dtype if weight is not None else like.dtype
+    return (torch.empty_like(like), torch.empty_like(like) if p > 0 else like.new_empty(0),
+            like.new_empty(normalized_shape if weight is not None else 0, dtype=pdtype),
+            like.new_empty(normalized_shape if has_bias else 0, dtype=pdtype))
 
 
 def _add_norm_setup(ctx, inputs, output):
-    _, _, normalized_shape, weight, bias, _, p, seed, rms = inputs
+    x, residual, normalized_shape, weight, bias, _, p, seed, rms, keep_sum = inputs
     _, s, mean, rstd = output
     ctx.args = (normalized_shape, bias is not None, p, rms)
-    ctx.save_for_backward(s, weight, mean, rstd, seed)  # s, not x and residual; no mask
+    # Without prenorm s is recomputed, not saved: the forward then moves 3n
+    # values instead of 4n (s is not written) and backward 4n instead of 3n
+    # (x and residual read where s was), the same total; and x and residual
+    # are the caller's tensors (the contiguous ones this op received), alive
+    # in the network anyway, where a saved s is n of memory kept for backward
+    # alone. With prenorm s is an output, written anyway: backward reads it.
+    # No mask either way: backward regenerates it from the seed.
+    if keep_sum:
+        ctx.save_for_backward(s, None, None, weight, mean, rstd, seed)
+    else:
+        ctx.save_for_backward(None, x, residual, weight, mean, rstd, seed)
 
 
 def _add_norm_grad(ctx, dy, ds_out, _dmean, _drstd):
-    s, weight, mean, rstd, seed = ctx.saved_tensors
+    s, x, residual, weight, mean, rstd, seed = ctx.saved_tensors
     normalized_shape, has_bias, p, rms = ctx.args
+    if s is None:  # s was not returned (the op's s is an empty stand-in): no gradient reaches it, whatever
+        ds_out = None  # autograd passes for it (under torch.compile an empty tensor of zeros)
     if dy is None:
-        dy = torch.zeros_like(s)
-    ds, dx, dw, db = _add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias, p, seed, rms)
+        dy = torch.zeros_like(s if s is not None else x)
+    ds, dx, dw, db = _add_norm_backward(dy, ds_out, s, x, residual, normalized_shape, weight, mean, rstd, has_bias, p,
+                                        seed, rms)
     return (dx if p > 0 else ds, ds, None, dw if weight is not None else None, db if has_bias else None,
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 _add_norm_forward.register_autograd(_add_norm_grad, setup_context=_add_norm_setup)
@@ -3112,7 +3138,8 @@ def _add_norm(x, residual, normalized_shape, weight, bias, eps, dropout_p, train
         return under_compile.add_norm(norm, x, residual, p, prenorm)
     seed_t = _seed_for(seed, None, x) if p > 0 else _fu_no_seed(x)
     # the dropout stream runs in x's row-major order (contiguous x)
-    y, s, _, _ = _add_norm_forward(x.contiguous(), residual.contiguous(), shape, weight, bias, float(eps), p, seed_t, rms)
+    y, s, _, _ = _add_norm_forward(x.contiguous(), residual.contiguous(), shape, weight, bias, float(eps), p, seed_t, rms,
+                                   bool(prenorm))
     return (y, s) if prenorm else y
 
 
@@ -3132,8 +3159,10 @@ def add_layer_norm(
     Returns y, or (y, s) with ``prenorm=True`` (s is the next block's
     residual). The dropout mask is :func:`dropout`'s for the same ``seed`` on
     a contiguous x (``lamina.rng.keep_mask(seed, 0, x.shape, dropout_p)``);
-    ``seed=None`` draws one from torch's default generator. Backward saves s,
-    the row statistics and the seed (no mask, no x, no residual).
+    ``seed=None`` draws one from torch's default generator. Backward keeps
+    the row statistics, the seed (no mask) and x and residual themselves
+    (contiguous ones are not copied), from which it rebuilds s, which the
+    forward does not write; with ``prenorm`` it keeps s instead.
 
     Args:
         x (Tensor): the branch output, :math:`(*, \text{normalized\_shape})`.

@@ -312,6 +312,7 @@ OPS: list[OpCase] = [
            lambda x, r, w, b, dropout_p=0.0, seed=None, prenorm=False:
                TF.layer_norm(_torch_row_dropout(x, dropout_p, seed) + r, [x.shape[-1]], w, b),
            [(6, 1), (13, 17), (3, 5, 37), (2, 9000), (0, 5)], [(6, 1), (5, 17), (2, 3, 40)],
+           # prenorm off (s rebuilt in backward) with and without dropout, and on (s saved)
            kwargs=[{}, {"dropout_p": 0.3, "seed": 7}, {"dropout_p": 0.5, "seed": 2**40 + 1, "prenorm": True}],
            params=lambda shape, dtype: _fused_row_params(shape, dtype, bias=True), reduce_len=lambda shape, kw: math.prod(shape[:-1])),
     OpCase("add_rms_norm",
@@ -321,7 +322,8 @@ OPS: list[OpCase] = [
                            torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).eps),
            # (no one-element rows: RMS of one value is sign(s), its gradient pure rounding noise)
            [(13, 17), (3, 5, 37), (2, 9000), (0, 5)], [(5, 17), (2, 3, 40)],
-           kwargs=[{}, {"dropout_p": 0.3, "seed": 7, "prenorm": True}],
+           # prenorm off (s rebuilt in backward) with and without dropout, and on (s saved)
+           kwargs=[{}, {"dropout_p": 0.3, "seed": 7}, {"dropout_p": 0.3, "seed": 7, "prenorm": True}],
            params=lambda shape, dtype: _fused_row_params(shape, dtype, bias=False), reduce_len=lambda shape, kw: math.prod(shape[:-1])),
     OpCase("bias_act", F.bias_act, lambda x, b, act="gelu", approximate="none": _torch_act(x + b, act, approximate),
            [(1,), (13, 17), (3, 5, 37), (2, 3, 5, 7), (0, 3)], [(1,), (13, 17), (2, 3, 5, 7)],

@@ -18,12 +18,15 @@ run to run).
 * residual add (+ dropout) + layer / RMS norm: one program holds whole rows,
   reads x and residual, applies the dropout mask of lamina's Philox stream
   (lamina.rng's element -> counter rule, so it matches dropout bit for bit),
-  writes s = dropout(x) + residual and the normalized output. s is saved for
-  backward: recomputing it would read x and residual (2n bytes) where
-  reading s costs n, and writing s costs n, so saving is never more bytes
-  (equal without prenorm, less with prenorm, where s is an output anyway).
-  Backward reads dy and s, writes ds (= dresidual) and, with dropout, dx =
-  the masked ds.
+  forms s = dropout(x) + residual and writes the normalized output. With
+  prenorm s is an output: written, and backward reads it back (dy, s in;
+  ds out). Without, s is never written: backward rebuilds it from x and
+  residual, the same mask and the same rounding (_dropout_sum), bit for
+  bit. Forward then moves 3n values instead of 4n and backward 4n instead
+  of 3n, the same total, but x and residual are the caller's tensors, alive
+  anyway, where a saved s would be n of memory kept for backward alone.
+  Backward writes ds (= dresidual) and, with dropout, dx = the masked ds
+  (the mask drawn once a tile, for s and dx).
 * bias + activation: y = act(x + b); backward dx and per-program float32
   partial column sums for dbias.
 * dropout + residual add: the dropout kernel's stream layout plus one more
@@ -401,9 +404,28 @@ def _stream_uniform(seed, offset, i):
 
 
 @triton.jit
+def _keep_scale(seed, offset, offs, p, multiplier):
+    """Dropout's factor for each element of a tile: ``multiplier`` where the
+    stream keeps it (u >= p), 0 where it drops it."""
+    return tl.where(_stream_uniform(seed, offset, offs) >= p, multiplier, 0.0)
+
+
+@triton.jit
+def _dropout_sum(x, r, scale, DROPOUT: tl.constexpr, dtype: tl.constexpr):
+    """s = dropout(x) + r of a tile, rounded to ``dtype`` (the tensors'):
+    the one expression of s in both kernels, so that backward's recomputed
+    s is forward's bit for bit (the same operations, hence the same
+    rounding and, compiled, the same contraction into FMA)."""
+    x = x.to(tl.float32)
+    if DROPOUT:
+        x = x * scale
+    return (x + r.to(tl.float32)).to(dtype)
+
+
+@triton.jit
 def _add_norm_forward_kernel(
     x_ptr, res_ptr,  # (M, N) contiguous: the branch and the residual
-    s_ptr,  # (M, N) out: s = dropout(x) + residual
+    s_ptr,  # (M, N) out: s = dropout(x) + residual (when STORE_S)
     y_ptr,  # (M, N) out: norm(s)
     w_ptr, b_ptr,  # (N,) (when HAS_W / HAS_B)
     mean_ptr, rstd_ptr,  # (M,) float32 out (mean not for RMS)
@@ -411,20 +433,22 @@ def _add_norm_forward_kernel(
     M, N, eps,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, DROPOUT: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    STORE_S: tl.constexpr = True,  # off: s is not an output, backward rebuilds it from x and residual
 ):
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
     col_ok = cols < N
     mask = (rows < M)[:, None] & col_ok[None, :]
     offs = rows[:, None] * N + cols[None, :]
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)  # (as the row norm's)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last")  # (as the row norm's)
+    scale = 1.0
     if DROPOUT:
-        u = _stream_uniform(tl.load(seed_ptr), offset, offs)
-        x = x * tl.where(u >= p, multiplier, 0.0)
+        scale = _keep_scale(tl.load(seed_ptr), offset, offs, p, multiplier)
     r = tl.load(res_ptr + offs, mask=mask, other=0.0, eviction_policy="evict_last")
-    s = (x + r.to(tl.float32)).to(s_ptr.dtype.element_ty)
-    tl.store(s_ptr + offs, s, mask=mask)
-    s = s.to(tl.float32)  # normalize the s that backward will read
+    s = _dropout_sum(x, r, scale, DROPOUT, y_ptr.dtype.element_ty)
+    if STORE_S:
+        tl.store(s_ptr + offs, s, mask=mask)
+    s = s.to(tl.float32)  # normalize the rounded s, the one backward reads or rebuilds
     if RMS:
         rstd = 1.0 / tl.sqrt(_div_rn(tl.sum(s * s, axis=1), N) + eps)
         xhat = s * rstd[:, None]
@@ -444,10 +468,24 @@ def _add_norm_forward_kernel(
 
 
 @triton.jit
+def _add_norm_backward_tile(dy_ptr, v_ptr, res_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N,
+                            RMS: tl.constexpr, RECOMPUTE: tl.constexpr):
+    """The row norm's loads of one tile (_row_backward_tile: (v, dy, mean,
+    rstd, mask), v from v_ptr) and, with RECOMPUTE, the residual's tile r
+    (v is then x, to be summed with r; without, v is s and r is v, unused)."""
+    v, dy, mean, rstd, mask = _row_backward_tile(dy_ptr, v_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N, N, RMS)
+    r = v
+    if RECOMPUTE:
+        r = tl.load(res_ptr + rows[:, None] * N + cols[None, :], mask=mask, other=0.0)
+    return v, r, dy, mean, rstd, mask
+
+
+@triton.jit
 def _add_norm_backward_kernel(
     dy_ptr,  # (M, N) contiguous: gradient of the normalized output
     dsx_ptr,  # (M, N) contiguous: gradient reaching s directly (when HAS_DS, prenorm)
-    s_ptr,  # (M, N) the saved s
+    v_ptr,  # (M, N) the saved s; with RECOMPUTE the forward's x
+    res_ptr,  # (M, N) with RECOMPUTE: the forward's residual
     w_ptr, mean_ptr, rstd_ptr,
     ds_ptr,  # (M, N) out: ds = dresidual
     dx_ptr,  # (M, N) out: dx = masked ds (DROPOUT)
@@ -457,6 +495,7 @@ def _add_norm_backward_kernel(
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DS: tl.constexpr, DROPOUT: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
     PREFETCH: tl.constexpr = False,  # the row norm backward's software pipeline (_row_norm_backward_kernel)
+    RECOMPUTE: tl.constexpr = False,  # rebuild s from x and residual as the forward made it (no s saved)
 ):
     pid = tl.program_id(0)
     first = pid.to(tl.int64) * rows_per_program
@@ -471,26 +510,32 @@ def _add_norm_backward_kernel(
     db = tl.zeros([BLOCK], dtype=tl.float32)
     end = tl.minimum(M, first + rows_per_program)  # this program's rows
     if PREFETCH:
-        s_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
-            dy_ptr, s_ptr, mean_ptr, rstd_ptr, first + tl.arange(0, ROWS), end, cols, col_ok, N, N, RMS)
+        v_n, r_n, dy_n, mean_n, rstd_n, mask_n = _add_norm_backward_tile(
+            dy_ptr, v_ptr, res_ptr, mean_ptr, rstd_ptr, first + tl.arange(0, ROWS), end, cols, col_ok, N, RMS, RECOMPUTE)
     for i in range(0, rows_per_program, ROWS):
         rows = first + i + tl.arange(0, ROWS)
         offs = rows[:, None] * N + cols[None, :]
         if PREFETCH:
-            s, dy, mean, rstd, mask = s_n, dy_n, mean_n, rstd_n, mask_n
-            s_n, dy_n, mean_n, rstd_n, mask_n = _row_backward_tile(
-                dy_ptr, s_ptr, mean_ptr, rstd_ptr, rows + ROWS, end, cols, col_ok, N, N, RMS)
+            v, r, dy, mean, rstd, mask = v_n, r_n, dy_n, mean_n, rstd_n, mask_n
+            v_n, r_n, dy_n, mean_n, rstd_n, mask_n = _add_norm_backward_tile(
+                dy_ptr, v_ptr, res_ptr, mean_ptr, rstd_ptr, rows + ROWS, end, cols, col_ok, N, RMS, RECOMPUTE)
         else:
-            s, dy, mean, rstd, mask = _row_backward_tile(
-                dy_ptr, s_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N, N, RMS)
+            v, r, dy, mean, rstd, mask = _add_norm_backward_tile(
+                dy_ptr, v_ptr, res_ptr, mean_ptr, rstd_ptr, rows, end, cols, col_ok, N, RMS, RECOMPUTE)
+        s = v
+        if RECOMPUTE:  # forward's s: the same mask (drawn once a tile, for s and dx), sum and rounding
+            scale = 1.0
+            if DROPOUT:
+                scale = _keep_scale(seed, offset, offs, p, multiplier)
+            s = _dropout_sum(v, r, scale, DROPOUT, ds_ptr.dtype.element_ty)
         dy, xhat, ds = _row_backward_dx(s, dy, mean, rstd, mask, w, N, RMS, HAS_W)
         if HAS_DS:
             ds = ds + tl.load(dsx_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(ds_ptr + offs, ds.to(ds_ptr.dtype.element_ty), mask=mask)
         if DROPOUT:
-            u = _stream_uniform(seed, offset, offs)
-            dx = ds * tl.where(u >= p, multiplier, 0.0)
-            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            if not RECOMPUTE:  # (drawn where used, as before RECOMPUTE: not held across the row reductions)
+                scale = _keep_scale(seed, offset, offs, p, multiplier)
+            tl.store(dx_ptr + offs, (ds * scale).to(dx_ptr.dtype.element_ty), mask=mask)
         if HAS_W:
             dw += tl.sum(dy * xhat, axis=0)
         if HAS_B:
@@ -514,64 +559,82 @@ def _programs(t: torch.Tensor) -> int:
     return 3
 
 
-def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p: float, seed, offset: int, rms: bool):
+def add_norm_forward(x, residual, normalized_shape, weight, bias, eps: float, p: float, seed, offset: int, rms: bool,
+                     keep_sum: bool = True):
     """(y, s, mean, rstd) for contiguous x and residual: s = dropout(x) +
     residual (p = 0: no dropout), y = layer_norm(s) or rms_norm(s); mean and
-    rstd flat (M,) float32 (mean empty for RMS)."""
+    rstd flat (M,) float32 (mean empty for RMS). Without ``keep_sum`` s is
+    not written (an empty tensor in its place): add_norm_backward rebuilds
+    it from x and residual."""
     weight, bias = _vector(weight), _vector(bias)
     n = math.prod(normalized_shape)
     m = x.numel() // max(n, 1)
-    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
+    if _add_norm_unfused(n, m, p):
         s = dropout_add_forward(x, residual, p, seed, offset)
         y, mean, rstd = row_norm_forward(s, normalized_shape, weight, bias, eps, rms)
-        return y, s, mean, rstd
-    s = torch.empty_like(x)
+        return y, s if keep_sum else x.new_empty(0), mean, rstd
+    s = torch.empty_like(x) if keep_sum else x.new_empty(0)
     y = torch.empty_like(x)
     mean = torch.empty(0 if rms else m, dtype=torch.float32, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     # the row norm's forward tiles (rows <= _WIDE_ROW are never 'wide' there)
     rows, block, _, warps = _row_forward_config(n, x.element_size())
     _add_norm_forward_kernel[(cdiv(m, rows),)](
-        x, residual, s, y, weight if weight is not None else x, bias if bias is not None else x,
+        x, residual, s if keep_sum else x, y, weight if weight is not None else x, bias if bias is not None else x,
         x if rms else mean, rstd, seed if p > 0 else x, offset, p, _multiplier(p), m, n, eps,
         RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None, DROPOUT=p > 0,
-        ROWS=rows, BLOCK=block, num_warps=warps,
+        ROWS=rows, BLOCK=block, num_warps=warps, STORE_S=keep_sum,
     )
     return y, s, mean, rstd
 
 
 def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_bias: bool, p: float, seed,
-                      offset: int, rms: bool):
+                      offset: int, rms: bool, x=None, residual=None):
     """(ds, dx, dweight, dbias): ds = dresidual; dx the masked ds (None when
-    p = 0: then dx is ds); dweight/dbias float32 (None when absent)."""
+    p = 0: then dx is ds); dweight/dbias float32 (None when absent). ``s``
+    the saved sum, or None: then ``x`` and ``residual`` (add_norm_forward's
+    contiguous inputs) are given and s is rebuilt from them as the forward
+    made it, bit for bit."""
     weight = _vector(weight)
+    recompute = s is None
+    like = x if recompute else s
     n = math.prod(normalized_shape)
-    m = s.numel() // max(n, 1)
+    m = like.numel() // max(n, 1)
     dy = dy.contiguous()
     has_weight = weight is not None
-    if n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL):
+    if _add_norm_unfused(n, m, p):
+        if recompute:  # the forward's own unfused s
+            s = dropout_add_forward(x, residual, p, seed, offset)
         ds, dw, db = row_norm_backward(dy, s, normalized_shape, weight, mean, rstd, has_bias, rms)
         if ds_out is not None:
             ds = ds + ds_out
         dx = _dropout_kernel_backward(ds, p, seed, offset) if p > 0 else None
         return ds, dx, dw.float() if has_weight else None, db.float() if has_bias else None
-    ds = torch.empty_like(s)
-    dx = torch.empty_like(s) if p > 0 else None
+    ds = torch.empty_like(like)
+    dx = torch.empty_like(like) if p > 0 else None
     # the row norm's tuned tiles (rows <= _WIDE_ROW are never 'wide' there);
     # at 32768 x 4096 bf16 the old 4096-element tiles on 16 warps, 4 programs
     # an SM, took 405 us where the forward took 265 (H200, scripts/probe_cells.py)
-    rows, block, _, warps, programs, rows_per_program, prefetch = _row_backward_launch(s, m, n)
-    part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=s.device)
+    rows, block, _, warps, programs, rows_per_program, prefetch = _row_backward_launch(like, m, n)
+    part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=like.device)
     _add_norm_backward_kernel[(programs,)](
-        dy, ds_out.contiguous() if ds_out is not None else dy, s, weight if has_weight else s,
-        rstd if rms else mean, rstd, ds, s if dx is None else dx, part, seed if p > 0 else rstd, offset, p, _multiplier(p),
-        m, n, rows_per_program,
+        dy, ds_out.contiguous() if ds_out is not None else dy, like, residual if recompute else like,
+        weight if has_weight else like, rstd if rms else mean, rstd, ds, like if dx is None else dx, part,
+        seed if p > 0 else rstd, offset, p, _multiplier(p), m, n, rows_per_program,
         RMS=rms, HAS_W=has_weight, HAS_B=has_bias, HAS_DS=ds_out is not None, DROPOUT=p > 0,
-        ROWS=rows, BLOCK=block, num_warps=warps, PREFETCH=prefetch,
+        ROWS=rows, BLOCK=block, num_warps=warps, PREFETCH=prefetch, RECOMPUTE=recompute,
     )
     dw = part[:, 0].sum(dim=0).reshape(normalized_shape) if has_weight else None
     db = part[:, 1].sum(dim=0).reshape(normalized_shape) if has_bias else None
     return ds, dx, dw, db
+
+
+def _add_norm_unfused(n: int, m: int, p: float) -> bool:
+    """Whether add_norm_forward / add_norm_backward take the unfused kernels
+    (dropout_add, then the row norm): no rows, rows too wide for one
+    program, or dropout kept out of the row kernel. One rule for both, so a
+    backward that rebuilds s rebuilds it with the kernel that made it."""
+    return n == 0 or m == 0 or row_block(n) > _WIDE_ROW or (p > 0 and not DROPOUT_IN_ROW_KERNEL)
 
 
 # =============================================================================
