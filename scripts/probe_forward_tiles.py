@@ -12,7 +12,7 @@ policy; batch norm's reduction tile, warps and programs an SM; the global
 average pool's tiles. Then Inductor's generated source for three of them.
 (A first version also tried evict_last on the pooling loads: no gain.)
 
-    PYTHONPATH=src:scripts python scripts/probe_forward_tiles.py [pool|bn|gap|source]...
+    PYTHONPATH=src:scripts python scripts/probe_forward_tiles.py [pool|poolsweep|bn|gap|addnorm|source]...
 """
 
 from __future__ import annotations
@@ -172,6 +172,39 @@ def gap() -> None:
             del x
 
 
+def addnorm() -> None:
+    """add_layer_norm / add_rms_norm at 32768x4096: forward and forward +
+    backward GPU time, s written and read back (prenorm) or rebuilt from x
+    and residual (the default), next to torch.compile of the composition."""
+    import lamina.functional as F
+
+    m, n = 32768, 4096
+    for dname, dtype in DTYPES.items():
+        for rms in (False, True):
+            torch.manual_seed(0)
+            x, r, dy = (torch.randn(m, n, device=DEVICE, dtype=dtype, requires_grad=True) for _ in range(3))
+            w = torch.randn(n, device=DEVICE, dtype=dtype, requires_grad=True)
+            b = torch.randn(n, device=DEVICE, dtype=dtype, requires_grad=True)
+            leaves = [x, r, w] if rms else [x, r, w, b]
+            if rms:
+                def lam(prenorm):
+                    return F.add_rms_norm(x, r, [n], w, 1e-6, prenorm=prenorm)
+                compiled = torch.compile(lambda x, r: TF.rms_norm(x + r, [n], w, 1e-6))
+            else:
+                def lam(prenorm):
+                    return F.add_layer_norm(x, r, [n], w, b, prenorm=prenorm)
+                compiled = torch.compile(lambda x, r: TF.layer_norm(x + r, [n], w, b))
+            unit = m * n * x.element_size()
+            line = [f"add+{'rms' if rms else 'layer'}_norm {dname}:"]
+            for name, fwd in (("compile", lambda: compiled(x, r)), ("lamina", lambda: lam(False)),
+                              ("lamina prenorm", lambda: lam(True)[0])):
+                fwd()
+                both_ms = gpu_ms(lambda: torch.autograd.grad(fwd(), leaves, dy))
+                line.append(f"{name} fwd {gbs(3 * unit, gpu_ms(fwd))} fwd+bwd {gbs(7 * unit, both_ms)}")
+            print(" | ".join(line), flush=True)
+            del x, r, dy
+
+
 def source() -> None:
     from torch._inductor.utils import run_and_get_code
 
@@ -208,7 +241,7 @@ def main() -> None:
         SWEEP = True
         parts = ["pool" if p == "poolsweep" else p for p in parts]
     for part in parts:
-        {"pool": pool, "bn": bn, "gap": gap, "source": source}[part]()
+        {"pool": pool, "bn": bn, "gap": gap, "addnorm": addnorm, "source": source}[part]()
 
 
 if __name__ == "__main__":
