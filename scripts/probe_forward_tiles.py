@@ -12,7 +12,7 @@ policy; batch norm's reduction tile, warps and programs an SM; the global
 average pool's tiles. Then Inductor's generated source for three of them.
 (A first version also tried evict_last on the pooling loads: no gain.)
 
-    PYTHONPATH=src:scripts python scripts/probe_forward_tiles.py [pool|poolsweep|bn|gap|addnorm|source]...
+    PYTHONPATH=src:scripts python scripts/probe_forward_tiles.py [pool|poolsweep|bn|gap|addnorm|addnormsweep|source]...
 """
 
 from __future__ import annotations
@@ -160,9 +160,8 @@ def gap() -> None:
             line = [f"gap {dname} {'cl' if cl else 'nchw'}: eager {both(nbytes, eager)} compile {both(nbytes, compiled)}"
                     f" lamina {both(nbytes, (bench(launch), gpu_ms(launch)))}"]
             if cl:
-                variants = [{"GLOBAL_CL_TILE": t, "GLOBAL_CL_CHANNELS": ch, "GLOBAL_CL_WARPS": wp}
-                            for t, ch in ((8192, 512), (8192, 1024), (16384, 512), (16384, 1024), (16384, 2048))
-                            for wp in (4, 8)]
+                variants = [{"GLOBAL_CL_TILE": t, "GLOBAL_CL_ROW_BYTES": rb, "GLOBAL_CL_WARPS": wp}
+                            for t, rb in ((8192, 1024), (8192, 2048), (8192, 4096), (16384, 2048)) for wp in (4, 8)]
             else:
                 variants = [{"PLANE_BLOCK": t, "PLANE_WARPS": wp} for t in (2048, 4096, 8192) for wp in (2, 4, 8)]
             for values in variants:
@@ -205,6 +204,33 @@ def addnorm() -> None:
             del x, r, dy
 
 
+def addnormsweep() -> None:
+    """The add+norm backward that rebuilds s (x, residual, dy in; ds out) at
+    32768x4096 under the row norm's backward configurations (sweep.py's
+    row_backward_sweep: rows/warps/programs an SM, plain/prefetch GB/s of 4n)."""
+    from lamina.kernels import fused as K
+    from sweep import row_backward_sweep
+
+    m, n = 32768, 4096
+    configs = [(rows, warps, per_sm) for rows in (1, 2) for warps in (8, 16) for per_sm in (1, 2, 4)]
+    for dname, dtype in DTYPES.items():
+        torch.manual_seed(0)
+        x, r, dy = (torch.randn(m, n, device=DEVICE, dtype=dtype) for _ in range(3))
+        w, b = torch.randn(n, device=DEVICE, dtype=dtype), torch.randn(n, device=DEVICE, dtype=dtype)
+        for rms in (False, True):
+            bias = None if rms else b
+            _, _, mean, rstd = K.add_norm_forward(x, r, (n,), w, bias, 1e-5, 0.0, None, 0, rms, keep_sum=False)
+
+            def backward():
+                return K.add_norm_backward(dy, None, None, (n,), w, mean, rstd, not rms, 0.0, None, 0, rms, x, r)
+
+            nbytes = 4 * m * n * x.element_size()
+            print(f"rebuild-s backward add+{'rms' if rms else 'layer'}_norm {dname}: default "
+                  f"{gbs(nbytes, bench(backward))} | " + row_backward_sweep(configs, N.row_block(n), backward, nbytes),
+                  flush=True)
+        del x, r, dy
+
+
 def source() -> None:
     from torch._inductor.utils import run_and_get_code
 
@@ -241,7 +267,8 @@ def main() -> None:
         SWEEP = True
         parts = ["pool" if p == "poolsweep" else p for p in parts]
     for part in parts:
-        {"pool": pool, "bn": bn, "gap": gap, "addnorm": addnorm, "source": source}[part]()
+        {"pool": pool, "bn": bn, "gap": gap, "addnorm": addnorm, "addnormsweep": addnormsweep,
+         "source": source}[part]()
 
 
 if __name__ == "__main__":

@@ -73,13 +73,15 @@ PARITY_BACKWARD = True
 PLANE_BLOCK = 4096
 PLANE_WARPS = 4
 # global average pooling of channels_last inputs: a program's tile, about
-# GLOBAL_CL_TILE elements of up to GLOBAL_CL_CHANNELS channels. GPU time at
-# 256x2048x7x7 on an H200 (scripts/probe_forward_tiles.py, session 13), GB/s
-# fp32 / bf16: 4096 x 64 3045 / 1946, 8192 x 512 3225 / 2513 (eager 3048 /
-# 2517; the adaptive kernel's one-position tiles took 0.036 / 0.026 ms in
-# the session-12 matrix, about 2900 / 2000); 8 warps slower throughout.
+# GLOBAL_CL_TILE elements, its rows GLOBAL_CL_ROW_BYTES of channels (512
+# float32, 1024 16-bit). GPU time at 256x2048x7x7 on an H200
+# (scripts/probe_forward_tiles.py, session 13), GB/s fp32 / bf16: 4096 x 64
+# channels 3045 / 1946; 8192 x 512 3209 / 2498; 8192 x 1024 3133 / 2947
+# (eager 3031 / 2513; the adaptive kernel's one-position tiles took 0.036 /
+# 0.026 ms in the session-12 matrix, about 2900 / 2000); mostly slower on 8
+# warps.
 GLOBAL_CL_TILE = 8192
-GLOBAL_CL_CHANNELS = 512
+GLOBAL_CL_ROW_BYTES = 2048
 GLOBAL_CL_WARPS = 4
 
 
@@ -812,7 +814,7 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
         return y, pos, idx
     if not is_max and oh == 1 and ow == 1 and cl:
         hw = h * w
-        block_c = min(next_power_of_2(c), GLOBAL_CL_CHANNELS)
+        block_c = min(next_power_of_2(c), GLOBAL_CL_ROW_BYTES // x.element_size())
         block_hw = min(next_power_of_2(hw), max(1, GLOBAL_CL_TILE // block_c))
         _global_avg_pool_cl_kernel[(n, cdiv(c, block_c))](
             x, y, c, hw, BLOCK_HW=block_hw, BLOCK_C=block_c, CHUNKS=cdiv(hw, block_hw),
