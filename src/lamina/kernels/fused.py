@@ -615,7 +615,15 @@ def add_norm_backward(dy, ds_out, s, normalized_shape, weight, mean, rstd, has_b
     # the row norm's tuned tiles (rows <= _WIDE_ROW are never 'wide' there);
     # at 32768 x 4096 bf16 the old 4096-element tiles on 16 warps, 4 programs
     # an SM, took 405 us where the forward took 265 (H200, scripts/probe_cells.py)
-    rows, block, _, warps, programs, rows_per_program, prefetch = _row_backward_launch(like, m, n)
+    config = None
+    if recompute and like.element_size() >= 4 and row_block(n) >= 4096:
+        # Rebuilding s holds a fourth tile (the residual's) in the software
+        # pipeline: float32 rows of 4096 on the row norm's 2-row tiles, 4
+        # programs an SM, moved 3248 GB/s (layer norm; RMS 3908); on 1-row
+        # tiles, 16 warps, 1 program an SM 4013 (RMS 4063; H200, session 13,
+        # probe_forward_tiles.py addnormsweep). 16-bit keeps the row norm's.
+        config = (1, row_block(n), False, 16, 1, True)
+    rows, block, _, warps, programs, rows_per_program, prefetch = _row_backward_launch(like, m, n, config)
     part = torch.empty((programs, 2, n) if (has_weight or has_bias) else (1,), dtype=torch.float32, device=like.device)
     _add_norm_backward_kernel[(programs,)](
         dy, ds_out.contiguous() if ds_out is not None else dy, like, residual if recompute else like,

@@ -1240,11 +1240,11 @@ def _row_backward_config(n: int, elem_size: int):
     return rows, block, wide, max(1, min(4, rows * block // 512)), 4, True
 
 
-def _row_backward_launch(x: torch.Tensor, m: int, n: int):
+def _row_backward_launch(x: torch.Tensor, m: int, n: int, config=None):
     """(ROWS, BLOCK, wide?, warps, programs, rows a program, prefetch?) of a
     row-norm backward over m rows of n values like x's (also the fused
-    add+norm's)."""
-    rows, block, wide, warps, per_sm, prefetch = _row_backward_config(n, x.element_size())
+    add+norm's); ``config`` in _row_backward_config's form overrides its."""
+    rows, block, wide, warps, per_sm, prefetch = config or _row_backward_config(n, x.element_size())
     # at least _RN_MIN_ROWS_A_PROGRAM rows each, so the partial buffer stays a
     # few percent of the traffic when there are few rows
     min_rows = _RN_MIN_ROWS_A_PROGRAM if x.is_cuda else 1  # interpreter: several programs even for few rows
