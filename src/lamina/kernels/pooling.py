@@ -800,35 +800,46 @@ def _adaptive_forward(x, output_size, is_max, return_indices=False):
     pos = _new_pool_tensor((n, c, oh, ow), cl, _position_dtype(kh * kw), x.device) if is_max else x
     idx = (_new_pool_tensor((n, c, oh, ow), cl, torch.int64, x.device) if return_indices
            else x.new_empty((0,), dtype=torch.int64))
-    total = y.numel()
-    if not total:
-        return y, pos, idx
-    if not is_max and oh == 1 and ow == 1 and x.is_contiguous():
-        rows, hw = n * c, h * w
-        block_hw = min(next_power_of_2(hw), 256)
-        plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
-        _global_avg_pool_nchw_kernel[(cdiv(rows, plane_rows),)](
-            x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=cdiv(hw, block_hw),
-            INDEX64=_needs_int64(x), num_warps=PLANE_WARPS,
+    if y.numel():
+        blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, TILE)
+        _adaptive_pool2d_forward_kernel[grid](
+            x, y, pos, idx if return_indices else x,
+            c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y),
+            KMAX_H=kh, KMAX_W=kw, IS_MAX=is_max, WRITE_INDICES=bool(return_indices),
+            CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
         )
-        return y, pos, idx
-    if not is_max and oh == 1 and ow == 1 and cl:
-        hw = h * w
+    return y, pos, idx
+
+
+def _global_average(x):
+    """Global average pooling of a dense NCHW or channels_last x, or None
+    for other strides (the adaptive kernel's). Its own path, ahead of the
+    adaptive one's window sizes and index buffers: the ResNet head's pool
+    is a ~20 us kernel, and host time shows there (session 13's matrix)."""
+    n, c, h, w = x.shape
+    if x.is_contiguous():
+        y = x.new_empty((n, c, 1, 1))
+        rows, hw = n * c, h * w
+        if rows and hw:
+            block_hw = min(next_power_of_2(hw), 256)
+            plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
+            _global_avg_pool_nchw_kernel[(cdiv(rows, plane_rows),)](
+                x, y, rows, hw, ROWS=plane_rows, BLOCK_HW=block_hw, CHUNKS=cdiv(hw, block_hw),
+                INDEX64=_needs_int64(x), num_warps=PLANE_WARPS,
+            )
+        return y
+    if not _is_channels_last(x):
+        return None
+    y = x.new_empty((n, c, 1, 1))  # (contiguous strides: see _new_pool_tensor)
+    hw = h * w
+    if n and c and hw:
         block_c = min(next_power_of_2(c), GLOBAL_CL_ROW_BYTES // x.element_size())
         block_hw = min(next_power_of_2(hw), max(1, GLOBAL_CL_TILE // block_c))
         _global_avg_pool_cl_kernel[(n, cdiv(c, block_c))](
             x, y, c, hw, BLOCK_HW=block_hw, BLOCK_C=block_c, CHUNKS=cdiv(hw, block_hw),
             INDEX64=_needs_int64(x), num_warps=GLOBAL_CL_WARPS,
         )
-        return y, pos, idx
-    blocks_a, block_a, block_b, grid = _tiling(n, c, oh, ow, cl, TILE)
-    _adaptive_pool2d_forward_kernel[grid](
-        x, y, pos, idx if return_indices else x,
-        c, h, w, oh, ow, blocks_a, *_strides(x), *_strides(y),
-        KMAX_H=kh, KMAX_W=kw, IS_MAX=is_max, WRITE_INDICES=bool(return_indices),
-        CHANNELS_LAST=cl, INDEX64=_needs_int64(x, y), BLOCK_A=block_a, BLOCK_B=block_b, num_warps=WARPS,
-    )
-    return y, pos, idx
+    return y
 
 
 def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
@@ -863,6 +874,10 @@ def _adaptive_backward(dy, pos, input_size, channels_last, is_max):
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
+    if output_size[0] == 1 and output_size[1] == 1:
+        y = _global_average(x)
+        if y is not None:
+            return y
     return _adaptive_forward(x, output_size, False)[0]
 
 
