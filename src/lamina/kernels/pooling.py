@@ -820,7 +820,7 @@ def _global_average(x):
     if x.is_contiguous():
         y = x.new_empty((n, c, 1, 1))
         rows, hw = n * c, h * w
-        if rows and hw:
+        if rows and hw:  # (an empty plane never gets here: lamina.validate refuses it, as PyTorch's CUDA pools do)
             block_hw = min(next_power_of_2(hw), 256)
             plane_rows = PLANE_BLOCK // block_hw  # about PLANE_BLOCK elements in flight a program
             _global_avg_pool_nchw_kernel[(cdiv(rows, plane_rows),)](
