@@ -693,10 +693,11 @@ def _global_avg_pool_cl_kernel(
     read one position a loop step (256 bytes in bf16), half the copy rate at
     256x2048x7x7."""
     n = tl.program_id(0)
-    if INDEX64:
-        n = n.to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
     hw = tl.arange(0, BLOCK_HW)[:, None]
+    if INDEX64:  # (a sample alone can pass 2**31 elements)
+        n = n.to(tl.int64)
+        hw = hw.to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
     base = x_ptr + n * HW * C
     acc = tl.full([BLOCK_HW, BLOCK_C], 0.0, tl.float32)
     if CHUNKS <= 8:  # unrolled (7x7 takes 4): every chunk's loads in flight at once
