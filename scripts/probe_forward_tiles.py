@@ -1,16 +1,19 @@
 """The GPU-bound forwards still a few percent behind torch.compile or eager
 in the session-12 matrix (bench/results/h200-20261128-session12/bench-call5):
 pooling forwards (max 3x3/s2/p1, max 2x2/s2, avg 2x2/s2 at 64x64x112x112),
-batch norm's channels_last training forward and global average pooling
-(256x2048x7x7). Each is timed next to eager and torch.compile (input
-requiring grad, as in the matrix), with lamina's launch constants varied one
-set at a time, each as GPU time from torch.profiler (the sum of a call's
-kernels, median of 15 calls): do_bench's numbers for kernels of 20-100 us
-moved by up to 30 % between configurations in a first run (host time
-showing through), so do_bench is printed only for the defaults. The varied constants: the pooling tile and warps and the input loads' eviction
-policy; batch norm's reduction tile, warps and programs an SM; the global
-average pool's tiles. Then Inductor's generated source for three of them.
-(A first version also tried evict_last on the pooling loads: no gain.)
+batch norm's channels_last training forward, global average pooling
+(256x2048x7x7); and add + layer/RMS norm (32768x4096), whose sum s is
+rebuilt in backward. Each is timed next to eager and torch.compile (input
+requiring grad, as in the matrix) as GPU time from torch.profiler (the sum
+of a call's kernels, median of 15 calls): do_bench's numbers for kernels of
+20-100 us moved by up to 30 % between configurations in a first run (host
+time showing through), so do_bench is printed only for the defaults.
+lamina's launch constants are varied one set at a time: the pooling tile
+and warps (poolsweep), batch norm's reduction tile, warps and programs an
+SM, the global average pool's tiles, the rebuilding add + norm backward's
+row-norm configurations (addnormsweep). `source` prints Inductor's
+generated kernels for three of them. (A first version also tried
+evict_last on the pooling loads: no gain.)
 
     PYTHONPATH=src:scripts python scripts/probe_forward_tiles.py [pool|poolsweep|bn|gap|addnorm|addnormsweep|source]...
 """
@@ -64,9 +67,9 @@ def gpu_ms(fn, calls: int = 15) -> float:
     return per_call[calls // 2] / 1e3
 
 
-def anchors(fn, x) -> str:
-    """eager and torch.compile of fn(x), x requiring grad (a training
-    forward): "do_bench/GPU" GB/s is filled in by the caller's nbytes."""
+def anchors(fn, x) -> tuple:
+    """((do_bench ms, GPU ms) of eager, the same of torch.compile) of fn(x),
+    x requiring grad (a training forward)."""
     xg = x.detach().clone(memory_format=torch.preserve_format).requires_grad_()
     compiled = torch.compile(fn)
     compiled(xg)
