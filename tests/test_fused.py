@@ -439,7 +439,7 @@ def test_compiles_fullgraph(name, backend):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("path", ["row_kernel", "two_pass", "wide_row"])
+@pytest.mark.parametrize("path", ["row_kernel", "row_kernel_4096", "two_pass", "wide_row"])
 @pytest.mark.parametrize("prenorm", [True, False])  # s saved and read back / never written, rebuilt in backward
 def test_add_norm_kernel_paths(path, prenorm, backend, monkeypatch):
     """The fused row kernel, the stream-aligned two-pass path
@@ -449,7 +449,8 @@ def test_add_norm_kernel_paths(path, prenorm, backend, monkeypatch):
     kernels = lamina.backend.kernels("fused")
     if path == "two_pass":
         monkeypatch.setattr(kernels, "DROPOUT_IN_ROW_KERNEL", False)
-    n = 9000 if path == "wide_row" else 300
+    # (4096: float32 rows whose rebuilding backward takes its own launch shape, kernels/fused.py)
+    n = {"wide_row": 9000, "row_kernel_4096": 4096}.get(path, 300)
     x, r = _randn(2, n, dtype=torch.float32), _randn(2, n, dtype=torch.float32, seed=1)
     w, b = _randn(n, dtype=torch.float32, seed=2), _randn(n, dtype=torch.float32, seed=3)
 
