@@ -760,13 +760,14 @@ def _dropout_add_kernel(
     offset,
     GROUP: tl.constexpr,
 ):
-    # the dropout kernel's stream layout and tile
+    # the dropout kernel's stream layout and tile; s as the add + norm kernels form it
     offs, u = _stream_tile(tl.load(seed_ptr), offset, tl.program_id(0).to(tl.int64), GROUP)
     inside = offs < n
-    x = tl.load(x_ptr + offs, mask=inside).to(tl.float32)
-    r = tl.load(r_ptr + offs, mask=inside).to(tl.float32)
-    y = x * tl.where(u >= p, multiplier, 0.0) + r  # a dropped x is x * 0: NaN stays NaN, as in torch
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
+    x = tl.load(x_ptr + offs, mask=inside)
+    r = tl.load(r_ptr + offs, mask=inside)
+    # (a dropped x is x * 0: NaN stays NaN, as in torch)
+    y = _dropout_sum(x, r, tl.where(u >= p, multiplier, 0.0), True, y_ptr.dtype.element_ty)
+    tl.store(y_ptr + offs, y, mask=inside)
 
 
 def dropout_add_forward(x, residual, p: float, seed, offset: int):
